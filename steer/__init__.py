@@ -1,0 +1,2 @@
+"""steer: hyperparameter search with a human in the loop."""
+__version__ = "0.1.0"
