@@ -1,0 +1,35 @@
+# The two commands of the README:
+#   make demo   set up (once) and run the quick study on the CPU, then list its trials
+#   make test   set up (once) and run the test suite
+# Each sets up a virtual environment in .venv idempotently.
+
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+# Without an NVIDIA GPU take PyTorch's CPU build: a bare `torch` pulls a multi-GB CUDA build.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_CPU_VERSION ?= 2.13.0
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.steer-installed
+
+$(VENV)/.steer-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then echo "NVIDIA GPU found: installing torch with CUDA"; $(PIP) install "torch>=2.4"; \
+	else echo "no NVIDIA GPU: installing the CPU build of torch"; \
+	  $(PIP) install --timeout 15 --retries 1 "torch==$(TORCH_CPU_VERSION)" --extra-index-url $(TORCH_CPU_INDEX); fi
+	$(PIP) install -e ".[test]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/steer run studies/quick.toml
+	$(VENV)/bin/steer show --storage sqlite:///studies/quick.db
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) studies/*.db studies/*.db-* studies/*-artifacts

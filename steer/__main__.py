@@ -1,0 +1,5 @@
+import sys
+
+from steer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,185 @@
+"""The Optuna objective built from a spec, and the study built around it.
+
+    study = steer.create_study(spec)                 # or any optuna study, direction maximize
+    study.optimize(steer.objective(spec), n_trials=12)
+
+Each trial suggests its params, trains a `Trainer`, reports full-image PSNR
+every `report_every` steps (Optuna intermediate values, pruning) and returns the
+final PSNR. What it records lives under `steer.*` user attributes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+
+from steer.errors import UserError
+from steer.image import load_target
+from steer.kernels import BackendError, resolve_backend
+from steer.spec import DEFAULT_PARAMS, PARAMS, Dimension, Spec
+from steer.trainer import Diverged, Trainer, mlp_config, resolve_device
+
+ATTR = "steer."  # prefix of every user attribute steer writes
+
+
+def suggest_params(trial: optuna.Trial, spec: Spec) -> dict[str, Any]:
+    """Suggest the spec's searched params; fixed values and defaults fill the rest.
+
+    Conditional params (w0 for sine, fourier_* for the Fourier encoding) are
+    only suggested when their condition holds, so TPE sees a tree-structured space.
+    """
+    params = {**DEFAULT_PARAMS, **spec.fixed}
+    for dim in sorted(spec.space, key=lambda d: PARAMS[d.name].when is not None):
+        when = PARAMS[dim.name].when
+        if when is not None and params[when[0]] != when[1]:
+            continue
+        params[dim.name] = _suggest(trial, dim)
+    return params
+
+
+def _suggest(trial: optuna.Trial, dim: Dimension) -> Any:
+    if dim.kind == "categorical":
+        return trial.suggest_categorical(dim.name, list(dim.choices))
+    if dim.kind == "int":
+        return trial.suggest_int(dim.name, dim.low, dim.high, step=dim.step or 1, log=dim.log)
+    return trial.suggest_float(dim.name, dim.low, dim.high, step=dim.step, log=dim.log)
+
+
+def trial_seed(spec: Spec, trial: optuna.Trial) -> int:
+    """Each trial's own seed: recorded, so a replay starts from the same weights."""
+    return spec.seed * 100_003 + trial.number
+
+
+def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
+    cfg = spec.sampler
+    if cfg["type"] == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    if cfg["type"] == "grid":
+        return optuna.samplers.GridSampler(grid_space(spec), seed=spec.seed)
+    kwargs = {k: cfg[k] for k in ("n_startup_trials", "multivariate") if k in cfg}
+    return optuna.samplers.TPESampler(seed=spec.seed, **kwargs)
+
+
+def grid_space(spec: Spec) -> dict[str, list[Any]]:
+    space: dict[str, list[Any]] = {}
+    for d in spec.space:
+        if d.kind == "categorical":
+            space[d.name] = list(d.choices)
+        elif d.kind == "int":
+            space[d.name] = list(range(d.low, d.high + 1, d.step or 1))
+        else:
+            space[d.name] = [float(v) for v in np.arange(d.low, d.high + d.step / 2, d.step)]
+    return space
+
+
+def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
+    cfg = spec.pruner
+    if cfg["type"] == "none":
+        return optuna.pruners.NopPruner()
+    if cfg["type"] == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=cfg.get("min_resource", spec.report_every), max_resource=spec.steps,
+            reduction_factor=cfg.get("reduction_factor", 3),
+        )
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=cfg.get("n_startup_trials", 5), n_warmup_steps=cfg.get("n_warmup_steps", 0),
+    )
+
+
+def create_study(spec: Spec, storage: str | optuna.storages.BaseStorage | None = None,
+                 study_name: str | None = None) -> optuna.Study:
+    """Create or resume the spec's study (direction maximize: the value is PSNR in dB)."""
+    study = optuna.create_study(
+        study_name=study_name or spec.name, storage=storage, direction="maximize",
+        sampler=make_sampler(spec), pruner=make_pruner(spec), load_if_exists=True,
+    )
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise UserError(f"study {study.study_name!r} exists but does not maximize; steer studies maximize PSNR")
+    study.set_user_attr(ATTR + "spec", _spec_record(spec))
+    if spec.baseline and not study.trials:
+        study.enqueue_trial(baseline_params(spec), user_attrs={ATTR + "baseline": True})
+    return study
+
+
+def baseline_params(spec: Spec) -> dict[str, Any]:
+    """The seeds' hand-picked net (2-64-64-3 ReLU, Adam 2e-3, MSE) in the spec's searched dims.
+
+    Dims whose range cannot hold the default are left to the sampler.
+    """
+    out = {}
+    for dim in spec.space:
+        when = PARAMS[dim.name].when
+        if when is not None and DEFAULT_PARAMS[when[0]] != when[1]:
+            continue  # e.g. w0 for a ReLU net: never suggested
+        value = DEFAULT_PARAMS[dim.name]
+        inside = value in dim.choices if dim.kind == "categorical" else dim.low <= value <= dim.high
+        if inside:
+            out[dim.name] = value
+    return out
+
+
+def _spec_record(spec: Spec) -> dict[str, Any]:
+    """What a replay or the app needs to know about the spec, stored in the study."""
+    return {"image": spec.image, "size": spec.size, "steps": spec.steps, "report_every": spec.report_every,
+            "backend": spec.backend, "device": spec.device, "seed": spec.seed,
+            "base": str(spec.path.parent.resolve()) if spec.path else None}
+
+
+def check_runnable(spec: Spec) -> None:
+    """Fail early, before any trial starts, on a device or backend that cannot run here."""
+    device = resolve_device(spec.device)
+    try:
+        resolve_backend(spec.backend, mlp_config({**DEFAULT_PARAMS, **spec.fixed}), device)
+    except BackendError as exc:
+        raise UserError(f"{spec.path or '<spec>'}: [trial] backend: {exc}") from None
+
+
+class Objective:
+    """A picklable callable: `study.optimize(Objective(spec))`. The target is loaded once."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.target = load_target(spec.image, spec.size, spec.path.parent if spec.path else None)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        spec = self.spec
+        params = suggest_params(trial, spec)
+        seed = trial_seed(spec, trial)
+        trainer = Trainer(params, self.target, steps=spec.steps, seed=seed,
+                          backend=spec.backend, device=spec.device)
+        trial.set_user_attr(ATTR + "seed", seed)
+        trial.set_user_attr(ATTR + "backend", trainer.backend)
+        trial.set_user_attr(ATTR + "device", str(trainer.device))
+        started = time.perf_counter()
+        try:
+            return self._train(trial, trainer)
+        finally:
+            trial.set_user_attr(ATTR + "effective_params", trainer.effective_params())
+            trial.set_user_attr(ATTR + "train_seconds", round(time.perf_counter() - started, 3))
+
+    def _train(self, trial: optuna.Trial, trainer: Trainer) -> float:
+        spec = self.spec
+        psnr = float("nan")
+        while trainer.step_count < spec.steps:
+            try:
+                trainer.step()
+            except Diverged as exc:
+                trial.set_user_attr(ATTR + "diverged", str(exc))
+                raise optuna.TrialPruned(str(exc)) from None
+            step = trainer.step_count
+            if step % spec.report_every == 0 or step == spec.steps:
+                psnr = trainer.psnr()
+                trial.report(psnr, step)
+                if step < spec.steps and trial.should_prune():
+                    reason = f"pruned by {type(trial.study.pruner).__name__} at step {step} (PSNR {psnr:.2f} dB)"
+                    trial.set_user_attr(ATTR + "pruned_reason", reason)
+                    raise optuna.TrialPruned(reason)
+        return psnr
+
+
+def objective(spec: Spec) -> Callable[[optuna.Trial], float]:
+    """The Optuna objective for `spec`: `study.optimize(steer.objective(spec), n_trials=...)`."""
+    return Objective(spec)

@@ -1,0 +1,80 @@
+"""The objective as a library: real Optuna studies in real SQLite files."""
+
+import optuna
+import pytest
+
+import steer
+from steer.objective import Objective, baseline_params, suggest_params
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return f"sqlite:///{tmp_path / 'lib.db'}"
+
+
+def test_library_use_reports_psnr_and_records_attrs(tiny_spec, storage):
+    spec = steer.load_spec(tiny_spec)
+    study = steer.create_study(spec, storage)
+    study.optimize(steer.objective(spec), n_trials=2)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    for t in study.trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        assert sorted(t.intermediate_values) == [10, 20, 30]
+        assert t.value == t.intermediate_values[30] and t.value > 5.0
+        attrs = t.user_attrs
+        assert attrs["steer.backend"] == "torch" and attrs["steer.device"] == "cpu"
+        assert attrs["steer.effective_params"]["lr"] == t.params["lr"]
+        assert isinstance(attrs["steer.seed"], int)
+    assert study.user_attrs["steer.spec"]["size"] == 16
+
+
+def test_conditional_params_only_suggested_when_relevant(tiny_spec):
+    spec = steer.load_spec(tiny_spec)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"activation": "relu", "lr": 2e-3})
+    trial = study.ask()
+    params = suggest_params(trial, spec)
+    assert "w0" not in trial.params and params["activation"] == "relu"
+    study.enqueue_trial({"activation": "sine", "lr": 2e-3, "w0": 12.0})
+    trial = study.ask()
+    suggest_params(trial, spec)
+    assert trial.params["w0"] == 12.0
+
+
+def test_baseline_trial_is_enqueued_first(write_spec, storage):
+    text = write_spec().read_text().replace("seed = 1", "seed = 1\nbaseline = true")
+    spec = steer.load_spec(write_spec(text))
+    assert baseline_params(spec) == {"lr": 2e-3, "activation": "relu"}  # no w0: not a sine net
+    study = steer.create_study(spec, storage)
+    study.optimize(steer.objective(spec), n_trials=1)
+    first = study.trials[0]
+    assert first.params == {"lr": 2e-3, "activation": "relu"} and first.user_attrs["steer.baseline"] is True
+    steer.create_study(spec, storage)  # resuming does not enqueue it again
+    assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 1
+
+
+def test_diverging_trial_is_pruned_with_reason_and_study_goes_on(tiny_spec, storage):
+    spec = steer.load_spec(tiny_spec)
+    study = steer.create_study(spec, storage)
+    objective = Objective(spec)
+    objective.target[0, 0, 0] = float("nan")
+    study.optimize(objective, n_trials=1)
+    objective.target[0, 0, 0] = 0.5
+    study.optimize(objective, n_trials=1)
+    first, second = study.trials
+    assert first.state == optuna.trial.TrialState.PRUNED
+    assert first.user_attrs["steer.diverged"] == "training loss became nan at step 1"
+    assert second.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_median_pruner_prunes_and_records_reason(write_spec, storage):
+    path = write_spec(extra="").read_text().replace('type = "none"', 'type = "median"\nn_startup_trials = 1')
+    spec = steer.load_spec(write_spec(path))
+    study = steer.create_study(spec, storage)
+    study.enqueue_trial({"lr": 1e-2, "activation": "sine", "w0": 30.0})  # a good first trial
+    study.enqueue_trial({"lr": 1e-3, "activation": "relu"})  # much worse at step 10
+    study.optimize(steer.objective(spec), n_trials=2)
+    second = study.trials[1]
+    assert second.state == optuna.trial.TrialState.PRUNED
+    assert second.user_attrs["steer.pruned_reason"].startswith("pruned by MedianPruner at step 10")
