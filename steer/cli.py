@@ -33,7 +33,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_runnable(spec)
     objective = Objective(spec)  # loads the target image: a bad path fails before any database is made
     url = args.storage or spec.default_storage
-    study = create_study(spec, open_storage(url))
+    study = create_study(spec, open_storage(url, heartbeat_interval=spec.steering["heartbeat_interval"],
+                                            grace_period=spec.steering["grace_period"]))
     console = Console(stderr=True)
     console.print(f"study [bold]{study.study_name}[/] in {url}")
     run_study(study, objective, spec, console=console)
@@ -50,10 +51,54 @@ def cmd_show(args: argparse.Namespace) -> int:
     from steer.storage import load_study
 
     study = load_study(args.storage, args.study)
+    if args.trial is not None:
+        return show_trial(study, args.trial, as_json=args.json)
     if args.json:
         print(json.dumps([trial_row(t) for t in study.trials], indent=2))
         return 0
     print_trials(study, console=Console())
+    return 0
+
+
+def show_trial(study: optuna.Study, number: int, as_json: bool) -> int:
+    """One trial: params, effective params, its interventions and every command sent to it."""
+    import dataclasses
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from steer.control import Control
+    from steer.replay import find_trial
+
+    trial = find_trial(study, number)
+    control = Control.for_study(study)
+    commands = control.commands(trial=number) if control else []
+    interventions = trial.user_attrs.get("steer.interventions", [])
+    if as_json:
+        print(json.dumps({**trial_row(trial), "user_attrs": trial.user_attrs,
+                          "intermediate_values": trial.intermediate_values,
+                          "commands": [dataclasses.asdict(c) for c in commands]}, indent=2, default=str))
+        return 0
+    console = Console()
+    row = trial_row(trial)
+    psnr = "-" if row["psnr"] is None else f"{row['psnr']:.2f} dB"
+    console.print(f"trial {number}: {row['state']}, PSNR {psnr}" + (f" ({row['note']})" if row["note"] else ""))
+    console.print("params: " + " ".join(f"{k}={_fmt_param(v)}" for k, v in trial.params.items()))
+    effective = trial.user_attrs.get("steer.effective_params")
+    if effective:
+        console.print("effective: " + " ".join(f"{k}={_fmt_param(v)}" for k, v in effective.items()))
+    if trial.user_attrs.get("steer.pinned"):
+        console.print(f"pinned at start: {trial.user_attrs['steer.pinned']}")
+    table = Table(title=f"interventions ({len(interventions)})")
+    for col in ("step", "action", "old", "new", "by"):
+        table.add_column(col)
+    for e in interventions:
+        table.add_row(str(e["step"]), e["action"], _fmt_param(e["old"]), _fmt_param(e["new"]), e["by"])
+    console.print(table)
+    if commands:
+        console.print("commands:")
+        for c in commands:
+            console.print("  " + c.describe(), markup=False)
     return 0
 
 
@@ -104,6 +149,71 @@ def _best_number(study: optuna.Study) -> int | None:
         return None
 
 
+# ---- steer ctl --------------------------------------------------------------- #
+
+CTL_ACTIONS = ("set-lr", "set-optimizer", "set-loss", "set-weight-decay", "pin", "unpin", "prune", "reset",
+               "promote")
+
+
+def open_control(args: argparse.Namespace):
+    from steer.control import Control
+    from steer.storage import default_storage_url, open_storage, resolve_study_name
+
+    url = args.storage or default_storage_url()
+    storage = open_storage(url, must_exist=True)
+    return Control(storage, resolve_study_name(storage, args.study))
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    control = open_control(args)
+    action = args.action.replace("-", "_")
+    values = list(args.values)
+    param = value = None
+    if action in ("pin", "unpin"):
+        if not values:
+            raise UserError(f"{args.action} needs a parameter name: lr, optimizer, loss or weight_decay")
+        param = values.pop(0).replace("-", "_")
+    if values:
+        value = values.pop(0)
+    if values:
+        raise UserError(f"{args.action}: unexpected extra arguments: {' '.join(values)}")
+    if action in ("set_lr", "set_optimizer", "set_loss", "set_weight_decay") and value is None:
+        raise UserError(f"{args.action} needs a VALUE, e.g. steer ctl {args.action} --trial 3 "
+                        + {"set_lr": "3e-4", "set_optimizer": "sgd", "set_loss": "l1"}.get(action, "1e-4"))
+    cmd = control.request(action, trial=args.trial, value=value, param=param, by=args.by,
+                          request_id=args.request_id, reason=args.reason)
+    if args.wait and not cmd.done:
+        cmd = control.wait(cmd.id, timeout=args.wait_timeout)
+    if args.json:
+        import dataclasses
+        print(json.dumps(dataclasses.asdict(cmd)))
+    else:
+        print(cmd.describe())
+    return 1 if cmd.state in ("rejected", "expired") else 0
+
+
+# ---- steer replay ------------------------------------------------------------ #
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from steer.replay import replay_trial
+    from steer.storage import load_study
+
+    result = replay_trial(load_study(args.storage, args.study), args.trial, device=args.device)
+    if args.json:
+        print(json.dumps({k: result[k] for k in ("original", "replay", "identical", "trial", "steps",
+                                                  "interventions", "device", "error")}))
+    else:
+        print(f"trial {result['trial']} ({result['state']}, {result['steps']} steps, "
+              f"{result['interventions']} interventions replayed on {result['device']})")
+        print(f"original PSNR {result['original']!r}")
+        print(f"replay   PSNR {result['replay']!r}")
+        print("identical" if result["identical"] else "DIFFERENT")
+        if result["error"]:
+            print(f"replay stopped: {result['error']}")
+    return 0
+
+
 # ---- parser and the one funnel ---------------------------------------------- #
 
 
@@ -135,12 +245,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only studies/*.db)")
     p.add_argument("--study", help="study name (default: the storage's only study)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--trial", type=int, help="show one trial: params, interventions, commands")
+
+    p = add("ctl", cmd_ctl, "steer a running trial or the study (same API as the app)",
+            "steer ctl set-lr --trial 3 3e-4 --wait\n  steer ctl pin --trial 3 optimizer\n  steer ctl pin lr 1e-3\n"
+            "  steer ctl unpin lr")
+    p.add_argument("action", choices=CTL_ACTIONS, metavar="ACTION", help=" | ".join(CTL_ACTIONS))
+    p.add_argument("values", nargs="*", metavar="VALUE",
+                   help="the new value (set-*), a reset seed, or PARAM [VALUE] for pin/unpin")
+    p.add_argument("--trial", type=int, help="trial number (omit for study-level pin/unpin)")
+    p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only studies/*.db)")
+    p.add_argument("--study", help="study name (default: the storage's only study)")
+    p.add_argument("--by", default=_user(), help="who asks (recorded; default: $USER)")
+    p.add_argument("--request-id", help="idempotency key: a repeated id is rejected")
+    p.add_argument("--reason", help="a note kept with a prune")
+    p.add_argument("--wait", action="store_true", help="wait until the command is applied, rejected or expired")
+    p.add_argument("--wait-timeout", type=float, default=30.0, help="seconds --wait waits (default 30)")
+    p.add_argument("--json", action="store_true", help="print the command as JSON")
+
+    p = add("replay", cmd_replay, "re-run a trial with its recorded interventions and compare",
+            "steer replay --trial 7 --json")
+    p.add_argument("--trial", type=int, required=True, help="trial number")
+    p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only studies/*.db)")
+    p.add_argument("--study", help="study name (default: the storage's only study)")
+    p.add_argument("--device", help="run the replay here instead of the recorded device (cpu, cuda)")
+    p.add_argument("--json", action="store_true", help='print {"original": ..., "replay": ...}')
     return parser
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # `steer ctl set-lr --trial 3 3e-4`: argparse stops filling VALUE at the first option, so the
+    # values after options arrive as extras; they belong to VALUE.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if getattr(args, "command", None) != "ctl" or any(x.startswith("--") for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.values = [*args.values, *extra]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     try:

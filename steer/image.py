@@ -101,7 +101,7 @@ def to_png(img: torch.Tensor, max_side: int | None = None) -> bytes:
     """Encode an (H, W, 3) tensor in [0, 1] as PNG bytes, shrunk to `max_side` if given."""
     import io
 
-    arr = (img.detach().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    arr = (img.detach().nan_to_num(0.0).clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     im = Image.fromarray(arr, mode="RGB")
     if max_side is not None and max(im.size) > max_side:
         im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)

@@ -16,28 +16,42 @@ from typing import Any, Callable
 import numpy as np
 import optuna
 
+from steer.control import Control
 from steer.errors import UserError
-from steer.image import load_target
+from steer.image import load_target, to_png
 from steer.kernels import BackendError, resolve_backend
 from steer.spec import DEFAULT_PARAMS, PARAMS, Dimension, Spec
 from steer.trainer import Diverged, Trainer, mlp_config, resolve_device
+from steer.worker import TrialSteering
 
 ATTR = "steer."  # prefix of every user attribute steer writes
 
 
-def suggest_params(trial: optuna.Trial, spec: Spec) -> dict[str, Any]:
+def suggest_params(trial: optuna.Trial, spec: Spec, pins: dict[str, Any] | None = None) -> dict[str, Any]:
     """Suggest the spec's searched params; fixed values and defaults fill the rest.
 
     Conditional params (w0 for sine, fourier_* for the Fourier encoding) are
-    only suggested when their condition holds, so TPE sees a tree-structured space.
+    only suggested when their condition holds, so TPE sees a tree-structured
+    space. A promoted trial's `steer.overrides` and the study's `pins` win over
+    everything (a study made by `create_study` also samples pinned values, so
+    they are what Optuna records as the trial's params).
     """
-    params = {**DEFAULT_PARAMS, **spec.fixed}
+    overrides = trial.user_attrs.get(ATTR + "overrides", {})
+    params = {**DEFAULT_PARAMS, **spec.fixed, **overrides}
     for dim in sorted(spec.space, key=lambda d: PARAMS[d.name].when is not None):
         when = PARAMS[dim.name].when
         if when is not None and params[when[0]] != when[1]:
             continue
         params[dim.name] = _suggest(trial, dim)
+    params.update(overrides)
+    params.update(applicable_pins(trial, pins or {}))
     return params
+
+
+def applicable_pins(trial: optuna.Trial, pins: dict[str, Any]) -> dict[str, Any]:
+    """The pins a trial honours: all of them, except over a promoted trial's own values."""
+    overrides = trial.user_attrs.get(ATTR + "overrides", {})
+    return {k: v for k, v in pins.items() if k not in overrides}
 
 
 def _suggest(trial: optuna.Trial, dim: Dimension) -> Any:
@@ -51,6 +65,51 @@ def _suggest(trial: optuna.Trial, dim: Dimension) -> Any:
 def trial_seed(spec: Spec, trial: optuna.Trial) -> int:
     """Each trial's own seed: recorded, so a replay starts from the same weights."""
     return spec.seed * 100_003 + trial.number
+
+
+class PinnedSampler(optuna.samplers.BaseSampler):
+    """A sampler that returns the study's pinned values and leaves the rest to `base`.
+
+    Like Optuna's `PartialFixedSampler`, but the pins are read from the control
+    plane when each trial starts (so every worker honours pins set after it
+    started) instead of living in one process.
+    """
+
+    def __init__(self, base: optuna.samplers.BaseSampler, pins: Callable[[], dict[str, Any]]) -> None:
+        self.base = base
+        self._read_pins = pins
+        self._pins: dict[str, Any] = {}
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._pins = self._read_pins()
+        self.base.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        space = self.base.infer_relative_search_space(study, trial)
+        return {k: v for k, v in space.items() if k not in self._pins}
+
+    def sample_relative(self, study, trial, search_space):
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        value = self._pins.get(param_name)
+        if value is not None and _contains(param_distribution, value):
+            return value
+        # A pin outside the spec's range cannot be an Optuna param value: the sampler draws as
+        # usual and the objective trains with the pin anyway (`steer.pinned` tells the truth).
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+
+def _contains(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return value in dist.choices
+    return isinstance(value, (int, float)) and dist.low <= value <= dist.high
 
 
 def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
@@ -98,6 +157,10 @@ def create_study(spec: Spec, storage: str | optuna.storages.BaseStorage | None =
     )
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise UserError(f"study {study.study_name!r} exists but does not maximize; steer studies maximize PSNR")
+    control = Control.for_study(study)
+    if control is not None:
+        study.sampler = PinnedSampler(study.sampler, control.pin_values)
+        control.sweep(study)  # trials of dead workers -> FAIL, their commands -> expired
     study.set_user_attr(ATTR + "spec", _spec_record(spec))
     if spec.baseline and not study.trials:
         study.enqueue_trial(baseline_params(spec), user_attrs={ATTR + "baseline": True})
@@ -146,34 +209,61 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         spec = self.spec
-        params = suggest_params(trial, spec)
+        control = Control.for_study(trial.study) if spec.steering_enabled else None
+        pins = control.pin_values() if control else {}
+        params = suggest_params(trial, spec, pins)
         seed = trial_seed(spec, trial)
         trainer = Trainer(params, self.target, steps=spec.steps, seed=seed,
                           backend=spec.backend, device=spec.device)
+        trial.set_user_attr(ATTR + "params", params)  # what a replay starts from
         trial.set_user_attr(ATTR + "seed", seed)
         trial.set_user_attr(ATTR + "backend", trainer.backend)
         trial.set_user_attr(ATTR + "device", str(trainer.device))
+        if applicable_pins(trial, pins):
+            trial.set_user_attr(ATTR + "pinned", applicable_pins(trial, pins))
+        steering = None
+        if control is not None:
+            control.sweep(trial.study)  # another worker may have died since this one started
+            control.store_target(to_png(self.target), self.target.shape[1], self.target.shape[0])
+            steering = TrialSteering(control, trial, trainer, spec.steering)
         started = time.perf_counter()
+        how = "failed"
         try:
-            return self._train(trial, trainer)
+            value = self._train(trial, trainer, steering)
+            how = "completed"
+            return value
+        except optuna.TrialPruned:
+            how = "was pruned"
+            raise
         finally:
             trial.set_user_attr(ATTR + "effective_params", trainer.effective_params())
+            trial.set_user_attr(ATTR + "final_step", trainer.step_count)
             trial.set_user_attr(ATTR + "train_seconds", round(time.perf_counter() - started, 3))
+            if steering is not None:
+                steering.finish(how)
 
-    def _train(self, trial: optuna.Trial, trainer: Trainer) -> float:
+    def _train(self, trial: optuna.Trial, trainer: Trainer, steering: TrialSteering | None) -> float:
         spec = self.spec
+        exempt = spec.steering["exempt_steered_from_pruning"]
         psnr = float("nan")
         while trainer.step_count < spec.steps:
+            if steering is not None:
+                steering.poll()  # applies commands at this step boundary; may raise TrialPruned
             try:
-                trainer.step()
+                loss = trainer.step()
             except Diverged as exc:
                 trial.set_user_attr(ATTR + "diverged", str(exc))
                 raise optuna.TrialPruned(str(exc)) from None
             step = trainer.step_count
-            if step % spec.report_every == 0 or step == spec.steps:
+            report = step % spec.report_every == 0 or step == spec.steps
+            if report:
                 psnr = trainer.psnr()
                 trial.report(psnr, step)
-                if step < spec.steps and trial.should_prune():
+            if steering is not None:
+                steering.last_loss = loss
+                steering.publish(loss, psnr if report else None, force=report)
+            if report and step < spec.steps and not (exempt and steering and steering.steered):
+                if trial.should_prune():
                     reason = f"pruned by {type(trial.study.pruner).__name__} at step {step} (PSNR {psnr:.2f} dB)"
                     trial.set_user_attr(ATTR + "pruned_reason", reason)
                     raise optuna.TrialPruned(reason)

@@ -119,6 +119,10 @@ class Spec:
         return spec
 
     @property
+    def steering_enabled(self) -> bool:
+        return self.steering.get("enabled", True)
+
+    @property
     def default_storage(self) -> str:
         """SQLite file beside the spec, named after the study."""
         folder = self.path.parent if self.path else Path.cwd()
@@ -138,8 +142,8 @@ _PRUNER_KEYS = {
     "min_resource": int, "reduction_factor": int,
 }
 _STEERING_KEYS = {
-    "poll_interval": float, "publish_interval": float, "exempt_steered_from_pruning": bool,
-    "preview_size": int,
+    "enabled": bool, "poll_interval": float, "publish_interval": float, "exempt_steered_from_pruning": bool,
+    "preview_size": int, "heartbeat_interval": int, "grace_period": int,
 }
 
 
@@ -310,12 +314,16 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
         _positive(pruner_sec, key, pruner.get(key), 1 if key == "min_resource" else 2)
 
     steering_sec = _Section(where, "steering", top.table.pop("steering", {}))
-    steering = {"poll_interval": 0.2, "publish_interval": 0.5,
-                "exempt_steered_from_pruning": True, "preview_size": 128}
+    steering = {"enabled": True, "poll_interval": 0.2, "publish_interval": 0.5,
+                "exempt_steered_from_pruning": True, "preview_size": 128,
+                "heartbeat_interval": 5, "grace_period": 20}
     steering.update(_typed_table(steering_sec, _STEERING_KEYS))
     for key in ("poll_interval", "publish_interval"):
         if not 0.01 <= steering[key] <= 60:
             steering_sec.fail(key, f"must be in [0.01, 60] seconds, got {steering[key]}")
+    if not 1 <= steering["heartbeat_interval"] < steering["grace_period"]:
+        steering_sec.fail("grace_period", f"must be greater than heartbeat_interval "
+                          f"({steering['heartbeat_interval']} s, itself >= 1), got {steering['grace_period']}")
     if not 8 <= steering["preview_size"] <= 512:
         steering_sec.fail("preview_size", f"must be in [8, 512] pixels, got {steering['preview_size']}")
 

@@ -45,33 +45,39 @@ def check_url(url: str) -> None:
         raise UserError(f"storage URL {url!r} needs a database driver that is not installed: {exc}") from None
 
 
-def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) -> optuna.storages.RDBStorage:
+def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True,
+                 heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD,
+                 ) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for `url`, with SQLite in WAL mode and heartbeats on.
 
     `must_exist` refuses to create a new SQLite file (for commands that only read).
+    Workers need `heartbeat`; readers and the control plane do not.
     """
     check_url(url)
     path = sqlite_path(url)
-    engine_kwargs: dict = {}
     if path is not None:
         if must_exist and not path.is_file():
             raise UserError(f"no study database at {path} (from storage URL {url!r}); run `steer run SPEC` first")
         path.parent.mkdir(parents=True, exist_ok=True)
         _enable_wal(path)
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
-    kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL, "grace_period": GRACE_PERIOD} if heartbeat else {}
+    kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period} if heartbeat else {}
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
     except ImportError as exc:
         raise UserError(f"storage URL {url!r} needs a database driver that is not installed "
                         f"({exc.__cause__ or exc}); for PostgreSQL: pip install 'steer[postgres]'") from None
     except (OperationalError, SQLAlchemyError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UserError(f"cannot open storage {url!r}: {reason}") from None
+
+
+def engine_kwargs(url: str) -> dict:
+    """SQLAlchemy engine settings shared by Optuna's storage and steer's own tables."""
+    if sqlite_path(url) is not None:
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+    return {"pool_pre_ping": True}
 
 
 def _enable_wal(path: Path) -> None:

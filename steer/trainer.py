@@ -126,9 +126,15 @@ class Trainer:
         return base
 
     def effective_params(self) -> dict[str, Any]:
-        """The params as they stand now, interventions included."""
-        return {**self.params, "lr": self.current_lr, "optimizer": self.optimizer_name,
-                "loss": self.loss_name, "weight_decay": self.weight_decay}
+        """The params as they stand now, interventions included.
+
+        An LR set by hand replaces the schedule, so it shows as a constant LR.
+        """
+        out = {**self.params, "optimizer": self.optimizer_name, "loss": self.loss_name,
+               "weight_decay": self.weight_decay}
+        if self.lr_override is not None:
+            out.update(lr=self.lr_override, schedule="constant")
+        return out
 
     def _make_optimizer(self, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
         params = self.model.parameters()
@@ -166,12 +172,13 @@ class Trainer:
         return self.model(self.coords).clamp(0, 1).reshape(self.height, self.width, 3)
 
     @torch.no_grad()
-    def mse(self) -> float:
-        return F.mse_loss(self.predict().reshape(-1, 3), self.target).item()
+    def evaluate(self) -> tuple[torch.Tensor, float]:
+        """The full-image prediction (H, W, 3) and its PSNR, from MSE whatever loss trains."""
+        pred = self.predict()
+        return pred, psnr_from_mse(F.mse_loss(pred.reshape(-1, 3), self.target).item())
 
     def psnr(self) -> float:
-        """PSNR of the full-image prediction, from MSE whatever loss trains."""
-        return psnr_from_mse(self.mse())
+        return self.evaluate()[1]
 
     # ---- interventions ------------------------------------------------- #
     def apply(self, change: Change) -> Event:

@@ -1,0 +1,74 @@
+"""Re-running a recorded trial: same params, seed and interventions at the same steps.
+
+On the CPU the replay is bitwise identical to the original run, which is what
+makes a steered study auditable: the record is complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from steer.errors import UserError
+from steer.image import load_target
+from steer.trainer import Change, Diverged, Trainer
+
+REPLAYED = ("set_lr", "set_optimizer", "set_loss", "set_weight_decay", "reset")
+
+
+def find_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    for t in study.get_trials(deepcopy=False):
+        if t.number == number:
+            return t
+    raise UserError(f"no trial {number} in study {study.study_name!r} (it has {len(study.trials)} trials)")
+
+
+def replay_trial(study: optuna.Study, number: int, device: str | None = None) -> dict[str, Any]:
+    """Re-run trial `number`; returns original and replayed final PSNR and per-report PSNRs."""
+    trial = find_trial(study, number)
+    if not trial.state.is_finished():
+        raise UserError(f"trial {number} is {trial.state.name}: only finished trials can be replayed")
+    attrs = trial.user_attrs
+    spec = study.user_attrs.get("steer.spec")
+    missing = [k for k in ("steer.params", "steer.seed", "steer.final_step") if k not in attrs]
+    if spec is None or missing:
+        raise UserError(f"trial {number} was not recorded by steer (missing {', '.join(missing) or 'steer.spec'})")
+    target = load_target(spec["image"], spec["size"], Path(spec["base"]) if spec.get("base") else None)
+    trainer = Trainer(attrs["steer.params"], target, steps=spec["steps"], seed=attrs["steer.seed"],
+                      backend=attrs.get("steer.backend", "torch"), device=device or attrs.get("steer.device", "cpu"))
+    events = sorted((e for e in attrs.get("steer.interventions", []) if e["action"] in REPLAYED),
+                    key=lambda e: e["step"])  # stable: same-step events keep their order
+    final_step = attrs["steer.final_step"]
+    report_every = spec["report_every"]
+    replayed: dict[int, float] = {}
+    error = None
+    i = 0
+    while trainer.step_count < final_step:
+        while i < len(events) and events[i]["step"] == trainer.step_count:
+            value = events[i]["new"] if events[i]["action"] != "reset" else events[i]["args"]["seed"]
+            trainer.apply(Change(events[i]["action"], value))
+            i += 1
+        try:
+            trainer.step()
+        except Diverged as exc:
+            error = str(exc)
+            break
+        step = trainer.step_count
+        if step % report_every == 0 or step == spec["steps"]:
+            replayed[step] = trainer.psnr()
+    original = trial.value if trial.value is not None else _last(trial.intermediate_values)
+    replay_value = replayed.get(final_step, trainer.psnr())
+    return {
+        "trial": number, "state": trial.state.name, "steps": final_step,
+        "interventions": len(events), "device": str(trainer.device),
+        "original": original, "replay": replay_value,
+        "identical": original == replay_value and dict(trial.intermediate_values) == replayed,
+        "intermediate": {"original": dict(trial.intermediate_values), "replay": replayed},
+        "error": error,
+    }
+
+
+def _last(values: dict[int, float]) -> float | None:
+    return values[max(values)] if values else None
