@@ -146,8 +146,15 @@ class KernelPlan:
         return dict(
             WIDTH=self.width, HIDDEN=self.hidden_layers, OUT=self.out_features,
             OUT_PAD=_pad(self.out_features), ACT=self.activation, OUTPUT=self.output,
-            PRECISION=_DOT_PRECISION[self.precision], BLOCK_M=self.block_m,
+            PRECISION=self.dot_precision, BLOCK_M=self.block_m,
         )
+
+    @property
+    def dot_precision(self) -> str:
+        """The kernels' PRECISION constexpr (bf16 is emulated under the interpreter, see _matmul)."""
+        if self.precision == "bf16" and _interpreted(_kernels().mlp_forward_kernel):
+            return "bf16-emulated"
+        return _DOT_PRECISION[self.precision]
 
 
 def _kernels():
@@ -241,7 +248,7 @@ def fused_backward(coords: torch.Tensor, fourier_b: torch.Tensor, params: torch.
     flat = partial.view(-1)
     W, L, P = plan.width, plan.hidden_layers, plan.num_params
     common = dict(part_stride=P, n_points=n, chunk=chunk, w0=plan.w0, IN=plan.in_features,
-                  F=plan.fourier_features, ACT=plan.activation, PRECISION=_DOT_PRECISION[plan.precision],
+                  F=plan.fourier_features, ACT=plan.activation, PRECISION=plan.dot_precision,
                   BLOCK_K=plan.block_k, num_warps=plan.num_warps)
     # First layer: its input is the encoding of the coords, recomputed here.
     if plan.encoding == "fourier":

@@ -35,11 +35,28 @@ TWO_PI = 6.283185307179586
 
 @triton.jit
 def _matmul(a, b, acc, PRECISION: tl.constexpr):
-    """acc + a @ b with fp32 accumulation; PRECISION: "ieee" | "tf32" | "bf16" inputs."""
+    """acc + a @ b with fp32 accumulation; PRECISION: "ieee" | "tf32" | "bf16" inputs.
+
+    "bf16-emulated" rounds the inputs to bf16 and multiplies in fp32: the same numbers
+    as "bf16", for Triton's interpreter, whose tl.dot multiplies bf16 tensors' raw bits.
+    """
     if PRECISION == "bf16":
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc, out_dtype=tl.float32)
+    elif PRECISION == "bf16-emulated":
+        return tl.dot(_round_to_bf16(a), _round_to_bf16(b), acc, input_precision="ieee", out_dtype=tl.float32)
     else:
         return tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=tl.float32)
+
+
+@triton.jit
+def _round_to_bf16(x):
+    """fp32 x rounded to the nearest bf16 (ties to even, as the GPU converts), kept in fp32.
+
+    Done on the bits because the interpreter's fp32 -> bf16 cast truncates.
+    """
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = bits + (0x7FFF + ((bits >> 16) & 1))
+    return ((bits >> 16) << 16).to(tl.float32, bitcast=True)
 
 
 @triton.jit
