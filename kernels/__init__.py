@@ -55,8 +55,8 @@ def build_model(
 ) -> tuple[CoordMLP, str]:
     """Build the MLP for `backend` on `device`; returns the module and the resolved backend name.
 
-    `precision` ("fp32", "tf32", "bf16") is the input precision of the triton backend's
-    matrix products (fp32 accumulation always); the other backends ignore it.
+    `precision` ("fp32", "tf32x3", "tf32", "bf16") is the input precision of the triton
+    backend's matrix products (fp32 accumulation always); the other backends ignore it.
     """
     if precision not in PRECISIONS:
         raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")

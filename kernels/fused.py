@@ -33,8 +33,15 @@ MAX_HIDDEN_LAYERS = 8
 MAX_FOURIER_FEATURES = 64  # 2F <= 128 encoded features
 MAX_IN_FEATURES = 4
 MAX_OUT_FEATURES = 16
-PRECISIONS = ("fp32", "tf32", "bf16")  # inputs of tl.dot; accumulation is always fp32
-_DOT_PRECISION = {"fp32": "ieee", "tf32": "tf32", "bf16": "bf16"}
+# Inputs of tl.dot; accumulation is always fp32. "fp32" is IEEE fp32 (CUDA cores, slow at
+# width 128), "tf32x3" splits each fp32 input in three tf32 parts: about fp32 accuracy on
+# tensor cores; "tf32" and "bf16" are the fast, lossy ones.
+PRECISIONS = ("fp32", "tf32x3", "tf32", "bf16")
+_DOT_PRECISION = {"fp32": "ieee", "tf32x3": "tf32x3", "tf32": "tf32", "bf16": "bf16"}
+# Per width: (BLOCK_M points per forward/backward program, BLOCK_K points per weight-gradient
+# step, num_warps). Chosen from ptxas register and spill counts for sm_90 at tf32/bf16
+# (compiled here without a GPU); not yet timed on one.
+_BLOCKS = {16: (128, 128, 4), 32: (128, 128, 8), 64: (64, 64, 8), 128: (64, 64, 8)}
 MAX_ROWS = 2**31  # hidden_layers * points must stay below this (int32 row offsets)
 
 
@@ -90,7 +97,7 @@ class KernelPlan:
     precision: str  # one of PRECISIONS
     block_m: int  # points per program, forward and backward-data kernels
     block_k: int  # points per loop step of the weight-gradient kernel
-    num_warps: int
+    num_warps: int  # warps per program, every kernel
     splits: int | None  # weight-gradient programs per layer; None picks from N and the device
 
     @classmethod
@@ -101,11 +108,9 @@ class KernelPlan:
             raise BackendError(reason)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-        # 128 points x 64 features of fp32 activations is 32 KiB in registers per program:
-        # half the points at width 128 keeps the same footprint.
-        default_block = 128 if config.width <= 64 else 64
+        default_block_m, block_k, num_warps = _BLOCKS[config.width]
         if block_m is None:
-            block_m = default_block
+            block_m = default_block_m
         if block_m not in (16, 32, 64, 128, 256):
             raise ValueError(f"block_m must be one of 16, 32, 64, 128, 256; got {block_m!r}")
         if splits is not None and (not isinstance(splits, int) or splits < 1):
@@ -115,8 +120,7 @@ class KernelPlan:
             fourier_features=config.fourier_features, width=config.width,
             hidden_layers=config.hidden_layers, out_features=config.out_features,
             activation=config.activation, output=config.output, w0=float(config.w0),
-            precision=precision, block_m=block_m, block_k=default_block,
-            num_warps=8 if config.width >= 128 else 4, splits=splits,
+            precision=precision, block_m=block_m, block_k=block_k, num_warps=num_warps, splits=splits,
         )
 
     # Layout of the flat parameter vector (CoordMLP.parameters() order).
@@ -141,13 +145,31 @@ class KernelPlan:
     def num_params(self) -> int:
         return self.out_offset + self.out_features * self.width + self.out_features
 
-    def constexprs(self) -> dict:
-        """The constexpr arguments the forward and backward-data kernels share."""
+    # The constexpr arguments of each kernel launch (`dot_precision` is the PRECISION one).
+    def backward_data_constexprs(self, dot_precision: str) -> dict:
         return dict(
             WIDTH=self.width, HIDDEN=self.hidden_layers, OUT=self.out_features,
             OUT_PAD=_pad(self.out_features), ACT=self.activation, OUTPUT=self.output,
-            PRECISION=self.dot_precision, BLOCK_M=self.block_m,
+            PRECISION=dot_precision, BLOCK_M=self.block_m,
         )
+
+    def forward_constexprs(self, dot_precision: str, store_z: bool) -> dict:
+        return dict(self.backward_data_constexprs(dot_precision), IN=self.in_features, ENCODING=self.encoding,
+                    F=self.fourier_features, F_PAD=_pad(self.fourier_features), STORE_Z=store_z)
+
+    def weight_grad_constexprs(self, dot_precision: str, group: str) -> dict:
+        """group: "first" (input: the encoded coords), "hidden" (act(z) below), "out" (output layer)."""
+        W = self.width
+        common = dict(IN=self.in_features, F=self.fourier_features, ACT=self.activation,
+                      PRECISION=dot_precision, BLOCK_K=self.block_k)
+        if group == "first" and self.encoding == "fourier":
+            return dict(common, G=W, G_PAD=W, K=self.fourier_features, K_PAD=_pad(self.fourier_features),
+                        SOURCE="fourier")
+        if group == "first":
+            return dict(common, G=W, G_PAD=W, K=self.in_features, K_PAD=_pad(self.in_features), SOURCE="coords")
+        if group == "hidden":
+            return dict(common, G=W, G_PAD=W, K=W, K_PAD=W, SOURCE="act")
+        return dict(common, G=self.out_features, G_PAD=_pad(self.out_features), K=W, K_PAD=W, SOURCE="act")
 
     @property
     def dot_precision(self) -> str:
@@ -213,8 +235,7 @@ def fused_forward(coords: torch.Tensor, fourier_b: torch.Tensor, params: torch.T
         params[plan.out_offset:], params[plan.num_params - plan.out_features:],  # w_out, b_out
         y, z if store_z else y,
         n, plan.w0,
-        IN=plan.in_features, ENCODING=plan.encoding, F=plan.fourier_features, F_PAD=_pad(plan.fourier_features),
-        STORE_Z=store_z, num_warps=plan.num_warps, **plan.constexprs(),
+        num_warps=plan.num_warps, **plan.forward_constexprs(plan.dot_precision, store_z),
     )
     return y, z
 
@@ -236,7 +257,7 @@ def fused_backward(coords: torch.Tensor, fourier_b: torch.Tensor, params: torch.
     d_out = torch.empty_like(y)
     k.mlp_backward_data_kernel[(triton_cdiv(n, plan.block_m),)](
         y, dy, params[plan.hidden_offset:], params[plan.out_offset:], z, dz, d_out, n, plan.w0,
-        num_warps=plan.num_warps, **plan.constexprs(),
+        num_warps=plan.num_warps, **plan.backward_data_constexprs(plan.dot_precision),
     )
 
     # Weight gradients: `splits` programs per layer, each over a contiguous chunk of
@@ -247,30 +268,23 @@ def fused_backward(coords: torch.Tensor, fourier_b: torch.Tensor, params: torch.
     partial = torch.empty((splits, plan.num_params), dtype=torch.float32, device=coords.device)
     flat = partial.view(-1)
     W, L, P = plan.width, plan.hidden_layers, plan.num_params
-    common = dict(part_stride=P, n_points=n, chunk=chunk, w0=plan.w0, IN=plan.in_features,
-                  F=plan.fourier_features, ACT=plan.activation, PRECISION=plan.dot_precision,
-                  BLOCK_K=plan.block_k, num_warps=plan.num_warps)
+    common = dict(part_stride=P, n_points=n, chunk=chunk, w0=plan.w0, num_warps=plan.num_warps)
+    precision = plan.dot_precision
     # First layer: its input is the encoding of the coords, recomputed here.
-    if plan.encoding == "fourier":
-        F = plan.fourier_features
-        first = dict(K=F, K_PAD=_pad(F), SOURCE="fourier")
-    else:
-        first = dict(K=plan.in_features, K_PAD=_pad(plan.in_features), SOURCE="coords")
     k.mlp_weight_grad_kernel[(splits, 1)](
         dz, z, coords, fourier_b, flat, flat[plan.hidden_offset - W:], dw_layer_stride=0,
-        G=W, G_PAD=W, **first, **common,
+        **common, **plan.weight_grad_constexprs(precision, "first"),
     )
     # Hidden layers 2..L: input act(z) of the layer below.
     if L > 1:
         k.mlp_weight_grad_kernel[(splits, L - 1)](
             dz[1:], z, coords, fourier_b, flat[plan.hidden_offset:], flat[plan.hidden_offset + W * W:],
-            dw_layer_stride=plan.hidden_block, G=W, G_PAD=W, K=W, K_PAD=W, SOURCE="act", **common,
+            dw_layer_stride=plan.hidden_block, **common, **plan.weight_grad_constexprs(precision, "hidden"),
         )
     # Output layer: grad d_out, input act(z) of the last hidden layer.
     k.mlp_weight_grad_kernel[(splits, 1)](
         d_out, z[L - 1], coords, fourier_b, flat[plan.out_offset:], flat[P - plan.out_features:],
-        dw_layer_stride=0, G=plan.out_features, G_PAD=_pad(plan.out_features), K=W, K_PAD=W, SOURCE="act",
-        **common,
+        dw_layer_stride=0, **common, **plan.weight_grad_constexprs(precision, "out"),
     )
     return partial.sum(dim=0)
 
@@ -316,7 +330,7 @@ class FusedCoordMLP(CoordMLP):
 
     Same parameters, buffers and state_dict as `CoordMLP`, so optimizers, optimizer
     switches, weight decay, `reset_parameters` and checkpoints work unchanged.
-    `precision` picks the tl.dot inputs: "fp32" (IEEE, the default), "tf32" or "bf16".
+    `precision` picks the tl.dot inputs: "fp32" (IEEE, the default), "tf32x3", "tf32" or "bf16".
     `block_m` and `splits` override the block size and the weight-gradient split (tests, tuning).
     """
 

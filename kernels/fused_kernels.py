@@ -30,12 +30,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-TWO_PI = 6.283185307179586
+TWO_PI = tl.constexpr(6.283185307179586)  # 2 pi, rounded to fp32 where it multiplies
 
 
 @triton.jit
 def _matmul(a, b, acc, PRECISION: tl.constexpr):
-    """acc + a @ b with fp32 accumulation; PRECISION: "ieee" | "tf32" | "bf16" inputs.
+    """acc + a @ b with fp32 accumulation; PRECISION: "ieee" | "tf32x3" | "tf32" | "bf16" inputs.
 
     "bf16-emulated" rounds the inputs to bf16 and multiplies in fp32: the same numbers
     as "bf16", for Triton's interpreter, whose tl.dot multiplies bf16 tensors' raw bits.
@@ -70,11 +70,11 @@ def _activation(z, w0, ACT: tl.constexpr):
 
 @triton.jit
 def _fourier_projection(x_ptr, fb_ptr, rows, row_mask, IN: tl.constexpr, F: tl.constexpr,
-                        F_PAD: tl.constexpr):
-    """(2 pi x) @ B^T for a block of points -> (BLOCK, F_PAD); padded features are 0."""
+                        F_PAD: tl.constexpr, BLOCK: tl.constexpr):
+    """(2 pi x) @ B^T for a block of BLOCK points -> (BLOCK, F_PAD); padded features are 0."""
     feats = tl.arange(0, F_PAD)
     feat_mask = feats < F
-    proj = tl.zeros((rows.shape[0], F_PAD), dtype=tl.float32)
+    proj = tl.zeros((BLOCK, F_PAD), dtype=tl.float32)
     for k in tl.static_range(IN):
         xk = tl.load(x_ptr + rows * IN + k, mask=row_mask, other=0.0) * TWO_PI  # (BLOCK,)
         bk = tl.load(fb_ptr + feats * IN + k, mask=feat_mask, other=0.0)  # (F_PAD,)
@@ -105,7 +105,7 @@ def mlp_forward_kernel(
     # First layer, with the encoding fused in: z = enc(x) @ w_in^T + b_in.
     z = tl.zeros((BLOCK_M, WIDTH), dtype=tl.float32) + tl.load(b_in_ptr + cols)[None, :]
     if ENCODING == "fourier":
-        proj = _fourier_projection(x_ptr, fb_ptr, rows, row_mask, IN, F, F_PAD)
+        proj = _fourier_projection(x_ptr, fb_ptr, rows, row_mask, IN, F, F_PAD, BLOCK_M)
         feats = tl.arange(0, F_PAD)
         # w_in^T split in its sin and cos halves, (F_PAD, W) each; padded rows are 0.
         w_t = w_in_ptr + cols[None, :] * (2 * F) + feats[:, None]
@@ -169,8 +169,7 @@ def mlp_backward_data_kernel(
 
     w = tl.load(w_out_ptr + outs[:, None] * WIDTH + cols[None, :], mask=out_mask[:, None], other=0.0)
     dh = _matmul(d, w, tl.zeros((BLOCK_M, WIDTH), dtype=tl.float32), PRECISION)  # (BLOCK_M, W)
-    for i in tl.static_range(HIDDEN):
-        layer: tl.constexpr = HIDDEN - 1 - i
+    for layer in tl.static_range(HIDDEN - 1, -1, -1):  # unrolled: `layer` is a constexpr
         z_offs = (rows + layer * n_points)[:, None] * WIDTH + cols[None, :]
         z = tl.load(z_ptr + z_offs, mask=row_mask[:, None], other=0.0)
         if ACT == "sine":
@@ -224,14 +223,14 @@ def mlp_weight_grad_kernel(
                         mask=row_mask[:, None] & k_mask[None, :], other=0.0)
             acc = _matmul(g_t, _activation(z, w0, ACT), acc, PRECISION)
         elif SOURCE == "fourier":
-            proj = _fourier_projection(x_ptr, fb_ptr, rows, row_mask, IN, F, K_PAD)
+            proj = _fourier_projection(x_ptr, fb_ptr, rows, row_mask, IN, F, K_PAD, BLOCK_K)
             acc = _matmul(g_t, tl.sin(proj), acc, PRECISION)
             acc_cos = _matmul(g_t, tl.cos(proj), acc_cos, PRECISION)
         else:
             # Raw coords as the input: K = IN columns, padded to K_PAD with zeros.
             x = tl.load(x_ptr + rows[:, None] * IN + ks[None, :],
                         mask=row_mask[:, None] & k_mask[None, :], other=0.0)
-            acc = _matmul(g_t, x, acc, "ieee")  # tiny K: keep the first layer exact
+            acc = tl.dot(g_t, x, acc, input_precision="ieee")  # tiny K: keep the first layer exact
 
     slot = split * part_stride + layer * dw_layer_stride
     if SOURCE == "fourier":
