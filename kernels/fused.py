@@ -303,10 +303,10 @@ class FusedMLPFunction(torch.autograd.Function):
     """coords (N, IN) -> y (N, OUT) through the fused kernels; grads for every parameter."""
 
     @staticmethod
-    def forward(ctx, coords: torch.Tensor, fourier_b: torch.Tensor, plan: KernelPlan,
+    def forward(ctx, coords: torch.Tensor, fourier_b: torch.Tensor, plan: KernelPlan, needs_grad: bool,
                 *params: torch.Tensor) -> torch.Tensor:
+        """needs_grad: whether backward may run (the caller knows: grad mode is off in here)."""
         flat = torch.cat([p.reshape(-1) for p in params])
-        needs_grad = any(ctx.needs_input_grad[3:])
         y, z = fused_forward(coords, fourier_b, flat, plan, store_z=needs_grad)
         ctx.plan = plan
         ctx.shapes = [p.shape for p in params]
@@ -321,8 +321,8 @@ class FusedMLPFunction(torch.autograd.Function):
         dflat = fused_backward(coords, fourier_b, flat, y, z, dy.contiguous(), ctx.plan)
         sizes = [math.prod(s) for s in ctx.shapes]
         grads = [g.view(s) if need else None
-                 for g, s, need in zip(dflat.split(sizes), ctx.shapes, ctx.needs_input_grad[3:])]
-        return (None, None, None, *grads)
+                 for g, s, need in zip(dflat.split(sizes), ctx.shapes, ctx.needs_input_grad[4:])]
+        return (None, None, None, None, *grads)
 
 
 class FusedCoordMLP(CoordMLP):
@@ -348,7 +348,8 @@ class FusedCoordMLP(CoordMLP):
             raise RuntimeError("the triton backend computes no gradient for coords; pass coords without requires_grad")
         x = coords.reshape(-1, cfg.in_features).contiguous()
         params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
-        y = FusedMLPFunction.apply(x, self.fourier_b, self.plan, *params)
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        y = FusedMLPFunction.apply(x, self.fourier_b, self.plan, needs_grad, *params)
         return y.reshape(*coords.shape[:-1], cfg.out_features)
 
     def extra_repr(self) -> str:

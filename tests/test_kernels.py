@@ -22,6 +22,7 @@ import pytest  # noqa: E402
 from steer.kernels import (  # noqa: E402
     BACKENDS, BackendError, CompiledCoordMLP, CoordMLP, FusedCoordMLP, MLPConfig, build_model, resolve_backend,
 )
+import steer.kernels.fused as fused_module  # noqa: E402
 from steer.kernels.fused import (  # noqa: E402
     KernelPlan, fused_forward, interpreter_requested, triton_importable,
 )
@@ -137,13 +138,21 @@ class TestInterpretedKernels:
     def test_default_block_sizes(self):
         check_against_reference(MLPConfig(width=64, hidden_layers=3), 300)
 
-    def test_leading_dimensions_and_no_grad(self):
+    def test_leading_dimensions_and_no_grad(self, monkeypatch):
         reference, fused = make_pair(MLPConfig(width=16, hidden_layers=2, encoding="fourier"), block_m=16)
         coords = torch.rand(4, 5, 2) * 2 - 1
+        stored = []
+        original = fused_module.fused_forward
+        monkeypatch.setattr(fused_module, "fused_forward",
+                            lambda *a, store_z, **k: stored.append(store_z) or original(*a, store_z=store_z, **k))
         with torch.no_grad():
             out = fused(coords)
+        with torch.inference_mode():
+            fused(coords)
         assert out.shape == (4, 5, 3)
         torch.testing.assert_close(out, reference(coords))
+        fused(coords).sum().backward()
+        assert stored == [False, False, True]  # pre-activations are kept only when backward may run
 
     def test_no_points(self):
         _, fused = make_pair(MLPConfig(width=16, hidden_layers=2))
