@@ -53,6 +53,7 @@ def environment(device: torch.device | str | None = None) -> dict:
         "triton": triton_version,
         "cuda": torch.version.cuda,
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -244,13 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", nargs="+", help="e.g. torch compile triton:tf32 (default: by device)")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--warmup", type=int)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads) for this run")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     env = environment(args.device)
     rows = run_benchmark(points=args.points, widths=tuple(args.widths), hidden_layers=args.hidden_layers,
                          backends=args.backends, steps=args.steps, warmup=args.warmup, device=args.device)
     load = env["load_average_1min"]
-    print(f"{env['device']}; torch {env['torch']}, triton {env['triton']}"
+    print(f"{env['device']}; torch {env['torch']}, triton {env['triton']}; {env['torch_threads']} torch threads"
           + (f"; load average {load:.1f} before the run" if load is not None else ""))
     print(markdown_table(rows))
     if args.json:
