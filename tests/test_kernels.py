@@ -37,8 +37,10 @@ needs_cuda = pytest.mark.skipif(
     reason="needs triton, a CUDA device and compiled (not interpreted) kernels",
 )
 
-# fp32: elementwise, rtol and atol as a fraction of the largest reference value.
-FP32_TOLERANCE = dict(rtol=1e-4, atol_frac=1e-5)
+# fp32: elementwise, rtol and atol as a fraction of the largest reference value. On a GPU
+# the sums run in another order than cuBLAS's and Fourier phases reach ~400 rad (where an
+# fp32 ulp is 3e-5), so atol is looser there.
+FP32_TOLERANCE = {"cpu": dict(rtol=1e-4, atol_frac=1e-5), "cuda": dict(rtol=1e-4, atol_frac=1e-4)}
 # tf32 / bf16: relative error in norm, ||actual - expected|| / ||expected||, forward and grads.
 # Rounding the inputs of every product to bf16 (as an independent torch emulation does too)
 # moves the gradients of a deep ReLU net at its default init by up to ~8% in norm (they are
@@ -50,9 +52,9 @@ REDUCED_TOLERANCES = {"tf32x3": dict(forward=1e-4, grad=1e-3), "tf32": dict(forw
 def assert_matches(actual: torch.Tensor, expected: torch.Tensor, precision: str, name: str,
                    kind: str = "grad") -> None:
     if precision == "fp32":
-        atol = FP32_TOLERANCE["atol_frac"] * max(expected.abs().max().item(), 1e-6)
-        torch.testing.assert_close(actual, expected, rtol=FP32_TOLERANCE["rtol"], atol=atol,
-                                   msg=lambda m: f"{name}: {m}")
+        tol = FP32_TOLERANCE[expected.device.type]
+        atol = tol["atol_frac"] * max(expected.abs().max().item(), 1e-6)
+        torch.testing.assert_close(actual, expected, rtol=tol["rtol"], atol=atol, msg=lambda m: f"{name}: {m}")
         return
     assert actual.shape == expected.shape, name
     error = ((actual - expected).norm() / expected.norm().clamp_min(1e-12)).item()

@@ -67,8 +67,10 @@ def test_every_kernel_compiles_for_sm90():
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # silence 3.9's warning; fusion is the old default
     proc = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, json.dumps(CASES)], env=env,
                           capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0 and "ImportError" in proc.stderr and "triton" in proc.stderr.splitlines()[-1]:
-        pytest.skip(f"this triton has no ahead-of-time compile API: {proc.stderr.splitlines()[-1]}")
+    last_line = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+    if proc.returncode != 0 and ("Cannot find ptxas" in last_line or
+                                 ("ImportError" in last_line and "triton" in last_line)):
+        pytest.skip(f"no NVIDIA toolchain or compile API in this triton: {last_line}")
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(results) == 5 * len(CASES)
