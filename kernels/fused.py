@@ -208,7 +208,7 @@ def _check_tensors(plan: KernelPlan, coords: torch.Tensor, params: torch.Tensor,
             raise ValueError(f"all tensors must be on one device; coords on {coords.device}, {name} on {t.device}")
     if coords.device.type != "cuda" and not _interpreted(_kernels().mlp_forward_kernel):
         raise RuntimeError(
-            f"the triton kernels need CUDA tensors; got device {coords.device!r}. To run them in Triton's "
+            f"the triton kernels need CUDA tensors; got device '{coords.device}'. To run them in Triton's "
             "CPU interpreter set TRITON_INTERPRET=1 before steer.kernels.fused_kernels is first imported"
         )
     if coords.shape[0] * plan.hidden_layers >= MAX_ROWS:
@@ -227,7 +227,7 @@ def fused_forward(coords: torch.Tensor, fourier_b: torch.Tensor, params: torch.T
         if store_z else None
     if n == 0:
         return y, z
-    grid = (triton_cdiv(n, plan.block_m),)
+    grid = (_cdiv(n, plan.block_m),)
     k.mlp_forward_kernel[grid](
         coords, fourier_b,
         params, params[plan.hidden_offset - plan.width:],  # w_in, b_in
@@ -255,7 +255,7 @@ def fused_backward(coords: torch.Tensor, fourier_b: torch.Tensor, params: torch.
     k = _kernels()
     dz = torch.empty_like(z)
     d_out = torch.empty_like(y)
-    k.mlp_backward_data_kernel[(triton_cdiv(n, plan.block_m),)](
+    k.mlp_backward_data_kernel[(_cdiv(n, plan.block_m),)](
         y, dy, params[plan.hidden_offset:], params[plan.out_offset:], z, dz, d_out, n, plan.w0,
         num_warps=plan.num_warps, **plan.backward_data_constexprs(plan.dot_precision),
     )
@@ -263,8 +263,8 @@ def fused_backward(coords: torch.Tensor, fourier_b: torch.Tensor, params: torch.
     # Weight gradients: `splits` programs per layer, each over a contiguous chunk of
     # points, write partial sums into their own slot; one sum over slots finishes.
     splits = plan.splits or _default_splits(n, plan.block_k, coords.device)
-    chunk = triton_cdiv(triton_cdiv(n, splits), plan.block_k) * plan.block_k
-    splits = triton_cdiv(n, chunk)
+    chunk = _cdiv(_cdiv(n, splits), plan.block_k) * plan.block_k
+    splits = _cdiv(n, chunk)
     partial = torch.empty((splits, plan.num_params), dtype=torch.float32, device=coords.device)
     flat = partial.view(-1)
     W, L, P = plan.width, plan.hidden_layers, plan.num_params
@@ -289,14 +289,14 @@ def fused_backward(coords: torch.Tensor, fourier_b: torch.Tensor, params: torch.
     return partial.sum(dim=0)
 
 
-def triton_cdiv(a: int, b: int) -> int:
+def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
 def _default_splits(n: int, block_k: int, device: torch.device) -> int:
     """Weight-gradient programs per layer: about one per SM, at least 4 blocks of points each."""
     programs = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 2
-    return max(1, min(programs, triton_cdiv(n, 4 * block_k)))
+    return max(1, min(programs, _cdiv(n, 4 * block_k)))
 
 
 class FusedMLPFunction(torch.autograd.Function):
