@@ -1,0 +1,272 @@
+"""Benchmark one full training step (forward, MSE loss, backward, Adam step) per backend.
+
+    python -m steer.kernels.bench [--json PATH] [--plot PATH]
+
+On CUDA it times torch (eager), compile, the fused triton kernels at each input
+precision, and tiny-cuda-nn's FullyFusedMLP when `tinycudann` is importable, at 2^14 to
+2^20 points. Without CUDA it times torch and compile on the CPU at smaller sizes and
+records that triton needs CUDA. Importing this module does nothing; `run_benchmark`,
+`markdown_table`, `save_plot` and `environment` are what a CLI calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import BackendError, MLPConfig, build_model
+
+GPU_POINTS = tuple(2**k for k in range(14, 21))
+CPU_POINTS = (2**10, 2**12, 2**14)
+GPU_BACKENDS = ("torch", "compile", "triton:fp32", "triton:tf32x3", "triton:tf32", "triton:bf16", "tinycudann")
+CPU_BACKENDS = ("torch", "compile", "triton")
+
+
+def environment(device: torch.device | str | None = None) -> dict:
+    """What the numbers were measured on: device name, CPU model, library versions."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        if names:
+            cpu = f"{names[0]} ({len(names)} logical cores)"
+    triton_version = None
+    if importlib.util.find_spec("triton") is not None:
+        import triton
+        triton_version = triton.__version__
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu}",
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "cuda": torch.version.cuda,
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _tinycudann_model(config: MLPConfig, device: torch.device) -> torch.nn.Module:
+    import tinycudann as tcnn  # optional, GPU only
+
+    return tcnn.Network(
+        n_input_dims=config.in_features, n_output_dims=config.out_features,
+        network_config={"otype": "FullyFusedMLP", "activation": "ReLU", "output_activation": "Sigmoid",
+                        "n_neurons": config.width, "n_hidden_layers": config.hidden_layers},
+    ).to(device)
+
+
+def _time_steps(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tensor, steps: int,
+                warmup: int, repeats: int = 5) -> tuple[float, float]:
+    """(seconds of the first step, including any compilation; seconds per step after warm-up).
+
+    The `steps` timed steps run in `repeats` groups, synchronised around each group; the
+    result is the median of the groups' means, which a busy machine disturbs less.
+    """
+    device = coords.device
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.mse_loss(model(coords).float(), target)
+        loss.backward()
+        optimizer.step()
+
+    _sync(device)
+    start = time.perf_counter()
+    step()
+    _sync(device)
+    first = time.perf_counter() - start
+    for _ in range(max(warmup - 1, 0)):
+        step()
+    per_group = max(1, steps // repeats)
+    means = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(per_group):
+            step()
+        _sync(device)
+        means.append((time.perf_counter() - start) / per_group)
+    return first, statistics.median(means)
+
+
+def _row(backend: str, precision: str | None, config: MLPConfig, points: int, device: torch.device,
+         status: str = "ok", note: str = "", first: float | None = None, per_step: float | None = None) -> dict:
+    return {
+        "backend": backend, "precision": precision, "device": str(device), "width": config.width,
+        "hidden_layers": config.hidden_layers, "points": points, "status": status, "note": note,
+        "ms_per_step": None if per_step is None else per_step * 1e3,
+        "mpoints_per_s": None if per_step is None else points / per_step / 1e6,
+        "first_step_s": first,
+    }
+
+
+def run_benchmark(
+    points: tuple[int, ...] | None = None,
+    widths: tuple[int, ...] = (32, 64, 128),
+    hidden_layers: int = 3,
+    backends: tuple[str, ...] | None = None,
+    steps: int | None = None,
+    warmup: int | None = None,
+    device: torch.device | str | None = None,
+) -> list[dict]:
+    """Time a full training step for each backend x width x point count; one dict per measurement.
+
+    `backends` entries: "torch", "compile", "triton" or "triton:<precision>" (fp32, tf32x3,
+    tf32, bf16), "tinycudann". Defaults depend on the device: on CUDA every backend at
+    2^14..2^20 points, 50 steps after 10 warm-up steps; on the CPU torch and compile at
+    2^10..2^14 points, 10 steps after 2, and a "skipped" row saying triton needs CUDA.
+    The net is the seeds' one: ReLU hidden layers, sigmoid output, no encoding.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    on_gpu = device.type == "cuda"
+    points = tuple(points or (GPU_POINTS if on_gpu else CPU_POINTS))
+    backends = tuple(backends or (GPU_BACKENDS if on_gpu else CPU_BACKENDS))
+    steps = steps or (50 if on_gpu else 10)
+    warmup = warmup or (10 if on_gpu else 2)
+    rows = []
+    generator = torch.Generator().manual_seed(0)
+    for width in widths:
+        config = MLPConfig(width=width, hidden_layers=hidden_layers)
+        for n in points:
+            coords = (torch.rand(n, 2, generator=generator) * 2 - 1).to(device)
+            target = torch.rand(n, 3, generator=generator).to(device)
+            for spec in backends:
+                name, _, precision = spec.partition(":")
+                if name == "triton":
+                    precision = precision or "fp32"
+                if name == "triton" and not on_gpu:  # TRITON_INTERPRET would run, but it is no timing
+                    rows.append(_row(name, precision, config, n, device, "skipped", "triton needs a CUDA device"))
+                    continue
+                try:
+                    if name == "tinycudann":
+                        if not on_gpu or importlib.util.find_spec("tinycudann") is None:
+                            rows.append(_row(name, "fp16", config, n, device, "skipped",
+                                             "needs CUDA and the tinycudann package"))
+                            continue
+                        model = _tinycudann_model(config, device)
+                        precision = "fp16"
+                    else:
+                        model, _ = build_model(config, name, device, generator=torch.Generator().manual_seed(0),
+                                               precision=precision or "fp32")
+                except BackendError as exc:
+                    rows.append(_row(name, precision or None, config, n, device, "skipped", str(exc)))
+                    continue
+                try:
+                    first, per_step = _time_steps(model, coords, target, steps, warmup)
+                except torch.cuda.OutOfMemoryError as exc:
+                    rows.append(_row(name, precision or None, config, n, device, "error", f"out of memory: {exc}"))
+                    continue
+                rows.append(_row(name, precision or None, config, n, device, first=first, per_step=per_step))
+                del model
+    return rows
+
+
+def _label(row: dict) -> str:
+    return f"{row['backend']} ({row['precision']})" if row["precision"] else row["backend"]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a markdown table; speed-ups are against torch (eager) at the same size."""
+    eager = {(r["width"], r["points"]): r["ms_per_step"] for r in rows if r["backend"] == "torch" and r["ms_per_step"]}
+    lines = ["| width | points | backend | ms / step | Mpoints / s | vs torch | first step (s) |",
+             "|---:|---:|---|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["width"], r["points"])):
+        if r["ms_per_step"] is None:
+            lines.append(f"| {r['width']} | 2^{int(math.log2(r['points']))} | {_label(r)} | {r['status']}: "
+                         f"{r['note']} | | | |")
+            continue
+        base = eager.get((r["width"], r["points"]))
+        speedup = f"{base / r['ms_per_step']:.2f}x" if base else ""
+        lines.append(f"| {r['width']} | 2^{int(math.log2(r['points']))} | {_label(r)} | {r['ms_per_step']:.3f} | "
+                     f"{r['mpoints_per_s']:.2f} | {speedup} | {r['first_step_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def save_plot(rows: list[dict], path: str | Path, title: str | None = None) -> Path | None:
+    """ms per step against points, one panel per width, one line per backend; None without matplotlib."""
+    if importlib.util.find_spec("matplotlib") is None:
+        print("matplotlib is not installed (pip install 'steer[bench]'); no plot written")
+        return None
+    from matplotlib.figure import Figure  # no pyplot: no global state
+
+    measured = [r for r in rows if r["ms_per_step"] is not None]
+    widths = sorted({r["width"] for r in measured})
+    if not widths:
+        print("no measured rows; no plot written")
+        return None
+    fig = Figure(figsize=(4.2 * len(widths), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(widths), squeeze=False)[0]
+    for ax, width in zip(axes, widths):
+        for label in sorted({_label(r) for r in measured if r["width"] == width}):
+            series = sorted((r["points"], r["ms_per_step"]) for r in measured
+                            if r["width"] == width and _label(r) == label)
+            ax.plot([p for p, _ in series], [ms for _, ms in series], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("points")
+        ax.set_ylabel("ms per training step")
+        ax.set_title(f"width {width}, {measured[0]['hidden_layers']} hidden layers")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m steer.kernels.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="write the environment and rows as JSON here")
+    parser.add_argument("--plot", type=Path, help="write a PNG plot here (needs matplotlib)")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    parser.add_argument("--points", type=int, nargs="+", help="point counts (default: by device)")
+    parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--hidden-layers", type=int, default=3)
+    parser.add_argument("--backends", nargs="+", help="e.g. torch compile triton:tf32 (default: by device)")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads) for this run")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    env = environment(args.device)
+    rows = run_benchmark(points=args.points, widths=tuple(args.widths), hidden_layers=args.hidden_layers,
+                         backends=args.backends, steps=args.steps, warmup=args.warmup, device=args.device)
+    load = env["load_average_1min"]
+    print(f"{env['device']}; torch {env['torch']}, triton {env['triton']}; {env['torch_threads']} torch threads"
+          + (f"; load average {load:.1f} before the run" if load is not None else ""))
+    print(markdown_table(rows))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
+    if args.plot:
+        title = f"{env['device']} - torch {env['torch']}, triton {env['triton']}"
+        written = save_plot(rows, args.plot, title=title)
+        if written:
+            print(f"plot written to {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

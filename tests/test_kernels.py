@@ -1,0 +1,316 @@
+"""The fused Triton kernels against the PyTorch reference: values and every gradient.
+
+Without CUDA the kernels run in Triton's CPU interpreter: TRITON_INTERPRET=1 is set
+here, before anything imports triton (steer.kernels imports it only when the kernels
+are first launched). With CUDA the same checks run on compiled kernels, at fp32, tf32x3, tf32
+and bf16 input precision (`TestCompiledKernels`); `TRITON_INTERPRET=1 pytest ...` on a
+GPU machine runs the interpreter tests instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from steer.kernels import (  # noqa: E402
+    BACKENDS, BackendError, CompiledCoordMLP, CoordMLP, FusedCoordMLP, MLPConfig, build_model, resolve_backend,
+)
+import steer.kernels.fused as fused_module  # noqa: E402
+from steer.kernels.fused import (  # noqa: E402
+    KernelPlan, fused_forward, interpreter_requested, triton_importable,
+)
+
+HAS_TRITON = triton_importable()
+INTERPRETED = interpreter_requested()
+needs_interpreter = pytest.mark.skipif(
+    not (HAS_TRITON and INTERPRETED), reason="needs triton and TRITON_INTERPRET=1 (set when CUDA is absent)"
+)
+needs_cuda = pytest.mark.skipif(
+    not (HAS_TRITON and torch.cuda.is_available() and not INTERPRETED),
+    reason="needs triton, a CUDA device and compiled (not interpreted) kernels",
+)
+
+# fp32: elementwise, rtol and atol as a fraction of the largest reference value. On a GPU
+# the sums run in another order than cuBLAS's and Fourier phases reach ~400 rad (where an
+# fp32 ulp is 3e-5), so atol is looser there.
+FP32_TOLERANCE = {"cpu": dict(rtol=1e-4, atol_frac=1e-5), "cuda": dict(rtol=1e-4, atol_frac=1e-4)}
+# tf32 / bf16: relative error in norm, ||actual - expected|| / ||expected||, forward and grads.
+# Rounding the inputs of every product to bf16 (as an independent torch emulation does too)
+# moves the gradients of a deep ReLU net at its default init by up to ~8% in norm (they are
+# small sums of large terms of both signs), SIREN's by ~1-4%; tf32 has 3 more mantissa bits.
+REDUCED_TOLERANCES = {"tf32x3": dict(forward=1e-4, grad=1e-3), "tf32": dict(forward=1.5e-2, grad=4e-2),
+                      "bf16": dict(forward=5e-2, grad=0.15)}
+
+
+def assert_matches(actual: torch.Tensor, expected: torch.Tensor, precision: str, name: str,
+                   kind: str = "grad") -> None:
+    if precision == "fp32":
+        tol = FP32_TOLERANCE[expected.device.type]
+        atol = tol["atol_frac"] * max(expected.abs().max().item(), 1e-6)
+        torch.testing.assert_close(actual, expected, rtol=tol["rtol"], atol=atol, msg=lambda m: f"{name}: {m}")
+        return
+    assert actual.shape == expected.shape, name
+    error = ((actual - expected).norm() / expected.norm().clamp_min(1e-12)).item()
+    tolerance = REDUCED_TOLERANCES[precision][kind]
+    assert error <= tolerance, f"{name}: relative error {error:.3g} > {tolerance} at {precision}"
+
+
+def make_pair(config: MLPConfig, device: str = "cpu", seed: int = 0, **fused_kwargs):
+    """A reference CoordMLP and a FusedCoordMLP with the same weights (and Fourier matrix)."""
+    reference = CoordMLP(config, generator=torch.Generator().manual_seed(seed)).to(device)
+    fused = FusedCoordMLP(config, **fused_kwargs).to(device)
+    fused.load_state_dict(reference.state_dict())
+    return reference, fused
+
+
+def check_against_reference(config: MLPConfig, n: int, device: str = "cpu", precision: str = "fp32",
+                            **fused_kwargs) -> None:
+    """Forward values and all parameter gradients of the fused MLP vs the reference."""
+    reference, fused = make_pair(config, device, precision=precision, **fused_kwargs)
+    gen = torch.Generator().manual_seed(n)
+    coords = (torch.rand(n, config.in_features, generator=gen) * 2 - 1).to(device)
+    weights = torch.randn(n, config.out_features, generator=gen).to(device)  # a random dloss/dy
+
+    expected = reference(coords)
+    actual = fused(coords)
+    assert actual.shape == expected.shape
+    assert_matches(actual, expected, precision, "forward", kind="forward")
+    (expected * weights).sum().backward()
+    (actual * weights).sum().backward()
+    for (name, p_ref), (name_f, p_fused) in zip(reference.named_parameters(), fused.named_parameters()):
+        assert name == name_f
+        assert p_fused.grad is not None, name
+        assert_matches(p_fused.grad, p_ref.grad, precision, f"grad of {name}")
+
+
+def _grid():
+    """Small widths over every feature combination; a few large or deep nets; odd point counts."""
+    small = itertools.product((16, 32), (1, 2, 3), ("relu", "sine"), ("sigmoid", "linear"), ("none", "fourier"))
+    points = itertools.cycle((1, 37, 130))
+    splits = itertools.cycle((None, 2, 3))
+    cases = [dict(width=w, hidden_layers=d, activation=a, output=o, encoding=e, n=next(points),
+                  block_m=32, splits=next(splits), fourier_features=8)
+             for w, d, a, o, e in small]
+    cases += [
+        dict(width=64, hidden_layers=2, activation="relu", output="sigmoid", encoding="fourier", n=130, block_m=64),
+        dict(width=64, hidden_layers=3, activation="sine", output="linear", encoding="none", n=201),
+        dict(width=128, hidden_layers=2, activation="sine", output="sigmoid", encoding="fourier", n=130,
+             fourier_features=64),
+        dict(width=128, hidden_layers=3, activation="relu", output="linear", encoding="none", n=77, block_m=32),
+        dict(width=32, hidden_layers=8, activation="relu", output="sigmoid", encoding="fourier", n=130,
+             fourier_features=5, block_m=32, splits=3),
+        dict(width=16, hidden_layers=8, activation="sine", output="linear", encoding="none", n=37, block_m=16),
+    ]
+    return cases
+
+
+def _case_id(case: dict) -> str:
+    return "w{width}-d{hidden_layers}-{activation}-{output}-{encoding}-n{n}".format(**case)
+
+
+def _split_case(case: dict) -> tuple[MLPConfig, int, dict]:
+    case = dict(case)
+    n = case.pop("n")
+    kernel_kwargs = {k: case.pop(k) for k in ("block_m", "splits") if k in case}
+    return MLPConfig(**case), n, kernel_kwargs
+
+
+@needs_interpreter
+class TestInterpretedKernels:
+    """The kernels in Triton's CPU interpreter (tf32 is exact fp32 there; bf16 rounds for real)."""
+
+    @pytest.mark.parametrize("case", _grid(), ids=_case_id)
+    def test_forward_and_gradients(self, case):
+        config, n, kernel_kwargs = _split_case(case)
+        check_against_reference(config, n, **kernel_kwargs)
+
+    @pytest.mark.parametrize("activation", ["relu", "sine"])
+    def test_bf16_inputs(self, activation):
+        # Emulated (inputs rounded to bf16, products in fp32): the numbers a GPU's bf16 dot gives.
+        config = MLPConfig(width=32, hidden_layers=3, activation=activation, encoding="fourier", fourier_features=16)
+        check_against_reference(config, 130, precision="bf16", block_m=64)
+
+    def test_default_block_sizes(self):
+        check_against_reference(MLPConfig(width=64, hidden_layers=3), 300)
+
+    def test_leading_dimensions_and_no_grad(self, monkeypatch):
+        reference, fused = make_pair(MLPConfig(width=16, hidden_layers=2, encoding="fourier"), block_m=16)
+        coords = torch.rand(4, 5, 2) * 2 - 1
+        stored = []
+        original = fused_module.fused_forward
+        monkeypatch.setattr(fused_module, "fused_forward",
+                            lambda *a, store_z, **k: stored.append(store_z) or original(*a, store_z=store_z, **k))
+        with torch.no_grad():
+            out = fused(coords)
+        with torch.inference_mode():
+            fused(coords)
+        assert out.shape == (4, 5, 3)
+        torch.testing.assert_close(out, reference(coords))
+        fused(coords).sum().backward()
+        assert stored == [False, False, True]  # pre-activations are kept only when backward may run
+
+    def test_no_points(self):
+        _, fused = make_pair(MLPConfig(width=16, hidden_layers=2))
+        out = fused(torch.empty(0, 2))
+        assert out.shape == (0, 3)
+        out.sum().backward()
+        assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in fused.parameters())
+
+    def test_gradients_are_deterministic(self):
+        _, fused = make_pair(MLPConfig(width=32, hidden_layers=3, activation="sine"), block_m=32, splits=3)
+        coords = torch.rand(300, 2)
+        grads = []
+        for _ in range(2):
+            fused.zero_grad(set_to_none=True)
+            fused(coords).square().sum().backward()
+            grads.append([p.grad.clone() for p in fused.parameters()])
+        assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+    def test_optimizer_steps_match_reference(self):
+        check_training_steps(MLPConfig(width=32, hidden_layers=2, encoding="fourier", fourier_features=8), "cpu")
+
+    def test_build_model_triton_under_interpreter(self):
+        model, resolved = build_model(MLPConfig(width=16, hidden_layers=1), "triton", "cpu")
+        assert resolved == "triton" and isinstance(model, FusedCoordMLP)
+
+    def test_bad_tensors_are_rejected(self):
+        plan = KernelPlan.from_config(MLPConfig(width=16, hidden_layers=1))
+        params = torch.zeros(plan.num_params)
+        fourier_b = torch.zeros(16, 2)
+        with pytest.raises(ValueError, match="float32.*coords is torch.float64"):
+            fused_forward(torch.zeros(5, 2, dtype=torch.float64), fourier_b, params, plan)
+        with pytest.raises(ValueError, match="contiguous.*coords"):
+            fused_forward(torch.zeros(2, 5).t(), fourier_b, params, plan)
+        with pytest.raises(ValueError, match=r"coords must have shape \(N, 2\); got \(5, 3\)"):
+            fused_forward(torch.zeros(5, 3), fourier_b, params, plan)
+        with pytest.raises(ValueError, match=r"flat parameters must have shape"):
+            fused_forward(torch.zeros(5, 2), fourier_b, params[:-1], plan)
+        _, fused = make_pair(MLPConfig(width=16, hidden_layers=1))
+        with pytest.raises(RuntimeError, match="no gradient for coords"):
+            fused(torch.zeros(5, 2, requires_grad=True))
+
+
+def check_training_steps(config: MLPConfig, device: str, precision: str = "fp32") -> None:
+    """Adam (with weight decay) steps, then a switch to SGD: fused params track the reference's."""
+    reference, fused = make_pair(config, device, precision=precision)
+    gen = torch.Generator().manual_seed(1)
+    coords = (torch.rand(97, 2, generator=gen) * 2 - 1).to(device)
+    target = torch.rand(97, 3, generator=gen).to(device)
+    for opt_cls, kwargs, steps in ((torch.optim.AdamW, dict(lr=1e-3, weight_decay=1e-2), 3),
+                                   (torch.optim.SGD, dict(lr=1e-2, momentum=0.9), 2)):
+        optims = [opt_cls(m.parameters(), **kwargs) for m in (reference, fused)]
+        for _ in range(steps):
+            for model, opt in zip((reference, fused), optims):
+                opt.zero_grad()
+                torch.nn.functional.mse_loss(model(coords), target).backward()
+                opt.step()
+            for (name, a), b in zip(reference.named_parameters(), fused.parameters()):
+                assert_matches(b.detach(), a.detach(), precision, f"{name} after {opt_cls.__name__} step", kind="forward")
+
+
+class TestBackends:
+    """build_model / resolve_backend: names, errors, auto resolution (no kernels launched)."""
+
+    def test_parameter_names_identical_for_every_backend(self):
+        config = MLPConfig(width=32, hidden_layers=2, encoding="fourier")
+        expected = {k: v.shape for k, v in CoordMLP(config).state_dict().items()}
+        backends = ["torch", "compile", "auto"] + (["triton"] if HAS_TRITON and INTERPRETED else [])
+        for backend in backends:
+            model, _ = build_model(config, backend, "cpu", generator=torch.Generator().manual_seed(0))
+            assert isinstance(model, CoordMLP)
+            assert {k: v.shape for k, v in model.state_dict().items()} == expected, backend
+            reference = CoordMLP(config, generator=torch.Generator().manual_seed(0))
+            for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
+                assert torch.equal(a, b), backend
+
+    def test_resolve(self):
+        config = MLPConfig()
+        assert resolve_backend("auto", config, "cpu") == "torch"
+        assert resolve_backend("torch", config, "cpu") == "torch"
+        assert resolve_backend("compile", config, torch.device("cpu")) == "compile"
+        assert resolve_backend("auto", MLPConfig(width=48), "cuda") == "torch"
+        if HAS_TRITON:
+            assert resolve_backend("auto", config, "cuda") == "triton"
+            assert resolve_backend("auto", config, "cuda:0") == "triton"
+
+    def test_cpu_without_interpreter_is_a_clear_error(self, monkeypatch):
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+        with pytest.raises(BackendError, match=r"backend 'triton' needs a CUDA device; got device 'cpu'"):
+            build_model(MLPConfig(), "triton", "cpu")
+
+    @pytest.mark.parametrize("config, message", [
+        (MLPConfig(width=48), r"width=48 .* supported widths: 16, 32, 64, 128"),
+        (MLPConfig(width=256), r"width=256 .* supported widths: 16, 32, 64, 128"),
+        (MLPConfig(hidden_layers=9), r"hidden_layers=9 .* supported: 1\.\.8"),
+        (MLPConfig(encoding="fourier", fourier_features=65), r"fourier_features=65 \(2F=130 .* supported: 1\.\.64"),
+        (MLPConfig(out_features=17), r"out_features=17 .* supported: 1\.\.16"),
+    ])
+    def test_unsupported_shapes_are_clear_errors(self, config, message):
+        with pytest.raises(BackendError, match=message):
+            resolve_backend("triton", config, "cuda")
+        with pytest.raises(BackendError, match=message):
+            FusedCoordMLP(config)
+
+    def test_bad_names(self):
+        with pytest.raises(BackendError, match=r"backend must be one of auto, torch, compile, triton; got 'cuda'"):
+            resolve_backend("cuda", MLPConfig(), "cpu")
+        with pytest.raises(BackendError, match=r"precision must be one of fp32, tf32x3, tf32, bf16; got 'fp16'"):
+            build_model(MLPConfig(), "torch", "cpu", precision="fp16")
+        assert BACKENDS == ("auto", "torch", "compile", "triton")
+
+    def test_compile_matches_reference(self):
+        config = MLPConfig(width=16, hidden_layers=1, activation="sine")
+        reference = CoordMLP(config, generator=torch.Generator().manual_seed(0))
+        compiled = CompiledCoordMLP(config)
+        compiled.load_state_dict(reference.state_dict())
+        coords = torch.rand(50, 2)
+        torch.testing.assert_close(compiled(coords), reference(coords))
+
+
+@needs_cuda
+class TestCompiledKernels:
+    """The same checks on a GPU, compiled kernels, at each input precision."""
+
+    CASES = [
+        dict(width=16, hidden_layers=1, activation="relu", output="sigmoid", encoding="none", n=1),
+        dict(width=32, hidden_layers=2, activation="sine", output="linear", encoding="fourier", n=4099),
+        dict(width=64, hidden_layers=3, activation="relu", output="sigmoid", encoding="fourier", n=2**16 + 37),
+        dict(width=64, hidden_layers=3, activation="sine", output="sigmoid", encoding="none", n=10_007),
+        dict(width=128, hidden_layers=2, activation="sine", output="linear", encoding="fourier", n=4097,
+             fourier_features=64),
+        dict(width=128, hidden_layers=8, activation="relu", output="sigmoid", encoding="none", n=3001),
+        dict(width=32, hidden_layers=8, activation="sine", output="linear", encoding="fourier", n=130,
+             fourier_features=5),
+    ]
+
+    @pytest.mark.parametrize("precision", ["fp32", "tf32x3", "tf32", "bf16"])
+    @pytest.mark.parametrize("case", CASES, ids=_case_id)
+    def test_forward_and_gradients(self, case, precision):
+        config, n, kernel_kwargs = _split_case(case)
+        check_against_reference(config, n, device="cuda", precision=precision, **kernel_kwargs)
+
+    @pytest.mark.parametrize("precision", ["fp32", "tf32x3", "tf32"])
+    def test_optimizer_steps_match_reference(self, precision):
+        check_training_steps(MLPConfig(width=64, hidden_layers=3, encoding="fourier"), "cuda", precision)
+
+    def test_gradients_are_deterministic(self):
+        _, fused = make_pair(MLPConfig(width=64, hidden_layers=3, activation="sine"), "cuda")
+        coords = torch.rand(2**16, 2, device="cuda")
+        grads = []
+        for _ in range(2):
+            fused.zero_grad(set_to_none=True)
+            fused(coords).square().sum().backward()
+            grads.append([p.grad.clone() for p in fused.parameters()])
+        assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+    def test_auto_picks_triton(self):
+        model, resolved = build_model(MLPConfig(), "auto", "cuda")
+        assert resolved == "triton" and isinstance(model, FusedCoordMLP)
+        assert model.layers[0].weight.is_cuda
