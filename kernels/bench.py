@@ -234,8 +234,8 @@ def save_plot(rows: list[dict], path: str | Path, title: str | None = None) -> P
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steer.kernels.bench", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's flags: shared by `steer bench` and `python -m steer.kernels.bench`."""
     parser.add_argument("--json", type=Path, help="write the environment and rows as JSON here")
     parser.add_argument("--plot", type=Path, help="write a PNG plot here (needs matplotlib)")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
@@ -246,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads) for this run")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark for parsed `args`; prints the table, writes JSON and plot if asked."""
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -266,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         if written:
             print(f"plot written to {written}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m steer.kernels.bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -214,6 +214,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- steer bench ------------------------------------------------------------- #
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from steer.kernels import bench
+
+    return bench.run(args)
+
+
 # ---- parser and the one funnel ---------------------------------------------- #
 
 
@@ -270,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study name (default: the storage's only study)")
     p.add_argument("--device", help="run the replay here instead of the recorded device (cpu, cuda)")
     p.add_argument("--json", action="store_true", help='print {"original": ..., "replay": ...}')
+
+    from steer.kernels import bench
+
+    p = add("bench", cmd_bench, "time a full training step per MLP backend (fused Triton needs CUDA)",
+            "steer bench --json docs/kernels-bench-gpu.json --plot docs/kernels-bench-gpu.png")
+    bench.add_arguments(p)
     return parser
 
 

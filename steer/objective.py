@@ -187,7 +187,7 @@ def baseline_params(spec: Spec) -> dict[str, Any]:
 def _spec_record(spec: Spec) -> dict[str, Any]:
     """What a replay or the app needs to know about the spec, stored in the study."""
     return {"image": spec.image, "size": spec.size, "steps": spec.steps, "report_every": spec.report_every,
-            "backend": spec.backend, "device": spec.device, "seed": spec.seed,
+            "backend": spec.backend, "device": spec.device, "precision": spec.precision, "seed": spec.seed,
             "base": str(spec.path.parent.resolve()) if spec.path else None}
 
 
@@ -214,7 +214,7 @@ class Objective:
         params = suggest_params(trial, spec, pins)
         seed = trial_seed(spec, trial)
         trainer = Trainer(params, self.target, steps=spec.steps, seed=seed,
-                          backend=spec.backend, device=spec.device)
+                          backend=spec.backend, device=spec.device, precision=spec.precision)
         trial.set_user_attr(ATTR + "params", params)  # what a replay starts from
         trial.set_user_attr(ATTR + "seed", seed)
         trial.set_user_attr(ATTR + "backend", trainer.backend)

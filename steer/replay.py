@@ -37,7 +37,8 @@ def replay_trial(study: optuna.Study, number: int, device: str | None = None) ->
         raise UserError(f"trial {number} was not recorded by steer (missing {', '.join(missing) or 'steer.spec'})")
     target = load_target(spec["image"], spec["size"], Path(spec["base"]) if spec.get("base") else None)
     trainer = Trainer(attrs["steer.params"], target, steps=spec["steps"], seed=attrs["steer.seed"],
-                      backend=attrs.get("steer.backend", "torch"), device=device or attrs.get("steer.device", "cpu"))
+                      backend=attrs.get("steer.backend", "torch"), device=device or attrs.get("steer.device", "cpu"),
+                      precision=spec.get("precision", "tf32x3"))
     events = sorted((e for e in attrs.get("steer.interventions", []) if e["action"] in REPLAYED),
                     key=lambda e: e["step"])  # stable: same-step events keep their order
     final_step = attrs["steer.final_step"]

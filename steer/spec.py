@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from steer.errors import SpecError
-from steer.kernels import BACKENDS
+from steer.kernels import BACKENDS, PRECISIONS
 
 # --------------------------------------------------------------------------- #
 # The hyperparameters a trial has. Each may be searched, fixed, or left at its
@@ -97,6 +97,7 @@ class Spec:
     report_every: int
     backend: str
     device: str
+    precision: str
     space: tuple[Dimension, ...]
     fixed: dict[str, Any]
     sampler: dict[str, Any]
@@ -271,6 +272,7 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
     report_every = trial.get("report_every", int, max(1, steps // 10) if steps > 0 else 1)
     backend = trial.get("backend", str, "auto")
     device = trial.get("device", str, "auto")
+    precision = trial.get("precision", str, "tf32x3")
     trial.done()
     _positive(trial, "steps", steps)
     _positive(trial, "report_every", report_every)
@@ -280,6 +282,8 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
         trial.fail("backend", f"got {backend!r}; allowed: {' | '.join(BACKENDS)}")
     if device not in DEVICES:
         trial.fail("device", f"got {device!r}; allowed: {' | '.join(DEVICES)}")
+    if precision not in PRECISIONS:
+        trial.fail("precision", f"got {precision!r}; allowed: {' | '.join(PRECISIONS)}")
 
     space_sec = _Section(where, "space", top.table.pop("space", {}))
     dims: list[Dimension] = []
@@ -330,7 +334,7 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
     top.done()
     return Spec(
         path=path, name=name, image=image, size=size, trials=trials, timeout=timeout, seed=seed,
-        steps=steps, report_every=report_every, backend=backend, device=device,
+        steps=steps, report_every=report_every, backend=backend, device=device, precision=precision,
         space=tuple(dims), fixed=fixed, sampler=sampler, pruner=pruner, steering=steering,
         baseline=baseline,
     )

@@ -97,6 +97,7 @@ class Trainer:
         seed: int,
         backend: str = "auto",
         device: str = "auto",
+        precision: str = "tf32x3",
     ) -> None:
         self.params = {**DEFAULT_PARAMS, **params}
         self.steps = steps
@@ -107,7 +108,7 @@ class Trainer:
         self.coords = pixel_coords(self.height, self.width, self.device)  # (N, 2)
         init_gen = torch.Generator().manual_seed(seed)
         self.batch_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
-        self.model, self.backend = build_model(mlp_config(self.params), backend, self.device, init_gen)
+        self.model, self.backend = build_model(mlp_config(self.params), backend, self.device, init_gen, precision)
         self.step_count = 0
         self.lr_override: float | None = None  # set_lr overrides the schedule from then on
         self.loss_name: str = self.params["loss"]
