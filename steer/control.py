@@ -211,7 +211,14 @@ class Control:
                 reason=rejection, result=json.dumps(result) if result is not None else None,
             )).inserted_primary_key[0]
 
-        return self.command(self.db.run(insert))
+        command_id = self.db.run(insert)
+        if rejection is None and immediate is None and trial is not None:
+            # The trial may have ended between the check above and the insert; its worker has
+            # then already expired what was pending, so this one is expired here.
+            state = self._trial_state(trial)
+            if state is not None and state.is_finished():
+                self.expire_pending(trial, "the trial ended before the command was applied")
+        return self.command(command_id)
 
     def _validate(self, action: str, trial: int | None, value: Any, param: str | None, by: str,
                   reason: str | None) -> tuple[dict[str, Any], Callable[[Session], dict[str, Any]] | None]:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 import optuna
+import torch
 
 from steer.control import Control
 from steer.errors import UserError
@@ -219,6 +220,7 @@ class Objective:
         trial.set_user_attr(ATTR + "seed", seed)
         trial.set_user_attr(ATTR + "backend", trainer.backend)
         trial.set_user_attr(ATTR + "device", str(trainer.device))
+        trial.set_user_attr(ATTR + "torch_threads", torch.get_num_threads())
         if applicable_pins(trial, pins):
             trial.set_user_attr(ATTR + "pinned", applicable_pins(trial, pins))
         steering = None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 
 from steer.errors import UserError
 from steer.image import load_target
@@ -35,6 +36,9 @@ def replay_trial(study: optuna.Study, number: int, device: str | None = None) ->
     missing = [k for k in ("steer.params", "steer.seed", "steer.final_step") if k not in attrs]
     if spec is None or missing:
         raise UserError(f"trial {number} was not recorded by steer (missing {', '.join(missing) or 'steer.spec'})")
+    threads = attrs.get("steer.torch_threads")
+    if threads and device in (None, "cpu"):
+        torch.set_num_threads(threads)  # CPU sums split by thread: the same split gives the same bits
     target = load_target(spec["image"], spec["size"], Path(spec["base"]) if spec.get("base") else None)
     trainer = Trainer(attrs["steer.params"], target, steps=spec["steps"], seed=attrs["steer.seed"],
                       backend=attrs.get("steer.backend", "torch"), device=device or attrs.get("steer.device", "cpu"),
@@ -59,8 +63,10 @@ def replay_trial(study: optuna.Study, number: int, device: str | None = None) ->
         step = trainer.step_count
         if step % report_every == 0 or step == spec["steps"]:
             replayed[step] = trainer.psnr()
+    # A finished trial's value is its last reported PSNR (pruned ones too): compare at that step.
+    last_report = max(trial.intermediate_values, default=None)
     original = trial.value if trial.value is not None else _last(trial.intermediate_values)
-    replay_value = replayed.get(final_step, trainer.psnr())
+    replay_value = replayed.get(last_report) if last_report is not None else trainer.psnr()
     return {
         "trial": number, "state": trial.state.name, "steps": final_step,
         "interventions": len(events), "device": str(trainer.device),

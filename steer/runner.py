@@ -12,6 +12,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
+from steer.control import Control
 from steer.spec import Spec
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -44,7 +45,11 @@ def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], s
     )
     task = progress.add_task("trials", total=budget, completed=done, best=_best_text(study))
 
+    control = Control.for_study(study)
+
     def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if control is not None:  # the trial is finished now: nothing sent to it can still apply
+            control.expire_pending(trial.number, "the trial ended before the command was applied")
         progress.update(task, completed=finished_count(study), best=_best_text(study))
 
     callbacks.append(on_trial)

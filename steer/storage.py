@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import warnings
 from pathlib import Path
 
 import optuna
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from steer.errors import UserError
 
@@ -62,15 +63,27 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True,
         _enable_wal(path)
     kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period} if heartbeat else {}
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
+        return _rdb_storage(url, kwargs)
     except ImportError as exc:
         raise UserError(f"storage URL {url!r} needs a database driver that is not installed "
                         f"({exc.__cause__ or exc}); for PostgreSQL: pip install 'steer[postgres]'") from None
     except (OperationalError, SQLAlchemyError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UserError(f"cannot open storage {url!r}: {reason}") from None
+
+
+def _rdb_storage(url: str, kwargs: dict, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Optuna's storage; retried when another process is creating the same tables right now."""
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
+        except (OperationalError, IntegrityError):  # "table exists", "UNIQUE ... alembic_version"
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def engine_kwargs(url: str) -> dict:
