@@ -31,6 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         name=args.study, trials=args.trials, steps=args.steps, timeout=args.timeout, seed=args.seed,
     )
     check_runnable(spec)
+    _stop_on_sigterm()
     objective = Objective(spec)  # loads the target image: a bad path fails before any database is made
     url = args.storage or spec.default_storage
     study = create_study(spec, open_storage(url, heartbeat_interval=spec.steering["heartbeat_interval"],
@@ -40,6 +41,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_study(study, objective, spec, console=console)
     print_trials(study, console=Console())
     return 0
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops a worker like Ctrl-C: the running trial ends FAIL, its commands expire."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 # ---- steer show ------------------------------------------------------------ #

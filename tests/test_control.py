@@ -325,3 +325,15 @@ def test_two_workers_and_a_steady_stream_of_commands(tmp_path):
     assert 6 <= len(study.trials) <= 7 and all(t.state.is_finished() for t in study.trials)
     recorded = {e["command"] for t in study.trials for e in t.user_attrs.get("steer.interventions", [])}
     assert {c.id for c in applied} == recorded  # no applied command missing from the record
+
+
+def test_sigterm_stops_a_worker_cleanly(worker):
+    proc, url, spec = worker
+    control = open_control(url, proc)
+    running_trial(control, 0)
+    proc.terminate()
+    assert proc.wait(30) == 130 and "steer: interrupted" in proc.stderr.read()
+    trial = optuna.load_study(study_name="steer", storage=url).trials[0]
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert not control.live(0).running  # its last preview says it ended
+    assert "steer.effective_params" in trial.user_attrs
