@@ -64,6 +64,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     study = load_study(args.storage, args.study)
     if args.trial is not None:
         return show_trial(study, args.trial, as_json=args.json)
+    if args.compare:
+        from steer.compare import comparison, format_comparison
+
+        data = comparison(study)
+        print(json.dumps(data, indent=2) if args.json else format_comparison(data))
+        return 0
     if args.json:
         print(json.dumps([trial_row(t) for t in study.trials], indent=2))
         return 0
@@ -158,6 +164,36 @@ def _best_number(study: optuna.Study) -> int | None:
         return study.best_trial.number
     except ValueError:  # no completed trial yet
         return None
+
+
+# ---- steer dashboard --------------------------------------------------------- #
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import optuna_dashboard
+
+    from steer.compare import artifact_dir, artifact_store, save_comparison
+    from steer.storage import default_storage_url, open_storage
+
+    url = args.storage or default_storage_url()
+    storage = open_storage(url, must_exist=True, heartbeat=False)
+    studies = [optuna.load_study(study_name=s.study_name, storage=storage) for s in storage.get_all_studies()]
+    if not studies:
+        raise UserError(f"no study in {url}; run `steer run SPEC` first")
+    folder = Path(args.artifacts) if args.artifacts else None
+    for study in studies:
+        save_comparison(study)  # up to date even for studies run as a library
+        if folder is None and study.user_attrs.get("steer.artifacts"):
+            folder = Path(study.user_attrs["steer.artifacts"])
+    folder = folder or artifact_dir(url, studies[0].study_name)
+    print(f"optuna-dashboard on {url} (artifacts in {folder}): http://{args.host}:{args.port}/dashboard", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print("steer: warning: optuna-dashboard has no authentication; anyone who can reach "
+              f"{args.host}:{args.port} can read and edit the study", file=sys.stderr)
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port, artifact_store=artifact_store(folder))
+    return 0
 
 
 # ---- steer ctl --------------------------------------------------------------- #
@@ -266,6 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study name (default: the storage's only study)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--trial", type=int, help="show one trial: params, interventions, commands")
+    p.add_argument("--compare", action="store_true",
+                   help="steered vs unsteered trials (count, best, median PSNR) and promoted trials vs their origin")
+
+    p = add("dashboard", cmd_dashboard, "open optuna-dashboard on the study, with predictions, notes and comparison",
+            "steer dashboard --storage sqlite:///studies/quick.db --port 8080")
+    p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only studies/*.db)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--artifacts", help="artifact folder (default: the one the study recorded, "
+                                       "or <db folder>/<db name>-artifacts)")
 
     p = add("ctl", cmd_ctl, "steer a running trial or the study (same API as the app)",
             "steer ctl set-lr --trial 3 3e-4 --wait\n  steer ctl pin --trial 3 optimizer\n  steer ctl pin lr 1e-3\n"

@@ -11,13 +11,15 @@ final PSNR. What it records lives under `steer.*` user attributes.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import optuna
 import torch
 
-from steer.control import Control
+from steer.compare import TARGET_ARTIFACT, artifact_dir, artifact_store, has_study_artifact, upload_png
+from steer.control import Control, storage_url
 from steer.errors import UserError
 from steer.image import load_target, to_png
 from steer.kernels import BackendError, resolve_backend
@@ -163,6 +165,12 @@ def create_study(spec: Spec, storage: str | optuna.storages.BaseStorage | None =
         study.sampler = PinnedSampler(study.sampler, control.pin_values)
         control.sweep(study)  # trials of dead workers -> FAIL, their commands -> expired
     study.set_user_attr(ATTR + "spec", _spec_record(spec))
+    folder = artifact_dir(storage_url(study), study.study_name, spec.artifacts)
+    if folder is not None:
+        study.set_user_attr(ATTR + "artifacts", str(folder.resolve()))
+        if not has_study_artifact(study, TARGET_ARTIFACT):
+            target = load_target(spec.image, spec.size, spec.path.parent if spec.path else None)
+            upload_png(artifact_store(folder), to_png(target), TARGET_ARTIFACT, study)
     if spec.baseline and not study.trials:
         study.enqueue_trial(baseline_params(spec), user_attrs={ATTR + "baseline": True})
     return study
@@ -241,8 +249,15 @@ class Objective:
             trial.set_user_attr(ATTR + "effective_params", trainer.effective_params())
             trial.set_user_attr(ATTR + "final_step", trainer.step_count)
             trial.set_user_attr(ATTR + "train_seconds", round(time.perf_counter() - started, 3))
+            self._save_prediction(trial, trainer)
             if steering is not None:
                 steering.finish(how)
+
+    def _save_prediction(self, trial: optuna.Trial, trainer: Trainer) -> None:
+        """The final prediction as a trial artifact: Optuna accepts it only while the trial runs."""
+        folder = trial.study.user_attrs.get(ATTR + "artifacts")
+        if folder is not None:
+            upload_png(artifact_store(Path(folder)), to_png(trainer.predict()), "prediction.png", trial)
 
     def _train(self, trial: optuna.Trial, trainer: Trainer, steering: TrialSteering | None) -> float:
         spec = self.spec

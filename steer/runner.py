@@ -12,6 +12,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
+from steer.compare import save_comparison
 from steer.control import Control
 from steer.spec import Spec
 
@@ -50,6 +51,7 @@ def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], s
     def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if control is not None:  # the trial is finished now: nothing sent to it can still apply
             control.expire_pending(trial.number, "the trial ended before the command was applied")
+            save_comparison(study)
         progress.update(task, completed=finished_count(study), best=_best_text(study))
 
     callbacks.append(on_trial)

@@ -104,6 +104,7 @@ class Spec:
     pruner: dict[str, Any]
     steering: dict[str, Any] = field(default_factory=dict)
     baseline: bool = False  # enqueue the seeds' hand-picked params as the study's first trial
+    artifacts: Path | None = None  # artifact folder (default: beside a SQLite database)
 
     def with_overrides(self, **changes: Any) -> Spec:
         """A copy with CLI overrides applied (None means keep); values are re-checked."""
@@ -255,6 +256,7 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
     timeout = study.get("timeout", float, None)
     seed = study.get("seed", int, 0)
     baseline = study.get("baseline", bool, False)
+    artifacts = study.get("artifacts", str, None)
     study.done()
     _positive(study, "trials", trials)
     if timeout is not None and timeout <= 0:
@@ -337,6 +339,7 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
         steps=steps, report_every=report_every, backend=backend, device=device, precision=precision,
         space=tuple(dims), fixed=fixed, sampler=sampler, pruner=pruner, steering=steering,
         baseline=baseline,
+        artifacts=None if artifacts is None else (path.parent if path else Path.cwd()) / artifacts,
     )
 
 

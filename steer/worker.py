@@ -137,7 +137,8 @@ def intervention_note(number: int, interventions: list[dict[str, Any]]) -> str:
              "|---:|---|---|---|---|---|"]
     for e in interventions:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"]))
-        lines.append(f"| {e['step']} | {e['action']} {_fmt(e['args'])} | {_fmt(e['old'])} | {_fmt(e['new'])} "
+        new = "enqueued a clean run of these effective params" if e["action"] == "promote" else _fmt(e["new"])
+        lines.append(f"| {e['step']} | {e['action']} {_fmt(e['args'])} | {_fmt(e['old'])} | {new} "
                      f"| {e['by']} | {when} |")
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,152 @@
+"""Comparing a steered study, in optuna-dashboard and in the terminal.
+
+What steer knows about a study is written where optuna-dashboard reads it,
+so the comparison needs no steer process running:
+
+- artifacts: each finished trial's final prediction and the study's target
+  image, in a file-system artifact store beside the database;
+- notes: each steered trial's intervention timeline (written by the worker);
+- a study-level Plotly figure: PSNR by trial, steered vs not, promoted trials marked.
+
+`comparison(study)` extracts the data; `comparison_figure` draws it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from steer.storage import sqlite_path
+
+FIGURE_ID = "steer-comparison"
+TARGET_ARTIFACT = "target.png"
+
+
+def artifact_dir(url: str | None, study_name: str, configured: Path | None = None) -> Path | None:
+    """Where a study's artifacts go: `configured`, else beside a SQLite database
+    (`studies/quick.db` -> `studies/quick-artifacts/`), else `./<study>-artifacts`.
+    None for in-memory storages (nothing to keep them beside)."""
+    if configured is not None:
+        return configured
+    if url is None:
+        return None
+    db = sqlite_path(url)
+    if db is not None:
+        return db.parent / f"{db.stem}-artifacts"
+    return Path.cwd() / f"{study_name}-artifacts"
+
+
+def artifact_store(path: Path) -> optuna.artifacts.FileSystemArtifactStore:
+    path.mkdir(parents=True, exist_ok=True)
+    return optuna.artifacts.FileSystemArtifactStore(str(path))
+
+
+def upload_png(store: optuna.artifacts.FileSystemArtifactStore, png: bytes, name: str,
+               study_or_trial: optuna.Study | optuna.Trial) -> str:
+    """Upload PNG bytes as an artifact named `name`; returns the artifact id."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(png)
+        return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path),
+                                                study_or_trial=study_or_trial, mimetype="image/png")
+
+
+def has_study_artifact(study: optuna.Study, name: str) -> bool:
+    return any(meta.filename == name for meta in optuna.artifacts.get_all_artifact_meta(study))
+
+
+# ---- the comparison -------------------------------------------------------- #
+
+
+def _summary(values: list[float], count: int) -> dict[str, Any]:
+    return {"count": count, "completed": len(values), "best": max(values) if values else None,
+            "median": statistics.median(values) if values else None}
+
+
+def comparison(study: optuna.Study) -> dict[str, Any]:
+    """Steered vs unsteered trials, and each promoted trial beside its origin."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    by_number = {t.number: t for t in trials}
+    rows = [{
+        "number": t.number, "state": t.state.name, "psnr": t.value,
+        "steered": bool(t.user_attrs.get("steer.steered")),
+        "promoted_from": t.user_attrs.get("steer.promoted_from"),
+        "baseline": bool(t.user_attrs.get("steer.baseline")),
+        "interventions": len(t.user_attrs.get("steer.interventions", [])),
+    } for t in trials]
+    groups = {}
+    for name, steered in (("steered", True), ("unsteered", False)):
+        group = [r for r in rows if r["steered"] == steered]
+        done = [r["psnr"] for r in group if r["state"] == TrialState.COMPLETE.name and r["psnr"] is not None]
+        groups[name] = _summary(done, len(group))
+    promoted = []
+    for r in rows:
+        if r["promoted_from"] is None:
+            continue
+        origin = by_number.get(r["promoted_from"])
+        promoted.append({"trial": r["number"], "psnr": r["psnr"], "state": r["state"],
+                         "origin": r["promoted_from"], "origin_psnr": origin.value if origin else None,
+                         "origin_state": origin.state.name if origin else None})
+    return {"study": study.study_name, "trials": rows, **groups, "promoted": promoted}
+
+
+def comparison_figure(data: dict[str, Any]):
+    """PSNR by trial number: steered / unsteered colours, promoted trials as stars linked to their origin."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    rows = [r for r in data["trials"] if r["psnr"] is not None]
+    for name, steered, colour in (("not steered", False, "#7f8c8d"), ("steered", True, "#e67e22")):
+        group = [r for r in rows if r["steered"] == steered]
+        fig.add_trace(go.Scatter(
+            x=[r["number"] for r in group], y=[r["psnr"] for r in group], mode="markers", name=name,
+            marker={"color": colour, "size": 10,
+                    "symbol": ["star" if r["promoted_from"] is not None else
+                               "diamond" if r["baseline"] else "circle" for r in group]},
+            text=[f"trial {r['number']} ({r['state']})" + (f", promoted from {r['promoted_from']}"
+                  if r["promoted_from"] is not None else "") + (", baseline" if r["baseline"] else "")
+                  + (f", {r['interventions']} interventions" if r["interventions"] else "") for r in group],
+            hovertemplate="%{text}<br>PSNR %{y:.2f} dB<extra></extra>",
+        ))
+    by_number = {r["number"]: r for r in rows}
+    for p in data["promoted"]:
+        origin, child = by_number.get(p["origin"]), by_number.get(p["trial"])
+        if origin and child:
+            fig.add_trace(go.Scatter(x=[origin["number"], child["number"]], y=[origin["psnr"], child["psnr"]],
+                                     mode="lines", line={"dash": "dot", "color": "#2980b9"}, showlegend=False,
+                                     hoverinfo="skip"))
+    fig.update_layout(title=f"{data['study']}: PSNR by trial (stars: promoted, diamond: baseline)",
+                      xaxis_title="trial", yaxis_title="PSNR (dB)", template="plotly_white")
+    return fig
+
+
+def save_comparison(study: optuna.Study) -> None:
+    """Write (or replace) the study's comparison figure for optuna-dashboard."""
+    from optuna_dashboard import save_plotly_graph_object
+
+    save_plotly_graph_object(study, comparison_figure(comparison(study)), graph_object_id=FIGURE_ID)
+
+
+def format_comparison(data: dict[str, Any]) -> str:
+    """The comparison as plain text for `steer show --compare`."""
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    lines = [f"study {data['study']}: steered vs not steered (best and median over completed trials, dB)",
+             f"{'':12}{'trials':>8}{'completed':>11}{'best':>9}{'median':>9}"]
+    for name in ("steered", "unsteered"):
+        g = data[name]
+        lines.append(f"{name:12}{g['count']:>8}{g['completed']:>11}{num(g['best']):>9}{num(g['median']):>9}")
+    if data["promoted"]:
+        lines.append("promoted trials:")
+        for p in data["promoted"]:
+            lines.append(f"  trial {p['trial']} ({p['state']}, {num(p['psnr'])} dB) from trial {p['origin']} "
+                         f"({p['origin_state']}, {num(p['origin_psnr'])} dB)")
+    else:
+        lines.append("no promoted trials")
+    return "\n".join(lines)

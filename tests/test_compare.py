@@ -1,0 +1,171 @@
+"""Comparing a steered study: the data, `steer show --compare`, and a real optuna-dashboard server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from PIL import Image
+
+import steer
+from conftest import run_cli
+from steer.compare import comparison
+from steer.control import Control
+
+SPEC = """
+[study]
+name = "cmp"
+seed = 2
+[target]
+image = "card"
+size = 16
+[trial]
+steps = 3000
+report_every = 100
+backend = "torch"
+[pruner]
+type = "none"
+[steering]
+poll_interval = 0.02
+[space]
+lr = { type = "float", low = 1e-3, high = 1e-2, log = true }
+"""
+
+
+@pytest.fixture(scope="module")
+def steered_study(tmp_path_factory):
+    """A real study: trial 0 steered (set_lr, then promoted), trial 1 its promoted clean run, trial 2 plain."""
+    folder = tmp_path_factory.mktemp("cmp")
+    (folder / "cmp.toml").write_text(SPEC)
+    spec = steer.load_spec(folder / "cmp.toml")
+    url = f"sqlite:///{folder / 'cmp.db'}"
+    study = steer.create_study(spec, url)
+    worker = threading.Thread(target=study.optimize, args=(steer.objective(spec),), kwargs={"n_trials": 3})
+    worker.start()
+    control = Control.for_study(study)
+    deadline = time.monotonic() + 60
+    while (live := control.live(0)) is None or not live.running:
+        assert time.monotonic() < deadline, "trial 0 did not start"
+        time.sleep(0.01)
+    for action, value in (("set_lr", 2e-3), ("promote", None)):
+        cmd = control.wait(control.request(action, trial=0, value=value, by="tester").id)
+        assert cmd.state == "applied", cmd.describe()
+    worker.join(120)
+    steer.compare.save_comparison(study)
+    return folder, url, study
+
+
+def test_comparison_data(steered_study):
+    _, _, study = steered_study
+    data = comparison(study)
+    assert data["steered"]["count"] == 1 and data["unsteered"]["count"] == 2
+    assert data["steered"]["best"] == study.trials[0].value
+    assert data["promoted"] == [{"trial": 1, "psnr": study.trials[1].value, "state": "COMPLETE", "origin": 0,
+                                 "origin_psnr": study.trials[0].value, "origin_state": "COMPLETE"}]
+    assert study.trials[1].params["lr"] == 2e-3
+
+
+def test_show_compare_cli(steered_study):
+    _, url, study = steered_study
+    result = run_cli("show", "--storage", url, "--compare")
+    assert result.returncode == 0, result.stderr
+    assert "steered            1          1" in result.stdout
+    assert f"trial 1 (COMPLETE, {study.trials[1].value:.2f} dB) from trial 0" in result.stdout
+    as_json = json.loads(run_cli("show", "--storage", url, "--compare", "--json").stdout)
+    assert as_json["promoted"][0]["origin"] == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+@pytest.fixture(scope="module")
+def dashboard(steered_study):
+    folder, url, _ = steered_study
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.Popen([sys.executable, "-m", "steer", "dashboard", "--storage", url, "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            _get(base + "/api/meta")
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "optuna-dashboard did not start"
+            time.sleep(0.2)
+    yield base
+    proc.terminate()
+    proc.wait(10)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def test_optuna_dashboard_shows_notes_images_attrs_and_figure(steered_study, dashboard):
+    folder, _, study = steered_study
+    summaries = json.loads(_get(dashboard + "/api/studies"))["study_summaries"]
+    study_id = next(s["study_id"] for s in summaries if s["study_name"] == "cmp")
+    detail = json.loads(_get(f"{dashboard}/api/studies/{study_id}"))
+    # The study's target image and every trial's final prediction, as artifacts of the right size.
+    (target,) = [a for a in detail["artifacts"] if a["filename"] == "target.png"]
+    assert _png_size(_get(f"{dashboard}/artifacts/{study_id}/{target['artifact_id']}")) == (16, 16)
+    for trial in detail["trials"]:
+        (pred,) = [a for a in trial["artifacts"] if a["filename"] == "prediction.png"]
+        data = _get(f"{dashboard}/artifacts/{study_id}/{trial['trial_id']}/{pred['artifact_id']}")
+        assert _png_size(data) == (16, 16)
+    assert (folder / "cmp-artifacts").is_dir()  # beside the database by default
+    steered = detail["trials"][0]
+    assert "| set_lr value=0.002 |" in steered["note"]["body"] and "| promote" in steered["note"]["body"]
+    assert "tester" in steered["note"]["body"]
+    attrs = {a["key"]: a["value"] for a in steered["user_attrs"]}
+    assert {"steer.steered", "steer.interventions", "steer.effective_params", "steer.backend",
+            "steer.device"} <= attrs.keys()
+    assert json.loads(attrs["steer.interventions"])[0]["action"] == "set_lr"
+    promoted = {a["key"]: a["value"] for a in detail["trials"][1]["user_attrs"]}
+    assert promoted["steer.promoted_from"] == "0"
+    figures = {g["id"]: json.loads(g["graph_object"]) for g in detail["plotly_graph_objects"]}
+    names = [trace.get("name") for trace in figures["steer-comparison"]["data"]]
+    assert "steered" in names and "not steered" in names
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+def test_optuna_dashboard_page_in_a_browser(dashboard, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-quic"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(dashboard + "/dashboard/studies/1/trials?numbers=0")
+        page.get_by_text("Trial 0: steered").wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "trial.png"))
+        browser.close()
+    assert (tmp_path / "trial.png").stat().st_size > 10_000
