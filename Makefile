@@ -11,7 +11,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_CPU_VERSION ?= 2.13.0
 
-.PHONY: setup demo test clean
+.PHONY: setup browser demo test clean
 
 setup: $(VENV)/.steer-installed
 
@@ -28,7 +28,14 @@ demo: setup
 	$(VENV)/bin/steer run studies/quick.toml
 	$(VENV)/bin/steer show --storage sqlite:///studies/quick.db
 
-test: setup
+# Browser tests drive Debian's Chromium (a test tool's own browser download does not work offline).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "chromium not found: the browser tests will be skipped (sudo apt-get install chromium)"; fi
+
+test: setup browser
 	$(PY) -m pytest -q
 
 clean:

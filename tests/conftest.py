@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# Browser tests drive Debian's Chromium (`make test` installs it where it can). On a developer's
+# machine without it they skip; in CI (CI=true) they must run, so they fail instead.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic"]
+requires_browser = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+    reason="needs Debian's chromium (apt-get install chromium); `make test` installs it when run as root",
+)
 
 TINY_SPEC = """
 [study]

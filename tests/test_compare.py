@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 from PIL import Image
 
 import steer
-from conftest import run_cli
+from conftest import CHROMIUM, CHROMIUM_ARGS, requires_browser, run_cli
 from steer.compare import comparison
 from steer.control import Control
 
@@ -152,17 +151,12 @@ def test_optuna_dashboard_shows_notes_images_attrs_and_figure(steered_study, das
     assert "steered" in names and "not steered" in names
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+@requires_browser
 def test_optuna_dashboard_page_in_a_browser(dashboard, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-quic"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(dashboard + "/dashboard/studies/1/trials?numbers=0")
         page.get_by_text("Trial 0: steered").wait_for(timeout=30_000)
