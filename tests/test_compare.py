@@ -11,9 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
-import optuna
 import pytest
 from PIL import Image
 
