@@ -1,0 +1,42 @@
+"""One module per page: its layout and its callbacks, side by side.
+
+Each has `layout(studies, study, ...)`, `validation_layout()` (every id its
+callbacks use, for Dash's checks) and `register(app, studies)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any, Callable
+
+import dash
+import flask
+from sqlalchemy.exc import SQLAlchemyError
+
+from steer.tables import ControlError
+
+
+def digest(value: Any) -> str:
+    """A short fingerprint of what a part of a page shows: unchanged parts are not sent again."""
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def skip_when_database_busy(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A poll that cannot read the database changes nothing on the page; the next poll tries again."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ControlError, SQLAlchemyError):
+            raise dash.exceptions.PreventUpdate from None
+
+    return wrapper
+
+
+def requester() -> str:
+    """Who asks, as recorded with every command: the app and the browser's address."""
+    addr = flask.request.remote_addr if flask.has_request_context() else None
+    return f"dash:{addr}" if addr else "dash"
