@@ -29,9 +29,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from steer.dashboards import components as C
 from steer.dashboards import ids
-from steer.dashboards.pages import study as study_page
-from steer.dashboards.pages import trial as trial_page
-from steer.dashboards.pages import wall as wall_page
+from steer.dashboards import study_page
+from steer.dashboards import trial_page
+from steer.dashboards import wall_page
 from steer.dashboards.studies import Studies
 from steer.errors import UserError
 from steer.tables import ControlError

@@ -2,7 +2,7 @@
 
 Nothing here builds a figure or a component, so every function is tested
 without a browser. The pages turn these dicts and lists into Dash components
-(`pages/`) and Plotly figures (`figures.py`).
+(`*_page.py`) and Plotly figures (`figures.py`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html
 
 from steer.dashboards import components as C
 from steer.dashboards import data, figures, ids
-from steer.dashboards.pages import digest, requester, skip_when_database_busy
+from steer.dashboards.callbacks import digest, requester, skip_when_database_busy
 from steer.dashboards.studies import Studies
 
 

@@ -10,7 +10,7 @@ from dash import Input, Output, State, dcc, html
 
 from steer.dashboards import components as C
 from steer.dashboards import data, ids
-from steer.dashboards.pages import digest, skip_when_database_busy
+from steer.dashboards.callbacks import digest, skip_when_database_busy
 from steer.dashboards.studies import Studies
 
 STALE_S = 30  # a running trial silent this long is flagged: its worker may be gone

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from steer.control import PINNABLE
 from steer.dashboards import components as C
 from steer.dashboards import data, figures, ids
-from steer.dashboards.pages import digest, requester, skip_when_database_busy
+from steer.dashboards.callbacks import digest, requester, skip_when_database_busy
 from steer.dashboards.studies import Studies
 from steer.spec import DEFAULT_PARAMS
 

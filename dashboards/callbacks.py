@@ -1,7 +1,9 @@
-"""One module per page: its layout and its callbacks, side by side.
+"""Helpers the pages' callbacks share.
 
-Each has `layout(studies, study, ...)`, `validation_layout()` (every id its
-callbacks use, for Dash's checks) and `register(app, studies)`.
+Each page is one module (`study_page`, `trial_page`, `wall_page`) with its
+layout and its callbacks side by side: `layout(studies, study, ...)`,
+`validation_layout()` (every id its callbacks use, for Dash's checks) and
+`register(app, studies)`.
 """
 
 from __future__ import annotations
