@@ -90,7 +90,7 @@ figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
                         margin: 12px 0 4px 0; text-transform: uppercase; letter-spacing: .04em; }
 .controls .line { display: flex; gap: 8px; align-items: center; }
 .controls .lr-value { font-size: 20px; font-weight: 700; font-variant-numeric: tabular-nums; min-width: 90px; }
-.controls input[type=text], .controls input[type=number] { width: 120px; }
+.controls .line .dash-input-container, .controls .line input { max-width: 190px; }
 .btn { border: 1px solid var(--line); background: #fff; border-radius: 7px; padding: 6px 11px; cursor: pointer;
        font-size: 13px; font-weight: 500; }
 .btn:hover:not(:disabled) { background: #f3f4f6; }
@@ -105,7 +105,11 @@ figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
 .wall-card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 10px;
              display: block; color: var(--fg); }
 .wall-card:hover { border-color: var(--accent); text-decoration: none; }
-.wall-card img, .wall-card .placeholder { width: 100%; height: auto; aspect-ratio: 1; }
+.wall-card img, .wall-card .placeholder { width: 100%; height: auto; aspect-ratio: 1; image-rendering: pixelated;
+                                          border-radius: 6px; }
+.wall-card.target { background: #f9fafb; }
+.progress { height: 4px; background: var(--line); border-radius: 2px; margin-top: 6px; overflow: hidden; }
+.progress > div { height: 100%; background: var(--accent); }
 .wall-card .title { display: flex; justify-content: space-between; font-weight: 700; margin: 6px 0 2px 0; }
 .wall-card .meta { font-size: 12px; color: var(--muted); }
 .pin-row { display: flex; align-items: center; gap: 10px; padding: 4px 0; }

@@ -15,6 +15,14 @@ from steer.dashboards.studies import Studies
 
 
 def layout(studies: Studies, study: str) -> html.Div:
+    return build(study)  # the first poll fills it
+
+
+def validation_layout() -> html.Div:
+    return build("")
+
+
+def build(study: str) -> html.Div:
     return html.Div([
         dcc.Store(id=ids.PAGE_CTX, data={"study": study}),
         dcc.Store(id=ids.STUDY_SEEN, data={}),
@@ -30,10 +38,6 @@ def layout(studies: Studies, study: str) -> html.Div:
         ], className="row"),
         C.card("Trials", html.Div(id=ids.TRIALS_TABLE, className="scroll")),
     ], className="page")
-
-
-def validation_layout() -> html.Div:
-    return layout(None, "")  # type: ignore[arg-type]  # the layout does not read the storage
 
 
 def summary(rows: list[dict[str, Any]], best: dict[str, list[Any]]) -> list:

@@ -17,8 +17,16 @@ STALE_S = 30  # a running trial silent this long is flagged: its worker may be g
 
 
 def layout(studies: Studies, study: str) -> html.Div:
+    return build(study, data.total_steps(studies.control(study)))
+
+
+def validation_layout() -> html.Div:
+    return build("", None)
+
+
+def build(study: str, steps: int | None) -> html.Div:
     return html.Div([
-        dcc.Store(id=ids.PAGE_CTX, data={"study": study}),
+        dcc.Store(id=ids.PAGE_CTX, data={"study": study, "steps": steps}),
         dcc.Store(id=ids.WALL_SEEN, data=""),
         dcc.Interval(id=ids.WALL_TICK, interval=C.POLL_MS),
         html.H2(f"Running trials of {study}"),
@@ -26,20 +34,25 @@ def layout(studies: Studies, study: str) -> html.Div:
     ], className="page")
 
 
-def validation_layout() -> html.Div:
-    return layout(None, "")  # type: ignore[arg-type]  # the layout does not read the storage
+def target_card(study: str) -> html.Div:
+    return html.Div([html.Img(src=C.href("/steer/target.png", study), alt="target"),
+                     html.Div([html.Span("target")], className="title"),
+                     html.Div("what every trial fits", className="meta")], className="wall-card target")
 
 
-def wall_card(card: dict[str, Any], study: str, now: float) -> dcc.Link:
+def wall_card(card: dict[str, Any], study: str, now: float, steps: int | None) -> dcc.Link:
     n = card["trial"]
     image = (html.Img(src=C.href("/steer/live.png", study, trial=n, v=f"{card['wall_time']:.3f}"),
                       alt=f"trial {n}") if card["has_image"] else html.Div("no preview yet", className="placeholder"))
     psnr = "" if card["psnr"] is None else f"{card['psnr']:.2f} dB"
     silent = now - card["wall_time"]
     meta = [html.Div(f"lr {data.fmt_lr(card['lr'])} · {card['optimizer'] or '-'} · {card['loss'] or '-'}"),
-            html.Div(f"step {card['step']}" + (f" · no update for over {STALE_S} s" if silent > STALE_S else ""))]
+            html.Div(f"step {card['step']}" + (f" of {steps}" if steps else "")
+                     + (f" · no update for over {STALE_S} s" if silent > STALE_S else ""))]
+    progress = ([html.Div(html.Div(style={"width": f"{min(100.0, 100.0 * card['step'] / steps):.1f}%"}),
+                          className="progress")] if steps else [])
     return dcc.Link([image, html.Div([html.Span(f"trial {n}"), html.Span(psnr)], className="title"),
-                     html.Div(meta, className="meta")],
+                     html.Div(meta, className="meta"), *progress],
                     href=C.href(f"/trial/{n}", study), className="wall-card", id={"type": ids.WALL_CARD, "trial": n})
 
 
@@ -58,4 +71,5 @@ def register(app: dash.Dash, studies: Studies) -> None:
         if not cards:
             return [html.P("No trial is running. Start workers with `steer run SPEC`; finished trials are on the "
                            "study page.", className="muted")], fingerprint
-        return [wall_card(c, page["study"], now) for c in cards], fingerprint
+        return [target_card(page["study"]), *(wall_card(c, page["study"], now, page.get("steps")) for c in cards)], \
+            fingerprint
