@@ -102,7 +102,7 @@ def controls(number: int, shown: dict[str, Any], running: bool) -> html.Div:
         dcc.Dropdown(id=ids.LOSS, options=LOSS_OPTIONS, value=shown["loss"], clearable=False, searchable=False,
                      disabled=off),
         html.Label("Weight decay", className="field"),
-        html.Div([dcc.Input(id=ids.WEIGHT_DECAY, type="number", min=0, max=1, step="any", debounce=True,
+        html.Div([dcc.Input(id=ids.WEIGHT_DECAY, type="number", step="any", debounce=True,
                             value=shown["weight_decay"], disabled=off),
                   html.Span("Enter sends it", className="muted")], className="line"),
         html.Label("Pin this trial's value for later trials", className="field"),
