@@ -1,8 +1,9 @@
 """The app's way into the storage: one opened storage and one `Control` per study.
 
-These are connections (engines and their pools), not state: every page asks
-them for fresh data on every poll, so two app processes on one storage show
-the same thing and a restart loses nothing.
+These are connections (engines and their pools) and Optuna's cache of
+finished trials (which never change), not state: every page asks them for
+fresh data on every poll, so two app processes on one storage show the same
+thing and a restart loses nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Studies:
         self.storage: optuna.storages.RDBStorage = open_storage(storage_url, must_exist=True, heartbeat=False)
         self.db = Database.from_url(self.storage.url)
         self._controls: dict[str, Control] = {}
+        self._studies: dict[str, optuna.Study] = {}
         self._lock = threading.Lock()
         self.default = default
         if default is not None:
@@ -45,3 +47,10 @@ class Studies:
                     raise UserError(f"no study named {name!r} in this storage") from None
                 self._controls[name] = control
             return control
+
+    def study(self, name: str) -> optuna.Study:
+        """The Optuna study, kept so that its storage cache spares re-reading finished trials every poll."""
+        with self._lock:
+            if name not in self._studies:
+                self._studies[name] = optuna.load_study(study_name=name, storage=self.storage)
+            return self._studies[name]

@@ -98,7 +98,7 @@ def register(app: dash.Dash, studies: Studies) -> None:
     @skip_when_database_busy
     def tick(_n: int, page: dict[str, Any], seen: dict[str, str]):
         control = studies.control(page["study"])
-        study = control.study()
+        study = studies.study(page["study"])
         trials = study.get_trials(deepcopy=False)
         rows = data.trial_rows(trials, now=time.time())
         for r in rows:  # whole seconds: a running trial's duration changes the table once a second

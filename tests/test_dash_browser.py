@@ -328,6 +328,20 @@ def test_wall_shows_every_running_trial(study, base, page):
     page.wait_for_url(f"**/trial/{study['a']}?study=live")
 
 
+def test_reset_and_promote(study, base, page):
+    a = study["a"]
+    open_trial(page, base, a)
+    page.locator(f"#{ids.RESET_BUTTON}").click()  # confirmed by the dialog handler
+    page.locator(f"#{ids.REQUESTS} li.cmd-applied", has_text="reset seed").wait_for()
+    page.locator(f"#{ids.INTERVENTIONS} td", has_text="seed").wait_for()
+    page.get_by_role("button", name="promote").click()
+    page.locator(f"#{ids.REQUESTS} li.cmd-applied", has_text="promote").wait_for()
+    trials = optuna.load_study(study_name="live", storage=study["url"]).trials
+    promoted = [t for t in trials if t.user_attrs.get("steer.promoted_from") == a]
+    assert len(promoted) == 1
+    assert promoted[0].user_attrs["steer.overrides"]["loss"] == "huber"  # its current settings, steered ones too
+
+
 def test_prune_ends_the_trial_and_freezes_its_controls(study, base, page):
     b = study["b"]
     open_trial(page, base, b)
@@ -340,6 +354,10 @@ def test_prune_ends_the_trial_and_freezes_its_controls(study, base, page):
     trial = optuna.load_study(study_name="live", storage=study["url"]).trials[b]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["steer.pruned_reason"].startswith("pruned by dash:127.0.0.1 at step")
+    page.get_by_role("link", name="Study").click()  # the study page's table follows
+    row = page.locator(f"#{ids.TRIALS_TABLE} tr", has=page.get_by_role("link", name=f"#{b}", exact=True))
+    row.locator(".badge", has_text="pruned").wait_for()
+    assert "pruned by dash:127.0.0.1" in row.inner_text()
 
 
 def test_a_token_protected_app(study, browser, new_page):
@@ -357,3 +375,17 @@ def test_a_token_protected_app(study, browser, new_page):
         page.locator(f"#{ids.WALL_GRID} a.wall-card").first.wait_for()
     finally:
         srv.close()
+
+
+def test_a_study_picker_when_the_storage_holds_several(study, base, page):
+    optuna.create_study(study_name="another", storage=study["url"])
+    page.goto(base + "/")
+    page.get_by_text("This storage holds several studies").wait_for()
+    page.click(f"#{ids.STUDY_PICKER}")
+    page.get_by_role("option", name="live", exact=True).click()
+    page.wait_for_url("**/?study=live")
+    page.locator(f"#{ids.TRIALS_TABLE}").get_by_role("link", name="#0", exact=True).wait_for()
+    page.click(f"#{ids.STUDY_PICKER}")
+    page.get_by_role("option", name="another", exact=True).click()
+    page.wait_for_url("**/?study=another")
+    page.get_by_text("No trial yet").wait_for()
