@@ -66,7 +66,7 @@ h2 { margin: 4px 0 14px 0; font-size: 22px; }
 .muted { color: var(--muted); }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 999px; color: #fff; font-size: 12px;
          font-weight: 600; line-height: 18px; }
-.chip { display: inline-block; padding: 1px 7px; margin: 1px 3px 1px 0; border-radius: 6px; background: #eef2ff;
+.chip { display: inline-block; white-space: nowrap; padding: 1px 7px; margin: 1px 3px 1px 0; border-radius: 6px; background: #eef2ff;
         color: #3730a3; font-size: 12px; }
 .chip.pin { background: #fef3c7; color: #92400e; }
 table.data { border-collapse: collapse; width: 100%; }

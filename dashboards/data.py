@@ -78,16 +78,27 @@ def duration_s(trial: FrozenTrial, now: float | None = None) -> float | None:
     return max(0.0, (end - trial.datetime_start).total_seconds())
 
 
-def trial_rows(trials: Sequence[FrozenTrial], now: float | None = None) -> list[dict[str, Any]]:
-    """One row per trial for the study table, in trial-number order."""
+def trial_rows(trials: Sequence[FrozenTrial], now: float | None = None,
+               live: dict[int, Metric | None] | None = None) -> list[dict[str, Any]]:
+    """One row per trial for the study table, in trial-number order.
+
+    `params` are the lr / optimizer / loss / weight decay a trial ended with; for
+    a running trial with a row in `live` (its latest metric), those it trains
+    with now, and `live_psnr` its latest PSNR.
+    """
     rows = []
+    live = live or {}
     for t in sorted(trials, key=lambda t: t.number):
         attrs = t.user_attrs
         params = attrs.get("steer.effective_params") or attrs.get("steer.params") or t.params
+        latest = live.get(t.number) if t.state == TrialState.RUNNING else None
+        if latest is not None:
+            params = current_settings(t, latest)
         rows.append({
             "number": t.number,
             "state": t.state.name,
             "psnr": t.value if t.values else None,
+            "live_psnr": latest.psnr if latest is not None else None,
             "steered": bool(attrs.get("steer.steered", False)),
             "interventions": len(attrs.get("steer.interventions", [])),
             "pinned": dict(attrs.get("steer.pinned") or {}),

@@ -58,7 +58,9 @@ def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None
         body.append(html.Tr([
             html.Td(dcc.Link(f"#{r['number']}", href=C.href(f"/trial/{r['number']}", study))),
             html.Td(C.state_badge(r["state"])),
-            html.Td("" if r["psnr"] is None else f"{r['psnr']:.2f}", className="num"),
+            html.Td(f"{r['psnr']:.2f}" if r["psnr"] is not None else
+                    html.Span(f"{r['live_psnr']:.1f} now", className="muted") if r["live_psnr"] is not None else "",
+                    className="num"),
             html.Td(data.fmt(p.get("lr")), className="num"),
             html.Td(p.get("optimizer", "")), html.Td(p.get("loss", "")),
             html.Td(data.fmt(p.get("weight_decay")), className="num"),
@@ -100,10 +102,13 @@ def register(app: dash.Dash, studies: Studies) -> None:
         control = studies.control(page["study"])
         study = studies.study(page["study"])
         trials = study.get_trials(deepcopy=False)
-        rows = data.trial_rows(trials, now=time.time())
-        for r in rows:  # whole seconds: a running trial's duration changes the table once a second
+        live = {s.trial: data.latest_metric(control, s) for s in control.live_all()}
+        rows = data.trial_rows(trials, now=time.time(), live=live)
+        for r in rows:  # whole seconds and tenths of a dB: running trials change the table about once a second
             if r["duration_s"] is not None:
                 r["duration_s"] = round(r["duration_s"])
+            if r["live_psnr"] is not None:
+                r["live_psnr"] = round(r["live_psnr"], 1)
         best = data.best_so_far(trials, study.direction)
         pins = data.pin_rows(control.pins())
         parts = {"summary": (rows, best), "table": rows, "best": best, "pins": pins}

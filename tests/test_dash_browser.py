@@ -175,9 +175,9 @@ def trial_attrs(study, number):
     return trials[number].user_attrs
 
 
-def open_trial(page, base, number):
+def open_trial(page, base, number, study="live"):
     """Open a trial's page and wait until its first poll has drawn it."""
-    page.goto(f"{base}/trial/{number}?study=live")
+    page.goto(f"{base}/trial/{number}?study={study}")
     wait_for_image(page, ids.LIVE_IMG)
     page.locator(f"#{ids.TRIAL_HEADER} .badge").wait_for()
 

@@ -99,6 +99,11 @@ def test_trial_rows_say_state_psnr_steering_pins_and_duration():
     assert r1["params"] == {"lr": 5e-4, "optimizer": "sgd", "loss": "l1", "weight_decay": 0.0}  # effective
     assert r1["searched"] == {"lr": 1e-3, "optimizer": "adam"}  # Optuna's params
     assert r2["state"] == "RUNNING" and r2["psnr"] is None and r2["duration_s"] == pytest.approx(42.0)
+    assert r2["live_psnr"] is None and r0["live_psnr"] is None
+    now = data.trial_rows(trials, live={2: metric(30, psnr=21.5, lr=4e-4, opt="sgd"), 0: metric(5)})
+    assert now[2]["live_psnr"] == 21.5 and now[2]["params"] == {"lr": 4e-4, "optimizer": "sgd", "loss": "mse",
+                                                                 "weight_decay": 0.0}  # what it trains with now
+    assert now[0]["live_psnr"] is None and now[0]["params"] == r0["params"]  # finished: a stale live row is ignored
     assert r3["note"] == "pruned by dash at step 40" and r3["promoted_from"] == 1
 
 
