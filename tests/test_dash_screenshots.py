@@ -101,6 +101,7 @@ def test_screenshots(tmp_path):
             page.press(f"#{ids.LR_INPUT}", "Enter")
             page.locator(f"#{ids.REQUESTS} li.cmd-rejected").wait_for()
             page.fill(f"#{ids.LR_INPUT}", "")
+            page.locator(f"#{ids.LR_INPUT}").blur()
             time.sleep(5)
             page.mouse.move(0, 0)
             page.screenshot(path=str(out / "app-trial.png"), full_page=True)
