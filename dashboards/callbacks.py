@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 from typing import Any, Callable
 
 import dash
@@ -18,6 +19,8 @@ import flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from steer.tables import ControlError
+
+log = logging.getLogger("steer.dashboards")
 
 
 def digest(value: Any) -> str:
@@ -32,7 +35,8 @@ def skip_when_database_busy(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ControlError, SQLAlchemyError):
+        except (ControlError, SQLAlchemyError) as exc:
+            log.warning("%s: skipped a poll: %s", fn.__name__, str(exc).splitlines()[0])
             raise dash.exceptions.PreventUpdate from None
 
     return wrapper

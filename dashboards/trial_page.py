@@ -245,14 +245,16 @@ def register(app: dash.Dash, studies: Studies) -> None:
         if trial is None:
             raise dash.exceptions.PreventUpdate
         out: dict[str, Any] = {key: dash.no_update for key in outputs}
+        cursor = cursor or {}
         first = not cursor
-        new = dict(cursor or {})
+        new = dict(cursor)
         live = control.live(number)
-        rows = control.metrics(number, after_step=cursor.get("step", -1) if cursor else -1)
+        rows = control.metrics(number, after_step=cursor.get("step", -1))  # only rows the browser lacks
         if rows:
             new["step"] = rows[-1].step
             new["psnr"] = next((m.psnr for m in reversed(rows) if m.psnr is not None), cursor.get("psnr"))
-        current = data.current_settings(trial, rows[-1] if rows else None) if rows or first else cursor["current"]
+        current = data.current_settings(trial, rows[-1]) if rows else cursor.get("current") or \
+            data.current_settings(trial, None)
         new["current"] = current
         marks = data.interventions(trial)
         running = trial.state == TrialState.RUNNING
