@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 import re
 import time
-from datetime import datetime
 from typing import Any, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from steer.cli import trial_row
 from steer.control import PINNABLE, SET_ACTIONS, Command, Control, LiveState, Metric, Pin
 from steer.spec import PARAMS
 
@@ -66,49 +66,35 @@ def same_value(param: str, a: Any, b: Any) -> bool:
 # ---- the study page --------------------------------------------------------- #
 
 
-def duration_s(trial: FrozenTrial, now: float | None = None) -> float | None:
-    """Seconds from start to end, or so far for a running trial."""
-    if trial.datetime_start is None:
-        return None
-    end = trial.datetime_complete
-    if end is None:
-        if trial.state != TrialState.RUNNING:
-            return None
-        end = datetime.fromtimestamp(time.time() if now is None else now)
-    return max(0.0, (end - trial.datetime_start).total_seconds())
-
-
 def trial_rows(trials: Sequence[FrozenTrial], now: float | None = None,
                live: dict[int, Metric | None] | None = None) -> list[dict[str, Any]]:
-    """One row per trial for the study table, in trial-number order.
+    """One row per trial for the study table, in trial-number order: `steer show`'s row, and more.
 
     `params` are the lr / optimizer / loss / weight decay a trial ended with; for
     a running trial with a row in `live` (its latest metric), those it trains
-    with now, and `live_psnr` its latest PSNR.
+    with now, and `live_psnr` its latest PSNR. A running trial's duration is so far.
     """
     rows = []
     live = live or {}
+    now = time.time() if now is None else now
     for t in sorted(trials, key=lambda t: t.number):
         attrs = t.user_attrs
+        row = trial_row(t)  # number, state, psnr, steered, baseline, note, duration_s of a finished trial
+        row["searched"] = row.pop("params")  # what Optuna sampled
         params = attrs.get("steer.effective_params") or attrs.get("steer.params") or t.params
         latest = live.get(t.number) if t.state == TrialState.RUNNING else None
         if latest is not None:
             params = current_settings(t, latest)
-        rows.append({
-            "number": t.number,
-            "state": t.state.name,
-            "psnr": t.value if t.values else None,
+        if t.state == TrialState.RUNNING and t.datetime_start is not None:
+            row["duration_s"] = max(0.0, now - t.datetime_start.timestamp())
+        row.update({
             "live_psnr": latest.psnr if latest is not None else None,
-            "steered": bool(attrs.get("steer.steered", False)),
             "interventions": len(attrs.get("steer.interventions", [])),
             "pinned": dict(attrs.get("steer.pinned") or {}),
             "params": {k: params[k] for k in CONTROLLED if k in params},
-            "searched": dict(t.params),
-            "duration_s": duration_s(t, now),
-            "baseline": bool(attrs.get("steer.baseline", False)),
             "promoted_from": attrs.get("steer.promoted_from"),
-            "note": attrs.get("steer.pruned_reason") or attrs.get("steer.diverged"),
         })
+        rows.append(row)
     return rows
 
 
