@@ -20,7 +20,6 @@ from steer.tables import Database
 
 class Studies:
     def __init__(self, storage_url: str, default: str | None = None) -> None:
-        self.url = storage_url
         self.storage: optuna.storages.RDBStorage = open_storage(storage_url, must_exist=True, heartbeat=False)
         self.db = Database.from_url(self.storage.url)
         self._controls: dict[str, Control] = {}
