@@ -175,7 +175,8 @@ def header(trial: Any, latest_psnr: float | None, step: int | None, steps: int |
     note = attrs.get("steer.pruned_reason") or attrs.get("steer.diverged")
     if note:
         parts.append(html.Span(f" · {note}", className="muted"))
-    chips = [html.Span(f"{k}={data.fmt(v)}", className="chip") for k, v in trial.params.items()]
+    chips = [html.Span("sampled ", className="muted")]
+    chips += [html.Span(f"{k}={data.fmt(v)}", className="chip") for k, v in trial.params.items()]
     chips += [html.Span(f"pinned {k}={data.fmt(v)}", className="chip pin")
               for k, v in (attrs.get("steer.pinned") or {}).items()]
     return [html.Div(parts), html.Div(chips, style={"marginTop": "6px"})]
