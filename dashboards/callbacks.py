@@ -1,0 +1,48 @@
+"""Helpers the pages' callbacks share.
+
+Each page is one module (`study_page`, `trial_page`, `wall_page`) with its
+layout and its callbacks side by side: `layout(studies, study, ...)`,
+`validation_layout()` (every id its callbacks use, for Dash's checks) and
+`register(app, studies)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from typing import Any, Callable
+
+import dash
+import flask
+from sqlalchemy.exc import SQLAlchemyError
+
+from steer.tables import ControlError
+
+log = logging.getLogger("steer.dashboards")
+
+
+def digest(value: Any) -> str:
+    """A short fingerprint of what a part of a page shows: unchanged parts are not sent again."""
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def skip_when_database_busy(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A poll that cannot read the database changes nothing on the page; the next poll tries again."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ControlError, SQLAlchemyError) as exc:
+            log.warning("%s: skipped a poll: %s", fn.__name__, str(exc).splitlines()[0])
+            raise dash.exceptions.PreventUpdate from None
+
+    return wrapper
+
+
+def requester() -> str:
+    """Who asks, as recorded with every command: the app and the browser's address."""
+    addr = flask.request.remote_addr if flask.has_request_context() else None
+    return f"dash:{addr}" if addr else "dash"

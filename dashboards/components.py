@@ -1,0 +1,116 @@
+"""Small pieces every page uses: links that keep the study, state badges, the style sheet."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from dash import dcc, html
+
+POLL_MS = 500  # every page polls the control plane at about 2 Hz
+
+STATE_COLORS = {"RUNNING": "#2563eb", "COMPLETE": "#16a34a", "PRUNED": "#d97706", "FAIL": "#dc2626",
+                "WAITING": "#6b7280"}
+COMMAND_COLORS = {"pending": "#2563eb", "applied": "#16a34a", "rejected": "#dc2626", "expired": "#6b7280"}
+
+
+def href(path: str, study: str, **query: Any) -> str:
+    """An app URL that keeps the study in the query (`/trial/3?study=quick`)."""
+    return f"{path}?{urlencode({'study': study, **query})}"
+
+
+def badge(text: str, color: str) -> html.Span:
+    return html.Span(text, className="badge", style={"background": color})
+
+
+def state_badge(state: str) -> html.Span:
+    return badge(state.lower(), STATE_COLORS.get(state, "#6b7280"))
+
+
+def card(title: str | None, *children: Any, class_name: str = "", **kwargs: Any) -> html.Div:
+    head = [html.H3(title, className="card-title")] if title else []
+    return html.Div([*head, *children], className=f"card {class_name}".strip(), **kwargs)
+
+
+def message_page(title: str, text: str, study: str | None = None) -> html.Div:
+    """A page that only says something (unknown page, unknown trial)."""
+    back = [dcc.Link("back to the study", href=href("/", study))] if study else []
+    return html.Div(card(title, html.P(text), *back), className="page")
+
+
+# Inlined into the index page (no asset files to package).
+CSS = """
+:root { --fg: #111827; --muted: #6b7280; --line: #e5e7eb; --bg: #f3f4f6; --accent: #2563eb; }
+* { box-sizing: border-box; }
+body { margin: 0; font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
+       background: var(--bg); font-size: 14px; }
+a { color: var(--accent); text-decoration: none; }
+a:hover { text-decoration: underline; }
+.nav { display: flex; align-items: center; gap: 18px; padding: 10px 24px; background: #111827; color: #f9fafb; }
+.nav a { color: #d1d5db; font-weight: 500; }
+.nav a.active, .nav a:hover { color: #fff; }
+.brand { font-weight: 700; font-size: 17px; letter-spacing: .02em; color: #fff; }
+.nav .study-name { color: #93c5fd; font-weight: 600; }
+.nav .spacer { flex: 1; }
+.nav-links { display: flex; align-items: center; gap: 18px; }
+.nav .picker { width: 220px; color: var(--fg); }
+.nav .live-dot { font-size: 12px; color: #9ca3af; }
+.page { padding: 18px 24px; max-width: 1400px; margin: 0 auto; }
+.row { display: flex; gap: 16px; flex-wrap: wrap; align-items: stretch; }
+.grow { flex: 1 1 420px; min-width: 0; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 14px 16px;
+        box-shadow: 0 1px 2px rgba(0,0,0,.04); margin-bottom: 16px; }
+.card-title { margin: 0 0 10px 0; font-size: 14px; text-transform: uppercase; letter-spacing: .05em;
+              color: var(--muted); font-weight: 600; }
+h2 { margin: 4px 0 14px 0; font-size: 22px; }
+.muted { color: var(--muted); }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 999px; color: #fff; font-size: 12px;
+         font-weight: 600; line-height: 18px; }
+.chip { display: inline-block; white-space: nowrap; padding: 1px 7px; margin: 1px 3px 1px 0; border-radius: 6px; background: #eef2ff;
+        color: #3730a3; font-size: 12px; }
+.chip.pin { background: #fef3c7; color: #92400e; }
+table.data { border-collapse: collapse; width: 100%; }
+table.data th { text-align: left; font-size: 12px; color: var(--muted); font-weight: 600; padding: 6px 8px;
+                border-bottom: 1px solid var(--line); position: sticky; top: 0; background: #fff; }
+table.data td { padding: 6px 8px; border-bottom: 1px solid #f3f4f6; vertical-align: top; }
+table.data td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.data tr:hover td { background: #f9fafb; }
+table.data tr.best td { background: #f0fdf4; }
+.scroll { max-height: 560px; overflow-y: auto; }
+.stats { display: flex; gap: 22px; flex-wrap: wrap; }
+.stat .value { font-size: 22px; font-weight: 700; }
+.stat .label { font-size: 12px; color: var(--muted); }
+.images { display: flex; gap: 16px; justify-content: center; }
+.images figure { margin: 0; text-align: center; }
+.images img, .placeholder { width: 256px; height: 256px; image-rendering: pixelated; border-radius: 8px;
+                            border: 1px solid var(--line); background: #f9fafb; object-fit: contain; }
+.placeholder { display: flex; align-items: center; justify-content: center; color: var(--muted); }
+figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
+.controls label.field { display: block; font-size: 12px; font-weight: 600; color: var(--muted);
+                        margin: 12px 0 4px 0; text-transform: uppercase; letter-spacing: .04em; }
+.controls .line { display: flex; gap: 8px; align-items: center; }
+.controls .lr-value { font-size: 20px; font-weight: 700; font-variant-numeric: tabular-nums; min-width: 90px; }
+.controls .line .dash-input-container, .controls .line input { max-width: 190px; }
+.btn { border: 1px solid var(--line); background: #fff; border-radius: 7px; padding: 6px 11px; cursor: pointer;
+       font-size: 13px; font-weight: 500; }
+.btn:hover:not(:disabled) { background: #f3f4f6; }
+.btn:disabled { opacity: .45; cursor: not-allowed; }
+.btn.danger { color: #b91c1c; border-color: #fecaca; }
+.btn.primary { color: #1d4ed8; border-color: #bfdbfe; }
+.btn-row { display: flex; gap: 8px; flex-wrap: wrap; margin-top: 6px; }
+.status-list { list-style: none; padding: 0; margin: 0; }
+.status-list li { padding: 5px 0; border-bottom: 1px solid #f3f4f6; font-size: 13px; }
+.status-list li .state { font-weight: 600; }
+.wall { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 14px; }
+.wall-card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 10px;
+             display: block; color: var(--fg); }
+.wall-card:hover { border-color: var(--accent); text-decoration: none; }
+.wall-card img, .wall-card .placeholder { width: 100%; height: auto; aspect-ratio: 1; image-rendering: pixelated;
+                                          border-radius: 6px; }
+.wall-card.target { background: #f9fafb; }
+.progress { height: 4px; background: var(--line); border-radius: 2px; margin-top: 6px; overflow: hidden; }
+.progress > div { height: 100%; background: var(--accent); }
+.wall-card .title { display: flex; justify-content: space-between; font-weight: 700; margin: 6px 0 2px 0; }
+.wall-card .meta { font-size: 12px; color: var(--muted); }
+.pin-row { display: flex; align-items: center; gap: 10px; padding: 4px 0; }
+"""

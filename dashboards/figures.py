@@ -1,0 +1,79 @@
+"""Plotly figures from the plain data of `data.py`, and the patches that extend them while polling."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import plotly.graph_objects as go
+from dash import Patch
+
+LOSS_COLOR, PSNR_COLOR, MARK_COLOR = "#2563eb", "#16a34a", "#d97706"
+LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=55, t=30, b=40), height=320,
+              legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), hovermode="closest")
+
+
+def best_so_far_figure(data: dict[str, list[Any]]) -> go.Figure:
+    """Every completed trial's PSNR (steered ones marked) and the best-so-far line."""
+    steered = data["steered"]
+    fig = go.Figure()
+    fig.add_scatter(x=data["number"], y=data["best"], mode="lines", name="best so far", line_shape="hv",
+                    line=dict(color=PSNR_COLOR, width=2), hovertemplate="best so far after trial %{x}: "
+                    "%{y:.2f} dB<extra></extra>")
+    for flag, name, symbol, color in ((False, "trial", "circle", "#64748b"), (True, "steered trial", "diamond",
+                                                                            MARK_COLOR)):
+        xs = [n for n, s in zip(data["number"], steered) if s == flag]
+        ys = [v for v, s in zip(data["value"], steered) if s == flag]
+        fig.add_scatter(x=xs, y=ys, mode="markers", name=name, marker=dict(symbol=symbol, size=8, color=color),
+                        hovertemplate="trial %{x}: %{y:.2f} dB<extra></extra>")
+    fig.update_layout(**LAYOUT, uirevision="best", xaxis_title="trial", yaxis_title="PSNR (dB)")
+    if not data["number"]:
+        fig.add_annotation(text="no completed trial yet", showarrow=False, xref="paper", yref="paper",
+                           x=0.5, y=0.5, font=dict(color="#6b7280"))
+    return fig
+
+
+def _marker_trace(markers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return dict(x=[m["step"] for m in markers], y=[1.0] * len(markers),
+                customdata=[[m["action"], m["change"], m["by"]] for m in markers])
+
+
+def _marker_lines(markers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(type="line", x0=m["step"], x1=m["step"], xref="x", y0=0, y1=1, yref="paper",
+                 line=dict(color=MARK_COLOR, width=1, dash="dot")) for m in markers]
+
+
+def curves_figure(points: dict[str, list[Any]], markers: Sequence[dict[str, Any]]) -> go.Figure:
+    """Training loss (log axis, left) and PSNR (right) vs step; a dotted line and a hover marker per intervention."""
+    fig = go.Figure()
+    fig.add_scatter(x=points["step"], y=points["loss"], name="loss", mode="lines", line=dict(color=LOSS_COLOR),
+                    hovertemplate="step %{x}: loss %{y:.3g}<extra></extra>")
+    fig.add_scatter(x=points["step"], y=points["psnr"], name="PSNR (dB)", mode="lines", yaxis="y2",
+                    line=dict(color=PSNR_COLOR), connectgaps=True,
+                    hovertemplate="step %{x}: %{y:.2f} dB<extra></extra>")
+    fig.add_scatter(**_marker_trace(markers), name="intervention", mode="markers", yaxis="y3",
+                    marker=dict(symbol="triangle-down", size=12, color=MARK_COLOR),
+                    hovertemplate="step %{x}<br>%{customdata[0]}: %{customdata[1]}<br>by %{customdata[2]}"
+                                  "<extra></extra>")
+    fig.update_layout(
+        **LAYOUT, uirevision="curves", shapes=_marker_lines(markers),
+        xaxis=dict(title="step"),
+        yaxis=dict(title="loss", type="log", dtick="D2", color=LOSS_COLOR),
+        yaxis2=dict(title="PSNR (dB)", type="linear", tickmode="auto", overlaying="y", side="right", color=PSNR_COLOR,
+                    showgrid=False),
+        yaxis3=dict(type="linear", overlaying="y", range=[0, 1.04], visible=False, fixedrange=True),
+    )
+    return fig
+
+
+def curves_patch(new_points: dict[str, list[Any]] | None, markers: Sequence[dict[str, Any]] | None) -> Patch:
+    """Extend the curves with new metric rows and/or replace the intervention markers, without resending the rest."""
+    patch = Patch()
+    if new_points:
+        for i, key in ((0, "loss"), (1, "psnr")):
+            patch["data"][i]["x"].extend(new_points["step"])
+            patch["data"][i]["y"].extend(new_points[key])
+    if markers is not None:
+        for key, value in _marker_trace(markers).items():
+            patch["data"][2][key] = value
+        patch["layout"]["shapes"] = _marker_lines(markers)
+    return patch

@@ -1,0 +1,56 @@
+"""Component ids, in one place: pages, callbacks and browser tests use these names.
+
+Ids that repeat (one per pin, one per wall card) are pattern-matching dicts
+built from a `type` constant here.
+"""
+
+# ---- the frame around every page ---------------------------------------------- #
+URL = "url"  # dcc.Location: the page and `?study=` come from it
+NAV = "nav"  # the top bar's study name and page links
+PAGE = "page"  # the current page's layout
+STUDY_PICKER = "study-picker"  # a dropdown of the storage's studies
+STUDY_PICKER_BOX = "study-picker-box"  # shown when the storage holds several studies
+PAGE_CTX = "page-ctx"  # dcc.Store: {"study": name, "trial": n} of the page shown
+
+# ---- study page -------------------------------------------------------------------- #
+STUDY_TICK = "study-tick"  # dcc.Interval
+STUDY_SEEN = "study-seen"  # dcc.Store: a digest of what is shown, so an unchanged tick updates nothing
+STUDY_SUMMARY = "study-summary"
+TRIALS_TABLE = "trials-table"
+BEST_FIGURE = "best-figure"  # dcc.Graph: best-so-far PSNR by trial number
+PINS = "pins"  # the active pins with their unpin buttons
+UNPIN = "unpin"  # pattern type: {"type": UNPIN, "param": name}
+STUDY_STATUS = "study-status"  # what became of this browser's last unpin
+
+# ---- trial page -------------------------------------------------------------------- #
+TRIAL_TICK = "trial-tick"
+TRIAL_CURSOR = "trial-cursor"  # dcc.Store: what the browser already has (last metric step, interventions, image)
+TRIAL_HEADER = "trial-header"
+TARGET_IMG = "target-img"
+LIVE_IMG = "live-img"
+LIVE_CAPTION = "live-caption"
+CURVES = "curves"  # dcc.Graph: loss and PSNR vs step, a marker per intervention
+CURRENT = "current"  # the trial's current lr / optimizer / loss / weight decay
+LR_SLIDER = "lr-slider"  # log10(lr)
+LR_VALUE = "lr-value"  # the LR the slider points at, in plain numbers
+LR_INPUT = "lr-input"  # type an exact LR (Enter sends it)
+OPTIMIZER = "optimizer"
+LOSS = "loss"
+WEIGHT_DECAY = "weight-decay"
+KNOWN = "known"  # dcc.Store: the values the controls show, so syncing them sends no request
+PIN = "pin"  # pattern type: {"type": PIN, "param": name}
+PRUNE = "prune"  # dcc.ConfirmDialogProvider around PRUNE_BUTTON
+PRUNE_BUTTON = "prune-button"
+RESET = "reset"  # dcc.ConfirmDialogProvider around RESET_BUTTON
+RESET_BUTTON = "reset-button"
+PROMOTE = "promote"
+MY_COMMANDS = "my-commands"  # dcc.Store (session): ids of the commands this browser sent
+REQUESTS = "requests"  # what became of them
+INTERVENTIONS = "interventions"  # the trial's intervention log
+COMMANDS = "commands"  # every command sent to the trial, by anyone
+
+# ---- wall ---------------------------------------------------------------------------- #
+WALL_TICK = "wall-tick"
+WALL_SEEN = "wall-seen"
+WALL_GRID = "wall-grid"
+WALL_CARD = "wall-card"  # pattern type: {"type": WALL_CARD, "trial": n}

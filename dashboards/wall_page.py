@@ -1,0 +1,75 @@
+"""The wall: every running trial's live prediction, its PSNR and settings, each a link to its page."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dash
+from dash import Input, Output, State, dcc, html
+
+from steer.dashboards import components as C
+from steer.dashboards import data, ids
+from steer.dashboards.callbacks import digest, skip_when_database_busy
+from steer.dashboards.studies import Studies
+
+STALE_S = 30  # a running trial silent this long is flagged: its worker may be gone
+
+
+def layout(studies: Studies, study: str) -> html.Div:
+    return build(study, data.total_steps(studies.control(study)))
+
+
+def validation_layout() -> html.Div:
+    return build("", None)
+
+
+def build(study: str, steps: int | None) -> html.Div:
+    return html.Div([
+        dcc.Store(id=ids.PAGE_CTX, data={"study": study, "steps": steps}),
+        dcc.Store(id=ids.WALL_SEEN, data=""),
+        dcc.Interval(id=ids.WALL_TICK, interval=C.POLL_MS),
+        html.H2(f"Running trials of {study}"),
+        html.Div(id=ids.WALL_GRID, className="wall"),
+    ], className="page")
+
+
+def target_card(study: str) -> html.Div:
+    return html.Div([html.Img(src=C.href("/steer/target.png", study), alt="target"),
+                     html.Div([html.Span("target")], className="title"),
+                     html.Div("what every trial fits", className="meta")], className="wall-card target")
+
+
+def wall_card(card: dict[str, Any], study: str, now: float, steps: int | None) -> dcc.Link:
+    n = card["trial"]
+    image = (html.Img(src=C.href("/steer/live.png", study, trial=n, v=f"{card['wall_time']:.3f}"),
+                      alt=f"trial {n}") if card["has_image"] else html.Div("no preview yet", className="placeholder"))
+    psnr = "" if card["psnr"] is None else f"{card['psnr']:.2f} dB"
+    silent = now - card["wall_time"]
+    meta = [html.Div(f"lr {data.fmt_lr(card['lr'])} · {card['optimizer'] or '-'} · {card['loss'] or '-'}"),
+            html.Div(f"step {card['step']}" + (f" of {steps}" if steps else "")
+                     + (f" · no update for over {STALE_S} s" if silent > STALE_S else ""))]
+    progress = ([html.Div(html.Div(style={"width": f"{min(100.0, 100.0 * card['step'] / steps):.1f}%"}),
+                          className="progress")] if steps else [])
+    return dcc.Link([image, html.Div([html.Span(f"trial {n}"), html.Span(psnr)], className="title"),
+                     html.Div(meta, className="meta"), *progress],
+                    href=C.href(f"/trial/{n}", study), className="wall-card", id={"type": ids.WALL_CARD, "trial": n})
+
+
+def register(app: dash.Dash, studies: Studies) -> None:
+    @app.callback(Output(ids.WALL_GRID, "children"), Output(ids.WALL_SEEN, "data"),
+                  Input(ids.WALL_TICK, "n_intervals"), State(ids.PAGE_CTX, "data"), State(ids.WALL_SEEN, "data"))
+    @skip_when_database_busy
+    def tick(_n: int, page: dict[str, Any], seen: str):
+        control = studies.control(page["study"])
+        lives = control.live_all(running_only=True)
+        cards = data.wall_cards(lives, {live.trial: data.latest_metric(control, live) for live in lives})
+        now = time.time()
+        fingerprint = digest([cards, [now - c["wall_time"] > STALE_S for c in cards]])
+        if fingerprint == seen:
+            raise dash.exceptions.PreventUpdate
+        if not cards:
+            return [html.P("No trial is running. Start workers with `steer run SPEC`; finished trials are on the "
+                           "study page.", className="muted")], fingerprint
+        return [target_card(page["study"]), *(wall_card(c, page["study"], now, page.get("steps")) for c in cards)], \
+            fingerprint

@@ -1,0 +1,125 @@
+"""Screenshots of the three pages for docs/, from the real app on a real running study.
+
+Opt-in (about two minutes): STEER_DASH_SCREENSHOTS=docs pytest tests/test_dash_screenshots.py
+writes app-study.png, app-trial.png and app-wall.png into that folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from steer.control import Control
+from steer.dashboards import ids
+from steer.dashboards.app import create_app
+from test_dash_browser import CHROMIUM, CHROMIUM_ARGS, WORKER, open_trial, serve, wait_for
+
+OUT = os.environ.get("STEER_DASH_SCREENSHOTS")
+pytestmark = [
+    pytest.mark.skipif(not OUT, reason="screenshots for docs/ are taken only when STEER_DASH_SCREENSHOTS names a folder"),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium"),
+]
+
+SPEC = """
+[study]
+name = "demo"
+trials = 60
+seed = 5
+baseline = true
+
+[target]
+image = "card"
+size = 48
+
+[trial]
+steps = 800
+report_every = 50
+backend = "torch"
+
+[sampler]
+type = "tpe"
+n_startup_trials = 4
+
+[pruner]
+type = "none"
+
+[steering]
+poll_interval = 0.05
+publish_interval = 0.25
+
+[space]
+lr = { type = "float", low = 3e-4, high = 3e-2, log = true }
+optimizer = { type = "categorical", choices = ["adam", "adamw", "sgd"] }
+activation = { type = "categorical", choices = ["relu", "sine"] }
+w0 = { type = "float", low = 10.0, high = 40.0 }
+"""
+
+
+def test_screenshots(tmp_path):
+    out = Path(OUT)
+    out.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "demo.toml").write_text(SPEC)
+    (tmp_path / "worker.py").write_text(WORKER.replace("0.004", "0.002"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "worker.py", "run", "demo.toml", "--trials", "8"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    workers = [subprocess.Popen([sys.executable, "worker.py", "run", "demo.toml", "--steps", "40000"], cwd=tmp_path,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(3)]
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    srv, base = serve(create_app(url))
+    try:
+        control = Control.open(url, "demo")
+        running = wait_for("three running trials", lambda: (lambda s: s if len(s) == 3 else None)(
+            sorted(s.trial for s in control.live_all() if s.step > 600)), timeout=180)
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            a = running[0]
+            open_trial(page, base, a, study="demo")
+            track = page.locator(f"#{ids.LR_SLIDER} .dash-slider-track").bounding_box()
+            mark = page.locator(f"#{ids.LR_SLIDER} .dash-slider-mark", has_text="1e-4").bounding_box()
+            x = mark["x"] + mark["width"] / 2 + 0.5 * (track["width"] / 7)  # log10(lr) = -3.5
+            page.mouse.click(x, track["y"] + track["height"] / 2)
+            page.locator(f"#{ids.REQUESTS} li.cmd-applied", has_text="set_lr").wait_for()
+            time.sleep(4)
+            other = "Adam" if control.metrics(a)[-1].optimizer == "adamw" else "AdamW"
+            page.click(f"#{ids.OPTIMIZER}")
+            page.get_by_role("option", name=other, exact=True).click()
+            page.locator(f"#{ids.REQUESTS} li.cmd-applied", has_text="set_optimizer").wait_for()
+            page.get_by_role("button", name="pin LR").click()
+            page.locator(f"#{ids.REQUESTS} li.cmd-applied", has_text="pin lr").wait_for()
+            page.fill(f"#{ids.LR_INPUT}", "3")
+            page.press(f"#{ids.LR_INPUT}", "Enter")
+            page.locator(f"#{ids.REQUESTS} li.cmd-rejected").wait_for()
+            page.fill(f"#{ids.LR_INPUT}", "")
+            page.locator(f"#{ids.LR_INPUT}").blur()
+            time.sleep(5)
+            page.mouse.move(0, 0)
+            page.screenshot(path=str(out / "app-trial.png"), full_page=True)
+            page.goto(f"{base}/?study=demo")
+            page.locator(f"#{ids.PINS}", has_text="lr = ").wait_for()
+            time.sleep(2)
+            page.screenshot(path=str(out / "app-study.png"), full_page=True)
+            page.goto(f"{base}/wall?study=demo")
+            page.locator(f"#{ids.WALL_GRID} a.wall-card").nth(2).wait_for()
+            page.wait_for_function(f"() => [...document.querySelectorAll('#{ids.WALL_GRID} img')]"
+                                   ".every(img => img.complete && img.naturalWidth > 0)")
+            time.sleep(1)
+            page.set_viewport_size({"width": 1400, "height": 560})
+            page.screenshot(path=str(out / "app-wall.png"))
+            browser.close()
+    finally:
+        srv.close()
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(timeout=30)
