@@ -166,6 +166,15 @@ def _best_number(study: optuna.Study) -> int | None:
         return None
 
 
+# ---- steer dash --------------------------------------------------------------- #
+
+
+def cmd_dash(args: argparse.Namespace) -> int:
+    from steer.dashboards import server
+
+    return server.run(args)
+
+
 # ---- steer dashboard --------------------------------------------------------- #
 
 
@@ -304,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, help="show one trial: params, interventions, commands")
     p.add_argument("--compare", action="store_true",
                    help="steered vs unsteered trials (count, best, median PSNR) and promoted trials vs their origin")
+
+    from steer.dashboards import server as dash_server
+
+    p = add("dash", cmd_dash, "open the steering app: watch and steer running trials in the browser",
+            "steer dash --storage sqlite:///studies/quick.db   # then open http://127.0.0.1:8050")
+    dash_server.add_arguments(p)
 
     p = add("dashboard", cmd_dashboard, "open optuna-dashboard on the study, with predictions, notes and comparison",
             "steer dashboard --storage sqlite:///studies/quick.db --port 8080")
