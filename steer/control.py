@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from steer import tables as T
 from steer.errors import UserError
 from steer.spec import PARAMS
-from steer.storage import open_storage
+from steer.storage import display_url, open_storage
 
 # action -> the trainer parameter it changes
 SET_ACTIONS = {"set_lr": "lr", "set_optimizer": "optimizer", "set_loss": "loss",
@@ -161,7 +161,7 @@ class Control:
         try:
             return cls(storage, study_name)
         except KeyError:
-            raise UserError(f"no study named {study_name!r} in {url}") from None
+            raise UserError(f"no study named {study_name!r} in {display_url(url)}") from None
 
     @classmethod
     def for_study(cls, study: optuna.Study) -> Control | None:

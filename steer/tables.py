@@ -21,7 +21,7 @@ from sqlalchemy import (
     event, select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 SCHEMA_VERSION = 1
@@ -106,7 +106,8 @@ class ControlError(RuntimeError):
 TRANSIENT_RETRIES = 8
 
 
-def _transient(exc: SQLAlchemyError) -> bool:
+def transient(exc: BaseException | None) -> bool:
+    """A database error worth retrying: "database is locked", a dropped connection, a deadlock."""
     if isinstance(exc, OperationalError):
         return True  # "database is locked", a dropped server connection
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
@@ -145,7 +146,7 @@ class Database:
                     return result
                 except SQLAlchemyError as exc:
                     sess.rollback()
-                    if attempt < TRANSIENT_RETRIES and _transient(exc):
+                    if attempt < TRANSIENT_RETRIES and transient(exc):
                         time.sleep(delay * (1 + random.random()))
                         delay = min(delay * 2, 1.0)
                         continue
@@ -158,7 +159,7 @@ class Database:
             try:
                 metadata.create_all(self.engine, checkfirst=True)
                 break
-            except (OperationalError, IntegrityError):
+            except (OperationalError, IntegrityError, ProgrammingError):  # PostgreSQL: "duplicate key ... pg_type"
                 if attempt == 2:
                     raise
                 time.sleep(0.1)
