@@ -26,17 +26,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from steer.runner import run_study
     from steer.spec import load_spec
     from steer.storage import display_url, open_storage
-    from steer.workers import child_argv, draw_independently, run_workers, stop_once_on_signals
+    from steer.workers import child_argv, draw_independently, run_workers
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     overrides = {"trials": args.trials, "steps": args.steps, "timeout": args.timeout, "seed": args.seed}
     spec = load_spec(args.spec).with_overrides(name=args.study, **overrides)
     check_runnable(spec)
-    if args.worker_child:
-        stop_once_on_signals()
-    else:
-        _stop_on_sigterm()
+    _stop_on_signals(args.worker_child)
     objective = Objective(spec)  # loads the target image: a bad path fails before any database is made
     url = args.storage or spec.default_storage
     study = create_study(spec, open_storage(url, heartbeat_interval=spec.steering["heartbeat_interval"],
@@ -59,14 +56,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM stops a worker like Ctrl-C: the running trial ends FAIL, its commands expire."""
-    import signal
+def _stop_on_signals(worker_child: bool) -> None:
+    """Ctrl-C and SIGTERM stop `steer run` at the next step boundary: the running trial ends FAIL
+    with its reason, its commands expire. A second one stops at once (a worker child ignores it)."""
+    from steer import stopping
 
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    stopping.install(second_signal_stops_at_once=not worker_child)
 
 
 # ---- steer show ------------------------------------------------------------ #

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import TrialState
 
+from steer import stopping
 from steer.control import Control
 from steer.spec import Spec
 
@@ -35,6 +36,7 @@ def remaining_trials(study: optuna.Study, spec: Spec) -> int | None:
 def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], spec: Spec,
               console: Any = None, show_progress: bool = True) -> None:
     """Run trials until the study holds `spec.trials` finished ones (or `spec.timeout` passes)."""
+    stopping.check()
     done = finished_count(study)
     budget = spec.trials
     if budget is not None and done >= budget:
@@ -57,10 +59,15 @@ def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], s
             control.expire_pending(trial.number, "the trial ended before the command was applied")
         progress.update(task, completed=finished_count(study), best=best_text(study))
 
-    callbacks.append(on_trial)
+    def stop_if_asked(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if stopping.requested.is_set():
+            study.stop()  # start no further trial; `check()` below reports the stop
+
+    callbacks += [on_trial, stop_if_asked]
     with progress, _short_interrupt_logs():
         study.optimize(_with_fail_reason(objective), n_trials=remaining, timeout=spec.timeout,
                        callbacks=callbacks, gc_after_trial=False)
+    stopping.check()
 
 
 STOPPED = "stopped by Ctrl-C or SIGTERM before it finished"
@@ -71,6 +78,7 @@ def _with_fail_reason(objective: Callable[[optuna.Trial], float]) -> Callable[[o
 
     def run(trial: optuna.Trial) -> float:
         try:
+            stopping.check()  # asked to stop while Optuna started this trial
             return objective(trial)
         except KeyboardInterrupt:
             _note_failure(trial, STOPPED)

@@ -27,7 +27,7 @@ from sqlalchemy.exc import (
 )
 
 from steer.errors import UserError
-from steer.tables import transient
+from steer.tables import RETRY_SECONDS, transient
 
 log = logging.getLogger("steer.storage")
 
@@ -35,7 +35,6 @@ HEARTBEAT_INTERVAL = 5  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 20  # a RUNNING trial silent this long is stale and gets marked FAIL
 SQLITE_BUSY_TIMEOUT = 60  # seconds a SQLite writer waits for the lock before failing
 CONNECT_TIMEOUT = 10  # seconds to reach a database server before giving up
-STORAGE_RETRIES = 6  # attempts of one storage call that met a transient error
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -134,18 +133,17 @@ def _retried(name: str):
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        delay = 0.05
-        for attempt in range(STORAGE_RETRIES):
+        delay, deadline = 0.05, time.monotonic() + RETRY_SECONDS
+        while True:
             try:
                 return method(self, *args, **kwargs)
             except optuna.exceptions.StorageInternalError as exc:
-                if attempt == STORAGE_RETRIES - 1 or not transient(exc.__cause__):
+                if time.monotonic() > deadline or not transient(exc.__cause__):
                     raise
                 log.warning("retrying %s after a database error: %s", name,
                             str(getattr(exc.__cause__, "orig", exc.__cause__)).strip().splitlines()[0])
                 time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+                delay = min(delay * 2, 1.0)
 
     return call
 

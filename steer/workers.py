@@ -9,9 +9,9 @@ worker, whose running trial then ends FAIL with `steer.fail_reason`, its
 pending commands expired.
 
 The workers run in their own session, so a terminal's Ctrl-C reaches only
-this process (each worker gets exactly one stop signal, never a second one
-in the middle of its clean-up), and on Linux each worker is sent SIGTERM if
-this process dies, so none is left running on its own.
+this process (each worker gets exactly one stop signal; see steer/stopping.py),
+and on Linux each worker is sent SIGTERM if this process dies, so none is left
+running on its own.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import IO, Any
 import optuna
 from optuna.trial import TrialState
 
+from steer import stopping
 from steer.runner import best_text, finished_count, make_progress, remaining_trials
 from steer.spec import Spec
 
@@ -78,19 +79,6 @@ def draw_independently(study: optuna.Study, worker_child: bool) -> bool:
         return False
     study.sampler.reseed_rng()
     return True
-
-
-def stop_once_on_signals() -> None:
-    """In a worker: the first SIGTERM or SIGINT stops it like Ctrl-C; later ones are ignored,
-    so nothing interrupts the clean-up of the trial it was running."""
-
-    def stop(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
 
 
 def _die_with_parent(parent: int):
@@ -163,6 +151,7 @@ def run_workers(study: optuna.Study, spec: Spec, argv: list[str], workers: int, 
 
     Returns 130 when stopped by Ctrl-C / SIGTERM, 1 when a worker failed.
     """
+    stopping.check()
     remaining = remaining_trials(study, spec)
     if remaining == 0:
         console.print(f"study already has {finished_count(study)} finished trials (budget {spec.trials}); "
@@ -186,6 +175,7 @@ def run_workers(study: optuna.Study, spec: Spec, argv: list[str], workers: int, 
                 if not live:
                     break
                 time.sleep(POLL)
+                stopping.check()
     except KeyboardInterrupt:
         interrupted = True
     finally:
