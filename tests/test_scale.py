@@ -142,7 +142,7 @@ def test_killed_workers_lose_no_intervention(tmp_path: Path, storage_url: str):
     rng = random.Random(7)
     try:
         for _ in range(3):
-            time.sleep(3.0)
+            time.sleep(2.5)
             victim = workers.pop(rng.randrange(len(workers)))
             victim.send_signal(signal.SIGKILL)
             victim.wait(10)
