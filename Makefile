@@ -1,6 +1,9 @@
 # The two commands of the README:
-#   make demo   set up (once) and run the quick study on the CPU, then list its trials
-#   make test   set up (once) and run the test suite
+#   make demo   set up (once), run the quick study on the CPU with the steering app on it
+#   make test   set up (once) and run the test suite (the PostgreSQL tests run when
+#               $STEER_TEST_PG_URL names a server, and skip saying so otherwise)
+#   make test-pg the same with a throwaway PostgreSQL server (tests/pg.sh; needs Debian's
+#               `postgresql` package, which .ci/run installs)
 # Each sets up a virtual environment in .venv idempotently.
 
 VENV   ?= .venv
@@ -11,7 +14,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_CPU_VERSION ?= 2.13.0
 
-.PHONY: setup browser demo test clean
+.PHONY: setup browser demo test test-pg clean
 
 setup: $(VENV)/.steer-installed
 
@@ -24,9 +27,9 @@ $(VENV)/.steer-installed: pyproject.toml
 	$(PIP) install -e ".[test]"
 	touch $@
 
+# Two workers on the quick study and the steering app at http://127.0.0.1:8050/ (Ctrl-C stops it all).
 demo: setup
-	$(VENV)/bin/steer run studies/quick.toml
-	$(VENV)/bin/steer show --storage sqlite:///studies/quick.db
+	$(VENV)/bin/steer run studies/quick.toml --workers 2 --dash
 
 # Browser tests drive Debian's Chromium (a test tool's own browser download does not work offline).
 browser:
@@ -37,6 +40,9 @@ browser:
 
 test: setup browser
 	$(PY) -m pytest -q
+
+test-pg: setup
+	eval "$$(tests/pg.sh start)" && trap 'tests/pg.sh stop' EXIT && STEER_TEST_PG_REQUIRED=1 $(PY) -m pytest -q
 
 clean:
 	rm -rf $(VENV) studies/*.db studies/*.db-* studies/*-artifacts

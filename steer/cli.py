@@ -25,32 +25,74 @@ def cmd_run(args: argparse.Namespace) -> int:
     from steer.objective import Objective, check_runnable, create_study
     from steer.runner import run_study
     from steer.spec import load_spec
-    from steer.storage import open_storage
+    from steer.storage import display_url, open_storage
+    from steer.workers import child_argv, draw_independently, run_workers
 
-    spec = load_spec(args.spec).with_overrides(
-        name=args.study, trials=args.trials, steps=args.steps, timeout=args.timeout, seed=args.seed,
-    )
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    overrides = {"trials": args.trials, "steps": args.steps, "timeout": args.timeout, "seed": args.seed}
+    spec = load_spec(args.spec).with_overrides(name=args.study, **overrides)
     check_runnable(spec)
-    _stop_on_sigterm()
+    _stop_on_signals(args.worker_child)
     objective = Objective(spec)  # loads the target image: a bad path fails before any database is made
     url = args.storage or spec.default_storage
     study = create_study(spec, open_storage(url, heartbeat_interval=spec.steering["heartbeat_interval"],
                                             grace_period=spec.steering["grace_period"]))
+    shared = draw_independently(study, args.worker_child)
+    if args.worker_child:  # one of `--workers N`: no display of its own
+        run_study(study, objective, spec, show_progress=False)
+        return 0
     console = Console(stderr=True)
-    console.print(f"study [bold]{study.study_name}[/] in {url}")
-    run_study(study, objective, spec, console=console)
-    print_trials(study, console=Console())
-    return 0
+    console.print(f"study [bold]{study.study_name}[/] in {display_url(url)}")
+    app = _start_app(url, study.study_name, args.dash_port, console) if args.dash else None
+    status = 0
+    try:
+        if args.workers is not None:
+            argv = child_argv(args.spec, url, study.study_name, overrides)
+            status = run_workers(study, spec, argv, args.workers, console)
+        else:
+            if shared:
+                console.print("other workers are running trials of this study: this one draws its own params")
+            run_study(study, objective, spec, console=console)
+        print_trials(study, console=Console())
+        if app is not None:
+            _keep_serving(app, args.dash_port, console)
+    finally:
+        if app is not None and app.poll() is None:
+            app.terminate()
+            app.wait(10)
+    return status
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM stops a worker like Ctrl-C: the running trial ends FAIL, its commands expire."""
-    import signal
+def _start_app(url: str, study_name: str, port: int, console: Any):
+    """`steer run --dash`: the steering app in a process of its own, on the same study."""
+    import os
+    import subprocess
 
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    console.print(f"steering app: [bold]http://127.0.0.1:{port}/[/] (watch and steer the trials as they run)")
+    return subprocess.Popen([sys.executable, "-m", "steer", "dash", "--storage", url, "--study", study_name,
+                             "--port", str(port)], stdout=subprocess.DEVNULL, env=os.environ.copy())
 
-    signal.signal(signal.SIGTERM, stop)
+
+def _keep_serving(app: Any, port: int, console: Any) -> None:
+    """After the study, the app stays up to look at the results, until Ctrl-C."""
+    import time
+
+    from steer import stopping
+
+    if stopping.requested.is_set() or app.poll() is not None:
+        return
+    console.print(f"the study is done; the app is still at http://127.0.0.1:{port}/ : Ctrl-C stops it")
+    while app.poll() is None and not stopping.requested.is_set():
+        time.sleep(0.2)
+
+
+def _stop_on_signals(worker_child: bool) -> None:
+    """Ctrl-C and SIGTERM stop `steer run` at the next step boundary: the running trial ends FAIL
+    with its reason, its commands expire. A second one stops at once (a worker child ignores it)."""
+    from steer import stopping
+
+    stopping.install(second_signal_stops_at_once=not worker_child)
 
 
 # ---- steer show ------------------------------------------------------------ #
@@ -297,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("run", cmd_run, "start or resume a study from a spec file", "steer run studies/quick.toml --trials 20")
+    p = add("run", cmd_run, "start or resume a study from a spec file",
+            "steer run studies/quick.toml --trials 20\n  steer run studies/quick.toml --workers 2")
     p.add_argument("spec", help="study spec, e.g. studies/quick.toml")
     p.add_argument("--storage", help="storage URL (default: sqlite file beside the spec, named after the study)")
     p.add_argument("--study", help="study name (default: the spec's [study] name)")
@@ -305,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="training steps per trial")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     p.add_argument("--seed", type=int, help="study seed (sampler and per-trial seeds)")
+    p.add_argument("--dash", action="store_true",
+                   help="also start the steering app on the study (and keep it up after the study, until Ctrl-C)")
+    p.add_argument("--dash-port", type=int, default=8050, help="port of the app with --dash (default 8050)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="run N worker processes on this machine (each with cores/N torch threads) and show "
+                        "their progress; default: this process runs the trials itself")
+    p.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)  # set by --workers
 
     p = add("show", cmd_show, "list a study's trials", "steer show --storage sqlite:///studies/quick.db")
     p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only studies/*.db)")

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from steer import tables as T
 from steer.errors import UserError
 from steer.spec import PARAMS
-from steer.storage import open_storage
+from steer.storage import display_url, open_storage
 
 # action -> the trainer parameter it changes
 SET_ACTIONS = {"set_lr": "lr", "set_optimizer": "optimizer", "set_loss": "loss",
@@ -146,6 +146,9 @@ def promotion(effective: dict[str, Any], source: int) -> tuple[dict[str, Any], d
     return dict(effective), {"steer.promoted_from": source, "steer.overrides": dict(effective)}
 
 
+_OPENED: dict[tuple[str, str, int], "Control"] = {}  # Control.for_study's, by (url, study name, study id)
+
+
 class Control:
     """Request, read and resolve steering commands for one study."""
 
@@ -161,15 +164,23 @@ class Control:
         try:
             return cls(storage, study_name)
         except KeyError:
-            raise UserError(f"no study named {study_name!r} in {url}") from None
+            raise UserError(f"no study named {study_name!r} in {display_url(url)}") from None
 
     @classmethod
     def for_study(cls, study: optuna.Study) -> Control | None:
-        """The control plane of `study`, or None for storages steer cannot steer (in-memory)."""
+        """The control plane of `study`, or None for storages steer cannot steer (in-memory).
+
+        One per study and process, reused by every trial: each holds two
+        connection pools, and a worker that opened new ones for each trial
+        would pile up server connections faster than they are collected.
+        """
         url = storage_url(study)
         if url is None:
             return None
-        return cls(open_storage(url, heartbeat=False), study.study_name)
+        key = (url, study.study_name, study._study_id)
+        if key not in _OPENED:
+            _OPENED[key] = cls(open_storage(url, heartbeat=False), study.study_name)
+        return _OPENED[key]
 
     def study(self) -> optuna.Study:
         return optuna.load_study(study_name=self.study_name, storage=self.storage)

@@ -2,19 +2,25 @@
 
 The spec's `trials` is the study's budget of finished trials: a resumed study
 only runs what is missing, and several workers on one storage stop together
-(Optuna's `MaxTrialsCallback`).
+(Optuna's `MaxTrialsCallback`). A trial that fails, or that Ctrl-C / SIGTERM
+stops, ends FAIL with the reason in its `steer.fail_reason` user attribute.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import logging
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.trial import TrialState
 
+from steer import stopping
 from steer.compare import save_comparison
 from steer.control import Control
 from steer.spec import Spec
+
+log = logging.getLogger("steer.runner")
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -23,11 +29,15 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], spec: Spec,
-              console: Any = None) -> None:
-    """Run trials until the study holds `spec.trials` finished ones (or `spec.timeout` passes)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def remaining_trials(study: optuna.Study, spec: Spec) -> int | None:
+    """How many more trials the budget allows (None: no budget)."""
+    return None if spec.trials is None else max(0, spec.trials - finished_count(study))
 
+
+def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], spec: Spec,
+              console: Any = None, show_progress: bool = True) -> None:
+    """Run trials until the study holds `spec.trials` finished ones (or `spec.timeout` passes)."""
+    stopping.check()
     done = finished_count(study)
     budget = spec.trials
     if budget is not None and done >= budget:
@@ -40,11 +50,8 @@ def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], s
     if budget is not None:
         callbacks.append(optuna.study.MaxTrialsCallback(budget, states=FINISHED))
 
-    progress = Progress(
-        TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[best]}"),
-        TimeElapsedColumn(), console=console, transient=False,
-    )
-    task = progress.add_task("trials", total=budget, completed=done, best=_best_text(study))
+    progress = make_progress(console, disable=not show_progress)
+    task = progress.add_task("trials", total=budget, completed=done, best=best_text(study))
 
     control = Control.for_study(study)
 
@@ -52,15 +59,81 @@ def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], s
         if control is not None:  # the trial is finished now: nothing sent to it can still apply
             control.expire_pending(trial.number, "the trial ended before the command was applied")
             save_comparison(study)
-        progress.update(task, completed=finished_count(study), best=_best_text(study))
+        progress.update(task, completed=finished_count(study), best=best_text(study))
 
-    callbacks.append(on_trial)
-    with progress:
-        study.optimize(objective, n_trials=remaining, timeout=spec.timeout, callbacks=callbacks,
-                       gc_after_trial=False)
+    def stop_if_asked(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if stopping.requested.is_set():
+            study.stop()  # start no further trial; `check()` below reports the stop
+
+    callbacks += [on_trial, stop_if_asked]
+    with progress, _short_interrupt_logs():
+        study.optimize(_with_fail_reason(objective), n_trials=remaining, timeout=spec.timeout,
+                       callbacks=callbacks, gc_after_trial=False)
+    stopping.check()
 
 
-def _best_text(study: optuna.Study) -> str:
+STOPPED = "stopped by Ctrl-C or SIGTERM before it finished"
+
+
+def _with_fail_reason(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+    """`objective`, recording why a trial fails while Optuna still accepts attribute writes."""
+
+    def run(trial: optuna.Trial) -> float:
+        try:
+            stopping.check()  # asked to stop while Optuna started this trial
+            return objective(trial)
+        except KeyboardInterrupt:
+            _note_failure(trial, STOPPED)
+            raise
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded, then re-raised as it was
+            _note_failure(trial, f"{type(exc).__name__}: {exc}"[:500])
+            raise
+
+    return run
+
+
+def _note_failure(trial: optuna.Trial, reason: str) -> None:
+    try:
+        trial.set_user_attr("steer.fail_reason", reason)
+    except (optuna.exceptions.StorageInternalError, optuna.exceptions.UpdateFinishedTrialError) as exc:
+        log.warning("trial %d: cannot record why it failed (%s): %s", trial.number, reason, exc)
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a stopped trial with the traceback of the KeyboardInterrupt: one line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def _short_interrupt_logs() -> Iterator[None]:
+    handlers = logging.getLogger("optuna").handlers  # a logger's own filters miss its children's records
+    quiet = _NoInterruptTraceback()
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
+def make_progress(console: Any = None, disable: bool = False, extra: str = ""):
+    """The one progress display: trials done of the budget, best PSNR, elapsed time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[best]}")]
+    if extra:
+        columns.append(TextColumn(extra))
+    return Progress(*columns, TimeElapsedColumn(), console=console, transient=False, disable=disable)
+
+
+def best_text(study: optuna.Study) -> str:
     try:
         return f"best PSNR {study.best_value:.2f} dB (trial {study.best_trial.number})"
     except ValueError:

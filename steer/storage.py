@@ -2,26 +2,39 @@
 
 SQLite is the default (no server needed), so it is configured for several
 local processes: WAL journal (readers never block the writer), a long busy
-timeout, and Optuna heartbeats so a killed worker's trial ends FAIL.
+timeout, and Optuna heartbeats so a killed worker's trial ends FAIL. A server
+database (PostgreSQL, MySQL) gets a connect timeout, a liveness check before
+each pooled connection is reused, and the same retries: a dropped connection
+or a busy database is retried, not turned into a failed trial.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import random
 import sqlite3
 import time
 import warnings
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError, SQLAlchemyError,
+)
 
 from steer.errors import UserError
+from steer.tables import RETRY_SECONDS, transient
+
+log = logging.getLogger("steer.storage")
 
 HEARTBEAT_INTERVAL = 5  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 20  # a RUNNING trial silent this long is stale and gets marked FAIL
 SQLITE_BUSY_TIMEOUT = 60  # seconds a SQLite writer waits for the lock before failing
+CONNECT_TIMEOUT = 10  # seconds to reach a database server before giving up
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -32,6 +45,14 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def display_url(url: str) -> str:
+    """`url` as it may be printed: the password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return url
+
+
 def check_url(url: str) -> None:
     """Reject a malformed or unsupported storage URL with a one-line message."""
     try:
@@ -39,11 +60,12 @@ def check_url(url: str) -> None:
         parsed.get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise UserError(
-            f"bad storage URL {url!r}: {exc}; expected e.g. sqlite:///studies/quick.db "
+            f"bad storage URL {display_url(url)!r}: {exc}; expected e.g. sqlite:///studies/quick.db "
             "or postgresql+psycopg://user:pass@host/db"
         ) from None
     except ImportError as exc:
-        raise UserError(f"storage URL {url!r} needs a database driver that is not installed: {exc}") from None
+        raise UserError(f"storage URL {display_url(url)!r} needs a database driver that is not installed: "
+                        f"{exc}") from None
 
 
 def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True,
@@ -58,18 +80,21 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True,
     path = sqlite_path(url)
     if path is not None:
         if must_exist and not path.is_file():
-            raise UserError(f"no study database at {path} (from storage URL {url!r}); run `steer run SPEC` first")
+            raise UserError(f"no study database at {path} (from storage URL {display_url(url)!r}); "
+                            "run `steer run SPEC` first")
         path.parent.mkdir(parents=True, exist_ok=True)
         _enable_wal(path)
     kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period} if heartbeat else {}
     try:
         return _rdb_storage(url, kwargs)
     except ImportError as exc:
-        raise UserError(f"storage URL {url!r} needs a database driver that is not installed "
+        raise UserError(f"storage URL {display_url(url)!r} needs a database driver that is not installed "
                         f"({exc.__cause__ or exc}); for PostgreSQL: pip install 'steer[postgres]'") from None
-    except (OperationalError, SQLAlchemyError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise UserError(f"cannot open storage {url!r}: {reason}") from None
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
+        reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+        hint = "; is the database server running and reachable from here?" if "refused" in reason else ""
+        raise UserError(f"cannot open storage {display_url(url)!r}: {reason}{hint}") from None
 
 
 def _rdb_storage(url: str, kwargs: dict, attempts: int = 5) -> optuna.storages.RDBStorage:
@@ -78,9 +103,11 @@ def _rdb_storage(url: str, kwargs: dict, attempts: int = 5) -> optuna.storages.R
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
-        except (OperationalError, IntegrityError):  # "table exists", "UNIQUE ... alembic_version"
-            if attempt == attempts - 1:
+                return RetryingRDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
+        except (OperationalError, IntegrityError, ProgrammingError) as exc:
+            # "table exists", "UNIQUE ... alembic_version", PostgreSQL's "duplicate key ... pg_type";
+            # a server that cannot be reached is not worth waiting for.
+            if attempt == attempts - 1 or _unreachable(exc):
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
@@ -88,9 +115,86 @@ def _rdb_storage(url: str, kwargs: dict, attempts: int = 5) -> optuna.storages.R
 
 def engine_kwargs(url: str) -> dict:
     """SQLAlchemy engine settings shared by Optuna's storage and steer's own tables."""
-    if sqlite_path(url) is not None:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+    if backend in ("postgresql", "mysql", "mariadb"):
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
     return {"pool_pre_ping": True}
+
+
+def _unreachable(exc: SQLAlchemyError) -> bool:
+    return isinstance(exc, OperationalError) and "connection" in str(exc.orig).splitlines()[0].lower()
+
+
+def _retried(name: str):
+    """Optuna's storage method `name`, retried when it fails on a transient database error."""
+    method = getattr(optuna.storages.RDBStorage, name)
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        delay, deadline = 0.05, time.monotonic() + RETRY_SECONDS
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except optuna.exceptions.StorageInternalError as exc:
+                if time.monotonic() > deadline or not transient(exc.__cause__):
+                    raise
+                log.warning("retrying %s after a database error: %s", name,
+                            str(getattr(exc.__cause__, "orig", exc.__cause__)).strip().splitlines()[0])
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+    return call
+
+
+class RetryingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose idempotent calls survive a dropped connection or a busy database.
+
+    Optuna turns every database error into `StorageInternalError`; one that is
+    transient (the server closed the connection, SQLite stayed locked, a
+    deadlock) re-runs the call after a short backoff. Reads, attribute writes,
+    intermediate values and heartbeats give the same result when run twice;
+    trial creation already retries in Optuna itself. A trial's final state
+    is retried too: if the first attempt did commit, the retry finds the
+    trial finished in that state and counts as success.
+
+    A new trial records its first heartbeat at once, not when Optuna's
+    heartbeat thread starts after sampling: a worker killed in between
+    would otherwise leave a RUNNING trial with no heartbeat, which Optuna
+    never marks stale.
+    """
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        try:
+            done = _retried_state_values(self, trial_id, state, values)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            if state.is_finished() and self.get_trial(trial_id).state == state:
+                return True  # an earlier attempt committed before its connection dropped
+            raise
+        if done and state == TrialState.RUNNING and self.heartbeat_interval is not None:
+            self.record_heartbeat(trial_id)  # an enqueued trial, just taken by this worker
+        return done
+
+    def _create_new_trial(self, study_id: int, template_trial=None):  # Optuna's cache calls this one
+        trial = super()._create_new_trial(study_id, template_trial)
+        if self.heartbeat_interval is not None and trial.state == TrialState.RUNNING:
+            self.record_heartbeat(trial._trial_id)
+        return trial
+
+
+# Calls that give the same result when run twice (the underscored ones are what Optuna's trial cache calls).
+IDEMPOTENT_CALLS = (
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+    "get_study_system_attrs", "get_all_studies", "get_trial_id_from_study_id_trial_number", "get_trial",
+    "get_all_trials", "_get_trials", "get_best_trial", "_get_best_trial_id", "get_trial_param",
+    "get_trial_user_attrs", "get_trial_system_attrs", "set_study_user_attr", "set_study_system_attr",
+    "set_trial_user_attr", "set_trial_system_attr", "_set_trial_param", "set_trial_intermediate_value",
+    "record_heartbeat", "_get_stale_trial_ids",
+)
+for _name in IDEMPOTENT_CALLS:
+    setattr(RetryingRDBStorage, _name, _retried(_name))
+_retried_state_values = _retried("set_trial_state_values")
 
 
 def _enable_wal(path: Path) -> None:

@@ -21,7 +21,9 @@ from sqlalchemy import (
     event, select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError, IntegrityError, OperationalError, PendingRollbackError, ProgrammingError, SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 SCHEMA_VERSION = 1
@@ -103,12 +105,15 @@ class ControlError(RuntimeError):
     """The control-plane database could not be read or written."""
 
 
-TRANSIENT_RETRIES = 8
+RETRY_SECONDS = 30  # how long `Database.run` keeps retrying transient errors (long enough for a server restart)
 
 
-def _transient(exc: SQLAlchemyError) -> bool:
+def transient(exc: BaseException | None) -> bool:
+    """A database error worth retrying: "database is locked", a dropped connection, a deadlock."""
     if isinstance(exc, OperationalError):
         return True  # "database is locked", a dropped server connection
+    if isinstance(exc, PendingRollbackError):  # a statement before it in the transaction lost its connection
+        return transient(exc.__context__)
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
@@ -133,11 +138,12 @@ class Database:
         """Run `fn(session)` in one transaction: commit on success, roll back on error.
 
         Transient errors ("database is locked", a dropped connection) re-run
-        `fn` after a short backoff, so `fn` must have no side effects outside
-        the database. Any other database error becomes `ControlError`.
+        `fn` after a short backoff for up to `RETRY_SECONDS`, so `fn` must
+        have no side effects outside the database. Any other database error
+        becomes `ControlError`.
         """
-        delay = 0.02
-        for attempt in range(TRANSIENT_RETRIES + 1):
+        delay, deadline = 0.02, time.monotonic() + RETRY_SECONDS
+        while True:
             with self._sessions() as sess:
                 try:
                     result = fn(sess)
@@ -145,20 +151,19 @@ class Database:
                     return result
                 except SQLAlchemyError as exc:
                     sess.rollback()
-                    if attempt < TRANSIENT_RETRIES and _transient(exc):
+                    if transient(exc) and time.monotonic() < deadline:
                         time.sleep(delay * (1 + random.random()))
                         delay = min(delay * 2, 1.0)
                         continue
                     first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0]
                     raise ControlError(f"control-plane database error: {type(exc).__name__}: {first_line}") from exc
-        raise AssertionError("unreachable")
 
     def _ensure_schema(self) -> None:
         for attempt in range(3):  # several processes may create the tables at once
             try:
                 metadata.create_all(self.engine, checkfirst=True)
                 break
-            except (OperationalError, IntegrityError):
+            except (OperationalError, IntegrityError, ProgrammingError):  # PostgreSQL: "duplicate key ... pg_type"
                 if attempt == 2:
                     raise
                 time.sleep(0.1)

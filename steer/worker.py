@@ -17,6 +17,7 @@ from typing import Any
 
 import optuna
 
+from steer import stopping
 from steer.control import SET_ACTIONS, Command, Control, finite, promotion
 from steer.image import to_png
 from steer.tables import ControlError
@@ -44,7 +45,11 @@ class TrialSteering:
 
     # ---- commands -------------------------------------------------------- #
     def poll(self, force: bool = False) -> None:
-        """Apply pending commands if `poll_interval` has passed. May raise `TrialPruned`."""
+        """Apply pending commands if `poll_interval` has passed. May raise `TrialPruned`.
+
+        Called between two steps, it is also where a requested stop (Ctrl-C, SIGTERM) happens.
+        """
+        stopping.check()
         now = time.monotonic()
         if not force and now < self._next_poll:
             return

@@ -1,12 +1,23 @@
-"""Shared fixtures: tiny specs written to real files, real SQLite storages."""
+"""Shared fixtures: tiny specs written to real files, real storages.
+
+`storage_url` runs a test once on a SQLite file and once on a fresh database
+of a real PostgreSQL server (Optuna's `StorageSupplier` idea). The server is
+the one `$STEER_TEST_PG_URL` names (`eval "$(tests/pg.sh start)"` starts one);
+without it the PostgreSQL runs skip and say why, unless
+`$STEER_TEST_PG_REQUIRED` is set (CI), where they fail.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -19,6 +30,9 @@ requires_browser = pytest.mark.skipif(
     not Path(CHROMIUM).exists() and not os.environ.get("CI"),
     reason="needs Debian's chromium (apt-get install chromium); `make test` installs it when run as root",
 )
+
+PG_URL_ENV = "STEER_TEST_PG_URL"
+PG_REQUIRED_ENV = "STEER_TEST_PG_REQUIRED"
 
 TINY_SPEC = """
 [study]
@@ -70,3 +84,72 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "steer", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def _libpq_url(url: str) -> str:
+    """A `postgresql+psycopg://` URL as psycopg itself takes it."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@functools.lru_cache(maxsize=1)
+def pg_unavailable() -> str | None:
+    """Why the PostgreSQL tests cannot run here, or None when the server answers."""
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        return (f"no PostgreSQL server for the tests: set {PG_URL_ENV}=postgresql+psycopg://USER:PASS@HOST:PORT/DB "
+                '(`eval "$(tests/pg.sh start)"` starts a throwaway one)')
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed: pip install 'psycopg[binary]'"
+    try:
+        psycopg.connect(_libpq_url(url), connect_timeout=5).close()
+    except psycopg.Error as exc:
+        return f"the PostgreSQL server of {PG_URL_ENV} is not reachable: {str(exc).strip().splitlines()[0]}"
+    return None
+
+
+def require_pg() -> str:
+    """The server's URL; skips the test (fails it under $STEER_TEST_PG_REQUIRED) when there is none."""
+    reason = pg_unavailable()
+    if reason is not None:
+        if os.environ.get(PG_REQUIRED_ENV):
+            pytest.fail(f"{PG_REQUIRED_ENV} is set but {reason}")
+        pytest.skip(reason)
+    return os.environ[PG_URL_ENV]
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A fresh, empty database on the test server, dropped afterwards: tests never see each other's studies."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = require_pg()
+    name = f"steer_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_libpq_url(base), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(_libpq_url(base), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path: Path) -> Iterator[str]:
+    """A storage URL for an empty study database: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'study.db'}"
+    else:
+        with pg_database() as url:
+            yield url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """An empty PostgreSQL database, for tests of what only a server does (dropped connections)."""
+    with pg_database() as url:
+        yield url
