@@ -28,7 +28,7 @@ seed = 2
 image = "card"
 size = 16
 [trial]
-steps = 3000
+steps = 1500
 report_every = 100
 backend = "torch"
 [pruner]
@@ -58,7 +58,8 @@ def steered_study(tmp_path_factory):
     for action, value in (("set_lr", 2e-3), ("promote", None)):
         cmd = control.wait(control.request(action, trial=0, value=value, by="tester").id)
         assert cmd.state == "applied", cmd.describe()
-    worker.join(120)
+    worker.join(600)
+    assert not worker.is_alive(), "the study did not finish its 3 trials"
     steer.compare.save_comparison(study)
     return folder, url, study
 

@@ -232,6 +232,9 @@ def test_lr_slider_is_applied_by_the_worker(study, base, page):
     mark = page.locator(f"#{ids.LR_SLIDER} .dash-slider-mark", has_text="1e-4").bounding_box()
     track = page.locator(f"#{ids.LR_SLIDER} .dash-slider-track").bounding_box()
     page.mouse.click(mark["x"] + mark["width"] / 2, track["y"] + track["height"] / 2)
+    # the value under the slider follows the click (a round trip away on a loaded machine)
+    page.wait_for_function(f"() => {{ const v = parseFloat(document.querySelector('#{ids.LR_VALUE}').innerText);"
+                           " return v > 5e-5 && v < 2e-4; }")
     shown = page.inner_text(f"#{ids.LR_VALUE}")  # the LR the slider points at, e.g. 1.00e-4
     wanted = float(shown)
     assert 5e-5 < wanted < 2e-4
