@@ -251,17 +251,48 @@ def _errors(texts: list[str]) -> int:
     return sum(line.count(mark) for text in texts for line in text.splitlines() for mark in ERROR_MARKS)
 
 
+def _fixed_work_spec(folder: Path, trials: int) -> Path:
+    """The quick study with pruning off: every run then trains the same trials to the end."""
+    import re
+
+    text = re.sub(r"(?ms)^\[pruner\].*?(?=^\[)", '[pruner]\ntype = "none"\n\n', QUICK_SPEC.read_text())
+    text = re.sub(r"(?m)^trials = \d+", f"trials = {trials}", text)
+    path = folder / "quick-fixed.toml"
+    path.write_text(text)
+    return path
+
+
+def _enqueue_same_trials(spec_path: Path, url: str, trials: int) -> None:
+    """Create the study and enqueue `trials` param sets drawn once from its space (seed 0), baseline first."""
+    import steer
+    from steer.objective import suggest_params
+
+    spec = steer.load_spec(spec_path)
+    study = steer.create_study(spec, url)
+    draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(trials - len(study.trials)):
+        trial = draw.ask()
+        suggest_params(trial, spec)
+        study.enqueue_trial(trial.params)
+
+
 def throughput(workers: tuple[int, ...] = (1, 2, 4), storages: tuple[str, ...] = ("sqlite", "postgresql"),
-               trials: int = 16, pg_url: str | None = None) -> dict[str, Any]:
-    """Trials per minute of the quick study run by `steer run --workers N` on a fresh storage."""
+               trials: int = 8, pg_url: str | None = None) -> dict[str, Any]:
+    """Trials per minute of the quick study run by `steer run --workers N` on a fresh storage.
+
+    Every run trains the same `trials` param sets (enqueued) to the end (pruning off), so the
+    runs differ only in how many workers share the cores.
+    """
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        spec = _fixed_work_spec(Path(tmp), trials)
         for kind in storages:
             for n in workers:
                 with _storage(kind, Path(tmp), pg_url) as url:
+                    _enqueue_same_trials(spec, url, trials)
                     start = time.perf_counter()
-                    proc = _steer("run", str(QUICK_SPEC), "--storage", url, "--workers", str(n),
-                                  "--trials", str(trials), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    proc = _steer("run", str(spec), "--storage", url, "--workers", str(n),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                     err = proc.communicate()[1]
                     wall = time.perf_counter() - start
                     study = optuna.load_study(study_name="quick", storage=url)
@@ -272,12 +303,14 @@ def throughput(workers: tuple[int, ...] = (1, 2, 4), storages: tuple[str, ...] =
                         "storage": kind, "workers": n, "trials": len(done), "exit_code": proc.returncode,
                         "wall_s": wall, "span_s": span, "trials_per_min": 60 * len(done) / span,
                         "steps_per_s": steps / span,
-                        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in done),
+                        "mean_trial_s": statistics.fmean(t.duration.total_seconds() for t in done),
                         "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in done),
-                        "errors": _errors([err]),
+                        "errors": _errors([err]), "load_avg_1m": os.getloadavg()[0],
                     })
-                    print(f"throughput {kind} x{n}: {rows[-1]['trials_per_min']:.1f} trials/min", file=sys.stderr)
-    return {"spec": "studies/quick.toml", "trials": trials, "runs": rows}
+                    print(f"throughput {kind} x{n}: {rows[-1]['trials_per_min']:.1f} trials/min "
+                          f"({rows[-1]['load_avg_1m']:.1f} load)", file=sys.stderr)
+    return {"spec": "studies/quick.toml, pruner off, the same enqueued trials in every run", "trials": trials,
+            "runs": rows}
 
 
 def _free_port() -> int:
@@ -476,10 +509,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{r['states']['expired']} |",
                 f"| applied but missing from the trial's record | {r['applied_missing_from_record']} |", ""]
     if "throughput" in results:
-        out += ["| storage | workers | trials | trials / min | training steps / s | pruned | failed | errors |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        out += ["| storage | workers | trials | trials / min | training steps / s | mean trial | errors |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
         out += [f"| {r['storage']} | {r['workers']} | {r['trials']} | {r['trials_per_min']:.1f} | "
-                f"{r['steps_per_s']:.0f} | {r['pruned']} | {r['failed']} | {r['errors']} |"
+                f"{r['steps_per_s']:.0f} | {r['mean_trial_s']:.1f} s | {r['errors']} |"
                 for r in results["throughput"]["runs"]]
         out.append("")
     if "readers" in results:
@@ -517,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--storages", nargs="+", default=["sqlite", "postgresql"], choices=("sqlite", "postgresql"))
-    parser.add_argument("--trials", type=int, default=16, help="trials per throughput run")
+    parser.add_argument("--trials", type=int, default=8, help="trials per throughput run")
     parser.add_argument("--fault-seconds", type=float, default=120.0)
     parser.add_argument("--kill-every", type=float, default=20.0)
     parser.add_argument("--pg-url", default=os.environ.get("STEER_TEST_PG_URL"),
