@@ -1,6 +1,8 @@
-"""Steering benchmarks: latency, overhead, concurrency. They print figures; they assert nothing.
+"""Steering and scale benchmarks. They print figures; they assert nothing.
 
     python -m steer.benchmarks all --json docs/steering-bench.json
+    python -m steer.benchmarks scale --pg-url postgresql+psycopg://steer:steer@127.0.0.1:55432/steer \
+        --json docs/scale-bench.json
 
 - latency: request -> applied for N `set_lr` requests to a running trial (from the
   times the control plane records), p50 / p95 / max.
@@ -8,21 +10,39 @@
 - concurrency: W worker processes on one SQLite study while another process
   requests a command every 100 ms for D seconds: "database is locked" errors,
   unresolved commands, applied commands missing from the trials' records.
+- throughput: trials per minute of `studies/quick.toml` run by `steer run --workers N`
+  for N = 1, 2, 4 on SQLite and on PostgreSQL.
+- readers: 4 workers on a SQLite study while optuna-dashboard serves it (its HTTP API
+  hit a few times a second) and a Control reader polls live state and metrics at 2 Hz:
+  worker, dashboard and reader errors.
+- faults: 4 workers, one killed with SIGKILL every 20 s for 2 minutes while commands
+  are requested every 100 ms; then the next worker start: interventions lost, trials
+  left RUNNING, database errors.
+
+The `scale` group runs the last three; PostgreSQL runs need a server (`--pg-url`,
+default `$STEER_TEST_PG_URL`) whose user may create databases: each run gets a fresh one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import random
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 
@@ -180,6 +200,290 @@ def concurrency(workers: int = 4, seconds: float = 60.0, interval: float = 0.1) 
             "worker_exit_codes": [p.returncode for p in procs],
         }
 
+# ---- scale ------------------------------------------------------------------ #
+
+QUICK_SPEC = Path(__file__).resolve().parent.parent / "studies" / "quick.toml"
+ERROR_MARKS = ("Traceback", "OperationalError", "StorageInternalError", "ControlError", "database is locked")
+
+
+def _libpq(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def fresh_pg_database(base_url: str) -> Iterator[str]:
+    """A new, empty database on the server of `base_url` (its user needs CREATEDB), dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"steer_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_libpq(base_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(_libpq(base_url), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def _storage(kind: str, folder: Path, pg_url: str | None) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / f'bench-{uuid.uuid4().hex[:8]}.db'}"
+    else:
+        if not pg_url:
+            raise SystemExit("PostgreSQL runs need --pg-url or $STEER_TEST_PG_URL")
+        with fresh_pg_database(pg_url) as url:
+            yield url
+
+
+def _steer(*args: str, threads: int | None = None, **popen: Any) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return subprocess.Popen([sys.executable, "-m", "steer", *args], env=env, text=True, **popen)
+
+
+def _errors(texts: list[str]) -> int:
+    return sum(line.count(mark) for text in texts for line in text.splitlines() for mark in ERROR_MARKS)
+
+
+def _fixed_work_spec(folder: Path, trials: int) -> Path:
+    """The quick study with pruning off: every run then trains the same trials to the end."""
+    import re
+
+    text = re.sub(r"(?ms)^\[pruner\].*?(?=^\[)", '[pruner]\ntype = "none"\n\n', QUICK_SPEC.read_text())
+    text = re.sub(r"(?m)^trials = \d+", f"trials = {trials}", text)
+    path = folder / "quick-fixed.toml"
+    path.write_text(text)
+    return path
+
+
+def _enqueue_same_trials(spec_path: Path, url: str, trials: int) -> None:
+    """Create the study and enqueue `trials` param sets drawn once from its space (seed 0), baseline first."""
+    import steer
+    from steer.objective import suggest_params
+
+    spec = steer.load_spec(spec_path)
+    study = steer.create_study(spec, url)
+    draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(trials - len(study.trials)):
+        trial = draw.ask()
+        suggest_params(trial, spec)
+        study.enqueue_trial(trial.params)
+
+
+def throughput(workers: tuple[int, ...] = (1, 2, 4), storages: tuple[str, ...] = ("sqlite", "postgresql"),
+               trials: int = 8, pg_url: str | None = None) -> dict[str, Any]:
+    """Trials per minute of the quick study run by `steer run --workers N` on a fresh storage.
+
+    Every run trains the same `trials` param sets (enqueued) to the end (pruning off), so the
+    runs differ only in how many workers share the cores.
+    """
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = _fixed_work_spec(Path(tmp), trials)
+        for kind in storages:
+            for n in workers:
+                with _storage(kind, Path(tmp), pg_url) as url:
+                    _enqueue_same_trials(spec, url, trials)
+                    start = time.perf_counter()
+                    proc = _steer("run", str(spec), "--storage", url, "--workers", str(n),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    err = proc.communicate()[1]
+                    wall = time.perf_counter() - start
+                    study = optuna.load_study(study_name="quick", storage=url)
+                    done = [t for t in study.trials if t.state.is_finished()]
+                    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+                    steps = sum(t.user_attrs.get("steer.final_step", 0) for t in done)
+                    rows.append({
+                        "storage": kind, "workers": n, "trials": len(done), "exit_code": proc.returncode,
+                        "wall_s": wall, "span_s": span, "trials_per_min": 60 * len(done) / span,
+                        "steps_per_s": steps / span,
+                        "mean_trial_s": statistics.fmean(t.duration.total_seconds() for t in done),
+                        "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in done),
+                        "errors": _errors([err]), "load_avg_1m": os.getloadavg()[0],
+                    })
+                    print(f"throughput {kind} x{n}: {rows[-1]['trials_per_min']:.1f} trials/min "
+                          f"({rows[-1]['load_avg_1m']:.1f} load)", file=sys.stderr)
+    return {"spec": "studies/quick.toml, pruner off, the same enqueued trials in every run", "trials": trials,
+            "runs": rows}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def readers(seconds: float = 60.0, workers: int = 4) -> dict[str, Any]:
+    """`workers` workers on a SQLite quick study, read all the while by optuna-dashboard and a Control reader."""
+    from steer.control import Control
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'quick.db'}"
+        run = _steer("run", str(QUICK_SPEC), "--storage", url, "--workers", str(workers), "--trials", "100000",
+                     "--timeout", str(seconds), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while not Path(tmp, "quick.db").exists() and run.poll() is None:
+            time.sleep(0.1)
+        port = _free_port()
+        dashboard = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), url,
+                                      "--port", str(port), "--host", "127.0.0.1", "--quiet"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stop = threading.Event()
+        http = {"requests": 0, "errors": [], "latency": []}
+        reads = {"polls": 0, "errors": []}
+
+        def hit_dashboard() -> None:
+            base, i = f"http://127.0.0.1:{port}", 0
+            while not stop.is_set():
+                path = ("/api/studies", "/api/studies/1?after=0", "/api/studies/1/plot/timeline")[i % 3]
+                if i % 25 == 24:
+                    path = "/api/studies/1/param_importances"
+                t0 = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(base + path, timeout=30) as resp:
+                        resp.read()
+                    http["requests"] += 1
+                    http["latency"].append(time.perf_counter() - t0)
+                except urllib.error.HTTPError as exc:
+                    http["errors"].append(f"{path}: HTTP {exc.code}")
+                except OSError as exc:  # not up yet: not counted until the first answer
+                    if http["requests"]:
+                        http["errors"].append(f"{path}: {exc}")
+                i += 1
+                time.sleep(0.2)
+
+        def poll_control() -> None:
+            control = None
+            while not stop.is_set():
+                try:
+                    control = control or Control.open(url, "quick")
+                    for live in control.live_all():
+                        control.metrics(live.trial)
+                    reads["polls"] += 1
+                except Exception as exc:  # noqa: BLE001 - a benchmark counts every failure, of any kind
+                    if control is not None:
+                        reads["errors"].append(repr(exc))
+                time.sleep(0.5)
+
+        threads = [threading.Thread(target=hit_dashboard), threading.Thread(target=poll_control)]
+        for t in threads:
+            t.start()
+        err = run.communicate(timeout=seconds + 300)[1]
+        stop.set()
+        for t in threads:
+            t.join()
+        dashboard.terminate()
+        dash_err = dashboard.communicate(timeout=30)[1]
+        study = optuna.load_study(study_name="quick", storage=url)
+        return {
+            "workers": workers, "seconds": seconds, "exit_code": run.returncode, "worker_errors": _errors([err]),
+            "trials_finished": sum(t.state.is_finished() for t in study.trials),
+            "trials_failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),
+            "dashboard_requests": http["requests"], "dashboard_errors": len(http["errors"]) + _errors([dash_err]),
+            "dashboard_p50_ms": 1000 * _pct(http["latency"], 0.5) if http["latency"] else None,
+            "dashboard_max_ms": 1000 * max(http["latency"]) if http["latency"] else None,
+            "control_polls": reads["polls"], "control_errors": len(reads["errors"]),
+            "error_samples": (http["errors"] + reads["errors"])[:5],
+        }
+
+
+FAULT_SPEC = SPEC.replace("enabled = {enabled}\n",
+                          "enabled = {enabled}\nheartbeat_interval = {heartbeat}\ngrace_period = {grace}\n")
+
+
+def faults(storage: str = "sqlite", seconds: float = 120.0, kill_every: float = 20.0, workers: int = 4,
+           interval: float = 0.1, pg_url: str | None = None, heartbeat: int = 5, grace: int = 20) -> dict[str, Any]:
+    """`workers` workers, one SIGKILLed (and replaced) every `kill_every` s while commands stream in."""
+    from steer.control import Control
+    from steer.errors import UserError
+
+    rng = random.Random(0)
+    with tempfile.TemporaryDirectory() as tmp, _storage(storage, Path(tmp), pg_url) as url:
+        spec = Path(tmp) / "bench.toml"
+        spec.write_text(FAULT_SPEC.format(trials=100_000, size=32, steps=400, report_every=50, enabled="true",
+                                          heartbeat=heartbeat, grace=grace))
+
+        logs: list[Path] = []
+
+        def worker() -> subprocess.Popen:  # stderr to a file: nobody reads a pipe while it runs
+            logs.append(Path(tmp) / f"worker{len(logs)}.log")
+            with logs[-1].open("w") as log:
+                return _steer("run", str(spec), "--storage", url, threads=1, stdout=subprocess.DEVNULL, stderr=log)
+
+        procs = [worker()]
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(UserError):
+                control = Control.open(url, "bench")
+                if control.live(0) is not None:
+                    break
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                raise RuntimeError(f"the first worker did not start a trial: {logs[0].read_text()}")
+            time.sleep(0.2)
+        procs += [worker() for _ in range(workers - 1)]
+        killed: list[subprocess.Popen] = []
+        sent, request_errors = [], []
+        stop = threading.Event()
+
+        def requester() -> None:
+            i = 0
+            while not stop.is_set():
+                try:
+                    running = [t.number for t in control.study().get_trials(
+                        deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+                    if running:
+                        sent.append(control.request("set_lr", trial=running[i % len(running)],
+                                                    value=1e-3 * (1 + i % 7), by="bench").id)
+                        i += 1
+                except Exception as exc:  # noqa: BLE001 - a benchmark counts every failure, of any kind
+                    request_errors.append(repr(exc))
+                time.sleep(interval)
+
+        thread = threading.Thread(target=requester)
+        thread.start()
+        start = time.monotonic()
+        next_kill = start + kill_every
+        while time.monotonic() - start < seconds:
+            time.sleep(max(0.0, min(next_kill, start + seconds) - time.monotonic()))
+            if time.monotonic() >= next_kill:
+                victim = procs.pop(rng.randrange(len(procs)))
+                victim.send_signal(signal.SIGKILL)
+                killed.append(victim)
+                procs.append(worker())
+                next_kill += kill_every
+        stop.set()
+        thread.join()
+        for p in procs:
+            p.terminate()  # SIGTERM: the survivors stop cleanly
+        for p in procs + killed:
+            p.wait(120)
+        time.sleep(grace + heartbeat + 1)  # every killed worker's last heartbeat is now past the grace period
+        after = _steer("run", str(spec), "--storage", url, "--trials", "1", threads=1,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stderr = [log.read_text() for log in logs] + [after.communicate(timeout=120)[1]]
+        study = control.study()
+        commands = control.commands()
+        recorded = {e["command"] for t in study.trials for e in t.user_attrs.get("steer.interventions", [])}
+        applied = {c.id for c in commands if c.state == "applied"}
+        return {
+            "storage": storage, "workers": workers, "seconds": seconds, "kill_every_s": kill_every,
+            "heartbeat_interval_s": heartbeat, "grace_period_s": grace,
+            "workers_killed": len(killed), "requests_sent": len(sent), "request_errors": len(request_errors),
+            "trials_finished": sum(t.state.is_finished() for t in study.trials),
+            "trials_failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),
+            "trials_running_after_next_start": sum(t.state == optuna.trial.TrialState.RUNNING for t in study.trials),
+            "states": {s: sum(c.state == s for c in commands) for s in ("pending", "applied", "rejected", "expired")},
+            "lost_interventions": len(applied - recorded),
+            "database_errors": _errors(stderr) + len(request_errors),
+            "retried_database_errors": sum(text.count("retrying") for text in stderr),
+            "clean_exit_codes": sorted(p.returncode for p in procs) + [after.returncode],
+            "error_samples": request_errors[:5],
+        }
+
 
 def markdown(results: dict[str, Any]) -> str:
     out = []
@@ -203,26 +507,73 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| applied / rejected / expired | {r['states']['applied']} / {r['states']['rejected']} / "
                 f"{r['states']['expired']} |",
                 f"| applied but missing from the trial's record | {r['applied_missing_from_record']} |", ""]
+    if "throughput" in results:
+        out += ["| storage | workers | trials | trials / min | training steps / s | mean trial | errors |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        out += [f"| {r['storage']} | {r['workers']} | {r['trials']} | {r['trials_per_min']:.1f} | "
+                f"{r['steps_per_s']:.0f} | {r['mean_trial_s']:.1f} s | {r['errors']} |"
+                for r in results["throughput"]["runs"]]
+        out.append("")
+    if "readers" in results:
+        r = results["readers"]
+        out += ["| readers under load (SQLite) | value |", "|---|---:|", f"| workers | {r['workers']} |",
+                f"| duration | {r['seconds']:.0f} s |", f"| trials finished | {r['trials_finished']} |",
+                f"| worker errors | {r['worker_errors']} (exit status {r['exit_code']}) |",
+                f"| optuna-dashboard API requests | {r['dashboard_requests']} |",
+                f"| optuna-dashboard errors | {r['dashboard_errors']} |",
+                f"| optuna-dashboard p50 / max latency | {r['dashboard_p50_ms'] or 0:.0f} / "
+                f"{r['dashboard_max_ms'] or 0:.0f} ms |",
+                f"| Control reader polls (live_all + metrics) | {r['control_polls']} |",
+                f"| Control reader errors | {r['control_errors']} |", ""]
+    for r in results.get("faults", []):
+        out += [f"| fault run, {r['storage']} | value |", "|---|---:|",
+                f"| workers / killed (SIGKILL every {r['kill_every_s']:.0f} s) | {r['workers']} / "
+                f"{r['workers_killed']} |",
+                f"| duration | {r['seconds']:.0f} s |", f"| commands requested | {r['requests_sent']} |",
+                f"| applied / rejected / expired / pending | {r['states']['applied']} / {r['states']['rejected']} / "
+                f"{r['states']['expired']} / {r['states']['pending']} |",
+                f"| lost interventions (applied, not in the trial's record) | {r['lost_interventions']} |",
+                f"| trials finished / FAIL | {r['trials_finished']} / {r['trials_failed']} |",
+                f"| trials left RUNNING after the next worker start | {r['trials_running_after_next_start']} |",
+                f"| database errors | {r['database_errors']} |",
+                f"| transient errors retried | {r['retried_database_errors']} |", ""]
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m steer.benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=("latency", "overhead", "concurrency", "all"))
+    parser.add_argument("which", choices=("latency", "overhead", "concurrency", "all", "throughput", "readers",
+                                          "faults", "scale"))
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--storages", nargs="+", default=["sqlite", "postgresql"], choices=("sqlite", "postgresql"))
+    parser.add_argument("--trials", type=int, default=8, help="trials per throughput run")
+    parser.add_argument("--fault-seconds", type=float, default=120.0)
+    parser.add_argument("--kill-every", type=float, default=20.0)
+    parser.add_argument("--pg-url", default=os.environ.get("STEER_TEST_PG_URL"),
+                        help="a PostgreSQL server whose user may create databases (default: $STEER_TEST_PG_URL)")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                               "python": platform.python_version(), "optuna": optuna.__version__}
+    from steer.workers import cpu_count
+
+    results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {cpu_count()} cores",
+                               "python": platform.python_version(), "optuna": optuna.__version__,
+                               "date": time.strftime("%Y-%m-%d")}
     if args.which in ("latency", "all"):
         results["latency"] = latency(args.requests)
     if args.which in ("overhead", "all"):
         results["overhead"] = overhead()
     if args.which in ("concurrency", "all"):
         results["concurrency"] = concurrency(args.workers, args.seconds)
+    if args.which in ("throughput", "scale"):
+        results["throughput"] = throughput(storages=tuple(args.storages), trials=args.trials, pg_url=args.pg_url)
+    if args.which in ("readers", "scale"):
+        results["readers"] = readers(args.seconds, args.workers)
+    if args.which in ("faults", "scale"):
+        results["faults"] = [faults(kind, args.fault_seconds, args.kill_every, args.workers, pg_url=args.pg_url)
+                             for kind in args.storages]
     print(markdown(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
