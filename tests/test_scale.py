@@ -194,4 +194,6 @@ def test_dropped_connections_are_retried(tmp_path: Path, pg_url: str):
     assert requester.errors == [] and requester.sent
     trials = assert_nothing_lost(pg_url, control)
     assert trials[0].state == TrialState.COMPLETE
-    assert all(c.state == "applied" for c in control.commands())
+    # A command can still land as the trial completes (then it expires): none may stay pending.
+    states = [c.state for c in control.commands()]
+    assert "pending" not in states and states.count("applied") >= 1, states
