@@ -202,7 +202,7 @@ def test_study_page_lists_the_trials(study, base, page):
     assert table.locator(".badge", has_text="running").count() >= 2
     assert table.locator(".badge", has_text="complete").count() >= 1
     page.wait_for_function(f"() => document.querySelector('#{ids.BEST_FIGURE} .js-plotly-plot')"
-                           f".data[0].x.includes(0)")  # trial 0 completed: the best-so-far line starts there
+                           f"?.data?.[0]?.x?.includes(0)")  # trial 0 completed: the best-so-far line starts there
     assert "running" in page.inner_text(f"#{ids.STUDY_SUMMARY}")
     table.get_by_role("link", name=f"#{study['a']}", exact=True).click()
     page.wait_for_url(f"**/trial/{study['a']}?study=live")
@@ -215,13 +215,13 @@ def test_prediction_refreshes_while_the_trial_runs(study, base, page):
     wait_for_image(page, ids.LIVE_IMG)
     first = live.get_attribute("src")
     page.wait_for_function(f"(first) => {{ const img = document.getElementById('{ids.LIVE_IMG}'); "
-                           "return img.getAttribute('src') !== first && img.complete && img.naturalWidth > 0; }",
+                           "return img && img.getAttribute('src') !== first && img.complete && img.naturalWidth > 0; }",
                            arg=first)
     wait_for_image(page, ids.TARGET_IMG)
     assert page.evaluate(f"() => document.getElementById('{ids.TARGET_IMG}').naturalWidth") == 24
     step = int(page.inner_text(f"#{ids.LIVE_CAPTION}").split()[-1])  # "prediction at step N"
-    page.wait_for_function(f"(s) => parseInt(document.getElementById('{ids.LIVE_CAPTION}').innerText"
-                           ".split(' ').pop()) > s", arg=step)
+    page.wait_for_function(f"(s) => parseInt(document.getElementById('{ids.LIVE_CAPTION}')?.innerText"
+                           "?.split(' ').pop()) > s", arg=step)
     curve = plotly_data(page, ids.CURVES)
     assert curve[0]["name"] == "loss" and len(curve[0]["x"]) >= 2  # the loss curve grows too
 
@@ -233,7 +233,7 @@ def test_lr_slider_is_applied_by_the_worker(study, base, page):
     track = page.locator(f"#{ids.LR_SLIDER} .dash-slider-track").bounding_box()
     page.mouse.click(mark["x"] + mark["width"] / 2, track["y"] + track["height"] / 2)
     # the value under the slider follows the click (a round trip away on a loaded machine)
-    page.wait_for_function(f"() => {{ const v = parseFloat(document.querySelector('#{ids.LR_VALUE}').innerText);"
+    page.wait_for_function(f"() => {{ const v = parseFloat(document.querySelector('#{ids.LR_VALUE}')?.innerText);"
                            " return v > 5e-5 && v < 2e-4; }")
     shown = page.inner_text(f"#{ids.LR_VALUE}")  # the LR the slider points at, e.g. 1.00e-4
     wanted = float(shown)
@@ -249,7 +249,7 @@ def test_lr_slider_is_applied_by_the_worker(study, base, page):
     assert trial_attrs(study, a)["steer.steered"] is True
     # the log, the marker on the curves, the current settings
     page.locator(f"#{ids.INTERVENTIONS} td", has_text=f"-> {shown}").wait_for()
-    page.wait_for_function(f"(s) => document.querySelector('#{ids.CURVES} .js-plotly-plot').data[2].x.includes(s)",
+    page.wait_for_function(f"(s) => document.querySelector('#{ids.CURVES} .js-plotly-plot')?.data?.[2]?.x?.includes(s)",
                            arg=step)
     page.locator(f"#{ids.CURRENT}", has_text=f"lr {shown}").wait_for()
     assert page.locator(f"#{ids.TRIAL_HEADER}", has_text="steered (1 intervention)").count() == 1
@@ -352,7 +352,7 @@ def test_prune_ends_the_trial_and_freezes_its_controls(study, base, page):
     page.locator(f"#{ids.REQUESTS} li.cmd-applied", has_text="prune").wait_for()
     page.locator(f"#{ids.TRIAL_HEADER} .badge", has_text="pruned").wait_for()
     page.locator(f"#{ids.LIVE_CAPTION}", has_text="(final)").wait_for()
-    page.wait_for_function(f"() => document.getElementById('{ids.PRUNE_BUTTON}').disabled")
+    page.wait_for_function(f"() => document.getElementById('{ids.PRUNE_BUTTON}')?.disabled")
     assert page.locator(f"#{ids.LR_INPUT}").is_disabled()
     trial = optuna.load_study(study_name="live", storage=study["url"]).trials[b]
     assert trial.state == optuna.trial.TrialState.PRUNED
