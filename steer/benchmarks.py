@@ -206,25 +206,26 @@ QUICK_SPEC = Path(__file__).resolve().parent.parent / "studies" / "quick.toml"
 ERROR_MARKS = ("Traceback", "OperationalError", "StorageInternalError", "ControlError", "database is locked")
 
 
-def _libpq(url: str) -> str:
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as psycopg takes it (no `+driver`), password included."""
     from sqlalchemy.engine import make_url
 
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @contextlib.contextmanager
-def fresh_pg_database(base_url: str) -> Iterator[str]:
+def fresh_pg_database(base_url: str, prefix: str = "steer_bench") -> Iterator[str]:
     """A new, empty database on the server of `base_url` (its user needs CREATEDB), dropped afterwards."""
     import psycopg
     from sqlalchemy.engine import make_url
 
-    name = f"steer_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_libpq(base_url), autocommit=True) as conn:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(libpq_url(base_url), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(_libpq(base_url), autocommit=True) as conn:
+        with psycopg.connect(libpq_url(base_url), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

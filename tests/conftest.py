@@ -15,11 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from steer.benchmarks import fresh_pg_database, libpq_url
 
 # Browser tests drive Debian's Chromium (`make test` installs it where it can). On a developer's
 # machine without it they skip; in CI (CI=true) they must run, so they fail instead.
@@ -86,13 +87,6 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _libpq_url(url: str) -> str:
-    """A `postgresql+psycopg://` URL as psycopg itself takes it."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @functools.lru_cache(maxsize=1)
 def pg_unavailable() -> str | None:
     """Why the PostgreSQL tests cannot run here, or None when the server answers."""
@@ -105,7 +99,7 @@ def pg_unavailable() -> str | None:
     except ImportError:
         return "psycopg is not installed: pip install 'psycopg[binary]'"
     try:
-        psycopg.connect(_libpq_url(url), connect_timeout=5).close()
+        psycopg.connect(libpq_url(url), connect_timeout=5).close()
     except psycopg.Error as exc:
         return f"the PostgreSQL server of {PG_URL_ENV} is not reachable: {str(exc).strip().splitlines()[0]}"
     return None
@@ -124,18 +118,8 @@ def require_pg() -> str:
 @contextlib.contextmanager
 def pg_database() -> Iterator[str]:
     """A fresh, empty database on the test server, dropped afterwards: tests never see each other's studies."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    base = require_pg()
-    name = f"steer_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_libpq_url(base), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(_libpq_url(base), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database(require_pg(), prefix="steer_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -17,7 +17,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import _libpq_url, run_cli
+from conftest import run_cli
+from steer.benchmarks import libpq_url
 from steer.control import Control
 from steer.runner import STOPPED
 from test_control import STEER_SPEC, open_control, start_worker, wait_for
@@ -181,7 +182,7 @@ def test_dropped_connections_are_retried(tmp_path: Path, pg_url: str):
     requester = Requester(control)
     requester.start()
     dropped = 0
-    with psycopg.connect(_libpq_url(pg_url), autocommit=True) as admin:
+    with psycopg.connect(libpq_url(pg_url), autocommit=True) as admin:
         deadline = time.monotonic() + 4.0
         while time.monotonic() < deadline and worker.poll() is None:
             dropped += admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
