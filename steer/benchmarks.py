@@ -11,7 +11,8 @@
   requests a command every 100 ms for D seconds: "database is locked" errors,
   unresolved commands, applied commands missing from the trials' records.
 - throughput: trials per minute of `studies/quick.toml` run by `steer run --workers N`
-  for N = 1, 2, 4 on SQLite and on PostgreSQL.
+  for N = 1, 2, 4 on SQLite and on PostgreSQL, each configuration R times (interleaved,
+  so a slow spell of the machine does not land on one configuration): median and range.
 - readers: 4 workers on a SQLite study while optuna-dashboard serves it (its HTTP API
   hit a few times a second) and a Control reader polls live state and metrics at 2 Hz:
   worker, dashboard and reader errors.
@@ -26,6 +27,7 @@ default `$STEER_TEST_PG_URL`) whose user may create databases: each run gets a f
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -37,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -251,6 +254,11 @@ def _errors(texts: list[str]) -> int:
     return sum(line.count(mark) for text in texts for line in text.splitlines() for mark in ERROR_MARKS)
 
 
+def _error_lines(texts: list[str], most: int = 5) -> list[str]:
+    """The first lines that `_errors` counts, to say what went wrong."""
+    return [line for text in texts for line in text.splitlines() if any(m in line for m in ERROR_MARKS)][:most]
+
+
 def _fixed_work_spec(folder: Path, trials: int) -> Path:
     """The quick study with pruning off: every run then trains the same trials to the end."""
     import re
@@ -276,41 +284,56 @@ def _enqueue_same_trials(spec_path: Path, url: str, trials: int) -> None:
         study.enqueue_trial(trial.params)
 
 
+def _throughput_run(spec: Path, kind: str, n: int, trials: int, folder: Path, pg_url: str | None) -> dict[str, Any]:
+    with _storage(kind, folder, pg_url) as url:
+        _enqueue_same_trials(spec, url, trials)
+        start = time.perf_counter()
+        proc = _steer("run", str(spec), "--storage", url, "--workers", str(n),
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        err = proc.communicate()[1]
+        wall = time.perf_counter() - start
+        done = [t for t in optuna.load_study(study_name="quick", storage=url).trials if t.state.is_finished()]
+    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    row = {
+        "storage": kind, "workers": n, "trials": len(done), "exit_code": proc.returncode,
+        "wall_s": wall, "span_s": span, "trials_per_min": 60 * len(done) / span,
+        "steps_per_s": sum(t.user_attrs.get("steer.final_step", 0) for t in done) / span,
+        "mean_trial_s": statistics.fmean(t.duration.total_seconds() for t in done),
+        "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in done),
+        "errors": _errors([err]), "error_samples": _error_lines([err]), "load_avg_1m": os.getloadavg()[0],
+    }
+    print(f"throughput {kind} x{n}: {row['trials_per_min']:.1f} trials/min ({row['load_avg_1m']:.1f} load)",
+          file=sys.stderr)
+    return row
+
+
 def throughput(workers: tuple[int, ...] = (1, 2, 4), storages: tuple[str, ...] = ("sqlite", "postgresql"),
-               trials: int = 8, pg_url: str | None = None) -> dict[str, Any]:
+               trials: int = 8, repeats: int = 3, pg_url: str | None = None) -> dict[str, Any]:
     """Trials per minute of the quick study run by `steer run --workers N` on a fresh storage.
 
     Every run trains the same `trials` param sets (enqueued) to the end (pruning off), so the
-    runs differ only in how many workers share the cores.
+    runs differ only in how many workers share the cores. The trials per minute count from
+    the first trial's start to the last one's end (process start-up is left out, `wall_s` has it).
     """
-    rows = []
+    configs = [(kind, n) for kind in storages for n in workers]
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         spec = _fixed_work_spec(Path(tmp), trials)
-        for kind in storages:
-            for n in workers:
-                with _storage(kind, Path(tmp), pg_url) as url:
-                    _enqueue_same_trials(spec, url, trials)
-                    start = time.perf_counter()
-                    proc = _steer("run", str(spec), "--storage", url, "--workers", str(n),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                    err = proc.communicate()[1]
-                    wall = time.perf_counter() - start
-                    study = optuna.load_study(study_name="quick", storage=url)
-                    done = [t for t in study.trials if t.state.is_finished()]
-                    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
-                    steps = sum(t.user_attrs.get("steer.final_step", 0) for t in done)
-                    rows.append({
-                        "storage": kind, "workers": n, "trials": len(done), "exit_code": proc.returncode,
-                        "wall_s": wall, "span_s": span, "trials_per_min": 60 * len(done) / span,
-                        "steps_per_s": steps / span,
-                        "mean_trial_s": statistics.fmean(t.duration.total_seconds() for t in done),
-                        "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in done),
-                        "errors": _errors([err]), "load_avg_1m": os.getloadavg()[0],
-                    })
-                    print(f"throughput {kind} x{n}: {rows[-1]['trials_per_min']:.1f} trials/min "
-                          f"({rows[-1]['load_avg_1m']:.1f} load)", file=sys.stderr)
+        for _ in range(repeats):
+            runs += [_throughput_run(spec, kind, n, trials, Path(tmp), pg_url) for kind, n in configs]
+    summary = []
+    for kind, n in configs:
+        mine = [r for r in runs if (r["storage"], r["workers"]) == (kind, n)]
+        rates = [r["trials_per_min"] for r in mine]
+        summary.append({
+            "storage": kind, "workers": n, "runs": len(mine), "trials": mine[0]["trials"],
+            "trials_per_min": statistics.median(rates), "trials_per_min_min": min(rates),
+            "trials_per_min_max": max(rates), "steps_per_s": statistics.median(r["steps_per_s"] for r in mine),
+            "mean_trial_s": statistics.median(r["mean_trial_s"] for r in mine),
+            "errors": sum(r["errors"] for r in mine), "failed": sum(r["failed"] for r in mine),
+        })
     return {"spec": "studies/quick.toml, pruner off, the same enqueued trials in every run", "trials": trials,
-            "runs": rows}
+            "repeats": repeats, "summary": summary, "runs": runs}
 
 
 def _free_port() -> int:
@@ -478,6 +501,7 @@ def faults(storage: str = "sqlite", seconds: float = 120.0, kill_every: float = 
             "trials_failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),
             "trials_running_after_next_start": sum(t.state == optuna.trial.TrialState.RUNNING for t in study.trials),
             "states": {s: sum(c.state == s for c in commands) for s in ("pending", "applied", "rejected", "expired")},
+            "rejected_reasons": dict(collections.Counter(c.reason for c in commands if c.state == "rejected")),
             "lost_interventions": len(applied - recorded),
             "database_errors": _errors(stderr) + len(request_errors),
             "retried_database_errors": sum(text.count("retrying") for text in stderr),
@@ -509,11 +533,11 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{r['states']['expired']} |",
                 f"| applied but missing from the trial's record | {r['applied_missing_from_record']} |", ""]
     if "throughput" in results:
-        out += ["| storage | workers | trials | trials / min | training steps / s | mean trial | errors |",
-                "|---|---:|---:|---:|---:|---:|---:|"]
-        out += [f"| {r['storage']} | {r['workers']} | {r['trials']} | {r['trials_per_min']:.1f} | "
-                f"{r['steps_per_s']:.0f} | {r['mean_trial_s']:.1f} s | {r['errors']} |"
-                for r in results["throughput"]["runs"]]
+        out += ["| storage | workers | runs x trials | trials / min (median, range) | training steps / s "
+                "| mean trial | errors |", "|---|---:|---:|---:|---:|---:|---:|"]
+        out += [f"| {r['storage']} | {r['workers']} | {r['runs']} x {r['trials']} | {r['trials_per_min']:.1f} "
+                f"({r['trials_per_min_min']:.1f} - {r['trials_per_min_max']:.1f}) | {r['steps_per_s']:.0f} | "
+                f"{r['mean_trial_s']:.1f} s | {r['errors']} |" for r in results["throughput"]["summary"]]
         out.append("")
     if "readers" in results:
         r = results["readers"]
@@ -551,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--storages", nargs="+", default=["sqlite", "postgresql"], choices=("sqlite", "postgresql"))
     parser.add_argument("--trials", type=int, default=8, help="trials per throughput run")
+    parser.add_argument("--repeats", type=int, default=3, help="throughput runs per configuration")
     parser.add_argument("--fault-seconds", type=float, default=120.0)
     parser.add_argument("--kill-every", type=float, default=20.0)
     parser.add_argument("--pg-url", default=os.environ.get("STEER_TEST_PG_URL"),
@@ -562,22 +587,23 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {cpu_count()} cores",
                                "python": platform.python_version(), "optuna": optuna.__version__,
                                "date": time.strftime("%Y-%m-%d")}
-    if args.which in ("latency", "all"):
-        results["latency"] = latency(args.requests)
-    if args.which in ("overhead", "all"):
-        results["overhead"] = overhead()
-    if args.which in ("concurrency", "all"):
-        results["concurrency"] = concurrency(args.workers, args.seconds)
-    if args.which in ("throughput", "scale"):
-        results["throughput"] = throughput(storages=tuple(args.storages), trials=args.trials, pg_url=args.pg_url)
-    if args.which in ("readers", "scale"):
-        results["readers"] = readers(args.seconds, args.workers)
-    if args.which in ("faults", "scale"):
-        results["faults"] = [faults(kind, args.fault_seconds, args.kill_every, args.workers, pg_url=args.pg_url)
-                             for kind in args.storages]
+    sections = {
+        "latency": (("latency", "all"), lambda: latency(args.requests)),
+        "overhead": (("overhead", "all"), overhead),
+        "concurrency": (("concurrency", "all"), lambda: concurrency(args.workers, args.seconds)),
+        "throughput": (("throughput", "scale"),
+                       lambda: throughput(storages=tuple(args.storages), trials=args.trials, repeats=args.repeats,
+                                          pg_url=args.pg_url)),
+        "readers": (("readers", "scale"), lambda: readers(args.seconds, args.workers)),
+        "faults": (("faults", "scale"), lambda: [faults(kind, args.fault_seconds, args.kill_every, args.workers,
+                                                        pg_url=args.pg_url) for kind in args.storages]),
+    }
+    for key, (wanted_by, measure) in sections.items():
+        if args.which in wanted_by:
+            results[key] = measure()
+            if args.json:  # after each section: a long run that fails later keeps what it measured
+                args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

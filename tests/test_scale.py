@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import run_cli
-from steer.benchmarks import libpq_url
+from steer.benchmarks import libpq_url, readers
 from steer.control import Control
 from steer.runner import STOPPED
 from test_control import STEER_SPEC, open_control, start_worker, wait_for
@@ -166,6 +166,16 @@ def test_killed_workers_lose_no_intervention(tmp_path: Path, storage_url: str):
     trials = assert_nothing_lost(storage_url, control)
     assert sum(t.state == TrialState.FAIL and "steer.fail_reason" not in t.user_attrs for t in trials) >= 1
     assert sum(c.state == "applied" for c in control.commands()) >= 1  # steering went on through the kills
+
+
+def test_readers_on_a_busy_sqlite_study_cause_no_errors():
+    """The readers benchmark at a small scale: optuna-dashboard (polled over its API) and a
+    steering reader on a SQLite study that 2 workers write to; nobody sees a database error."""
+    result = readers(seconds=15, workers=2)
+    assert result["exit_code"] == 0 and result["worker_errors"] == 0, result
+    assert result["trials_failed"] == 0, result
+    assert result["dashboard_requests"] >= 10 and result["dashboard_errors"] == 0, result
+    assert result["control_polls"] >= 5 and result["control_errors"] == 0, result
 
 
 def test_dropped_connections_are_retried(tmp_path: Path, pg_url: str):
