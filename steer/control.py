@@ -302,9 +302,8 @@ class Control:
     # ---- pins ----------------------------------------------------------- #
     def _pin(self, s: Session, param: str, value: Any, by: str, source: int | None) -> dict[str, Any]:
         old = self._pins(s).get(param)
-        s.execute(T.pins.delete().where(and_(T.pins.c.study_id == self.study_id, T.pins.c.param == param)))
-        s.execute(T.pins.insert().values(study_id=self.study_id, param=param, value=json.dumps(value),
-                                         pinned_by=by, pinned_at=time.time(), source_trial=source))
+        T.upsert(s, T.pins, {"study_id": self.study_id, "param": param, "value": json.dumps(value), "pinned_by": by,
+                             "pinned_at": time.time(), "source_trial": source})
         return {"action": "pin", "param": param, "old": old.value if old else None, "new": value}
 
     def _unpin(self, s: Session, param: str) -> dict[str, Any]:
@@ -377,12 +376,11 @@ class Control:
         now = time.time()
 
         def write(s: Session) -> None:
-            where = and_(T.live.c.study_id == self.study_id, T.live.c.trial_number == trial)
-            values: dict[str, Any] = {"step": step, "wall_time": now, "running": running}
+            values: dict[str, Any] = {"study_id": self.study_id, "trial_number": trial, "step": step,
+                                      "wall_time": now, "running": running}
             if png is not None:
                 values["png"] = png
-            if s.execute(update(T.live).where(where).values(**values)).rowcount == 0:
-                s.execute(T.live.insert().values(study_id=self.study_id, trial_number=trial, **values))
+            T.upsert(s, T.live, values)
             if metric is not None:
                 s.execute(T.metrics.insert().values(study_id=self.study_id, trial_number=trial, step=step,
                                                     wall_time=now, **metric))
@@ -392,8 +390,8 @@ class Control:
     def store_target(self, png: bytes, width: int, height: int) -> None:
         """The study's target image, stored once."""
         def write(s: Session) -> None:
-            if s.execute(select(T.targets.c.study_id).where(T.targets.c.study_id == self.study_id)).first() is None:
-                s.execute(T.targets.insert().values(study_id=self.study_id, png=png, width=width, height=height))
+            T.upsert(s, T.targets, {"study_id": self.study_id, "png": png, "width": width, "height": height},
+                     replace=False)
         self.db.run(write)
 
     def sweep(self, study: optuna.Study | None = None) -> list[int]:

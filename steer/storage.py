@@ -17,10 +17,13 @@ import random
 import sqlite3
 import time
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import optuna
+from optuna.storages._rdb.models import TrialModel
 from optuna.trial import TrialState
+from sqlalchemy import update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError, SQLAlchemyError,
@@ -127,9 +130,9 @@ def _unreachable(exc: SQLAlchemyError) -> bool:
     return isinstance(exc, OperationalError) and "connection" in str(exc.orig).splitlines()[0].lower()
 
 
-def _retried(name: str):
-    """Optuna's storage method `name`, retried when it fails on a transient database error."""
-    method = getattr(optuna.storages.RDBStorage, name)
+def _retried(name: str, method=None):
+    """Optuna's storage method `name` (or `method`), retried when it fails on a transient database error."""
+    method = method or getattr(optuna.storages.RDBStorage, name)
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
@@ -163,11 +166,21 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
     heartbeat thread starts after sampling: a worker killed in between
     would otherwise leave a RUNNING trial with no heartbeat, which Optuna
     never marks stale.
+
+    Taking an enqueued trial (WAITING -> RUNNING) is one conditional UPDATE.
+    Optuna reads the state and then writes it, relying on SELECT ... FOR
+    UPDATE, which SQLite ignores; Python's sqlite3 also runs that read outside
+    the write's transaction, so two workers could both take the same enqueued
+    trial (the baseline, a promoted trial) and train it twice (Optuna issues
+    #4002, #4621; seen here with 4 workers on SQLite).
     """
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
         try:
-            done = _retried_state_values(self, trial_id, state, values)
+            if state == TrialState.RUNNING and values is None:
+                done = _retried_take(self, trial_id)
+            else:
+                done = _retried_state_values(self, trial_id, state, values)
         except optuna.exceptions.UpdateFinishedTrialError:
             if state.is_finished() and self.get_trial(trial_id).state == state:
                 return True  # an earlier attempt committed before its connection dropped
@@ -175,6 +188,21 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
         if done and state == TrialState.RUNNING and self.heartbeat_interval is not None:
             self.record_heartbeat(trial_id)  # an enqueued trial, just taken by this worker
         return done
+
+    def _take_waiting_trial(self, trial_id: int) -> bool:
+        """WAITING -> RUNNING if it is still WAITING, atomically; False if another worker took it."""
+        trials = TrialModel.__table__
+        try:
+            with self.engine.begin() as conn:
+                taken = conn.execute(update(trials).where(
+                    trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING,
+                ).values(state=TrialState.RUNNING, datetime_start=datetime.now())).rowcount
+        except SQLAlchemyError as exc:  # as Optuna reports it, so that the retry below applies
+            raise optuna.exceptions.StorageInternalError(f"cannot take trial {trial_id}: {exc}") from exc
+        if taken:
+            return True
+        self.check_trial_is_updatable(trial_id, self.get_trial(trial_id).state)  # finished: Optuna skips it
+        return False
 
     def _create_new_trial(self, study_id: int, template_trial=None):  # Optuna's cache calls this one
         trial = super()._create_new_trial(study_id, template_trial)
@@ -195,6 +223,7 @@ IDEMPOTENT_CALLS = (
 for _name in IDEMPOTENT_CALLS:
     setattr(RetryingRDBStorage, _name, _retried(_name))
 _retried_state_values = _retried("set_trial_state_values")
+_retried_take = _retried("_take_waiting_trial", RetryingRDBStorage._take_waiting_trial)
 
 
 def _enable_wal(path: Path) -> None:

@@ -5,21 +5,25 @@ prefix and a recorded schema version, and are created on first use through
 SQLAlchemy, so SQLite and PostgreSQL both work. Trials are named by
 (Optuna study id, trial number), the numbers users see.
 
-All access goes through `session()`: it commits, rolls back on error, retries
-the transient "database is locked" / dropped-connection errors a few times, and
-turns any other SQLAlchemy error into `ControlError`.
+All access goes through `Database.run`: it commits, rolls back on error, retries
+the transient "database is locked" / dropped-connection errors, and turns any
+other SQLAlchemy error into `ControlError`. Rows that several processes may
+create at once (the target image, a pin, the schema version) are written with
+`upsert`, one atomic statement, not "read, then insert if missing", which two
+workers can both pass on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from sqlalchemy import (
     Boolean, Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text, create_engine,
     event, select,
 )
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import (
     DBAPIError, IntegrityError, OperationalError, PendingRollbackError, ProgrammingError, SQLAlchemyError,
@@ -101,6 +105,21 @@ targets = Table(
 )
 
 
+def upsert(s: Session, table: Table, values: dict[str, Any], *, replace: bool = True) -> None:
+    """Insert a row; if its primary key exists, update it with `values` (or keep it: `replace=False`)."""
+    dialect = s.get_bind().dialect.name
+    keys = [c.name for c in table.primary_key]
+    changes = {k: v for k, v in values.items() if k not in keys}
+    if dialect in ("mysql", "mariadb"):
+        stmt = mysql.insert(table).values(**values)
+        stmt = stmt.on_duplicate_key_update(**changes) if replace else stmt.prefix_with("IGNORE")
+    else:  # PostgreSQL and SQLite share ON CONFLICT
+        stmt = (postgresql if dialect == "postgresql" else sqlite).insert(table).values(**values)
+        stmt = (stmt.on_conflict_do_update(index_elements=keys, set_=changes) if replace and changes
+                else stmt.on_conflict_do_nothing(index_elements=keys))
+    s.execute(stmt)
+
+
 class ControlError(RuntimeError):
     """The control-plane database could not be read or written."""
 
@@ -169,17 +188,10 @@ class Database:
                 time.sleep(0.1)
 
         def record_version(s: Session) -> int:
-            version = s.execute(select(schema.c.version)).scalar()
-            if version is None:
-                s.execute(schema.insert().prefix_with("OR IGNORE", dialect="sqlite").values(
-                    id=1, version=SCHEMA_VERSION))
-                version = SCHEMA_VERSION
-            return version
+            upsert(s, schema, {"id": 1, "version": SCHEMA_VERSION}, replace=False)
+            return s.execute(select(schema.c.version)).scalar()
 
-        try:
-            version = self.run(record_version)
-        except ControlError:  # lost a race to insert the row on PostgreSQL: it is there now
-            version = self.run(lambda s: s.execute(select(schema.c.version)).scalar())
+        version = self.run(record_version)
         if version > SCHEMA_VERSION:
             raise ControlError(f"the study database has steer schema version {version}; this steer "
                                f"knows {SCHEMA_VERSION}: upgrade steer")

@@ -1,0 +1,92 @@
+"""The storage steer opens, under several real processes at once (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import optuna
+
+from steer.control import Control
+from steer.storage import open_storage
+
+ENQUEUED = 40
+ASKS_PER_PROCESS = 15
+PROCESSES = 4
+
+
+def _ask_and_tell(url: str, start, out) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="queue", storage=open_storage(url, heartbeat=False))
+    start.wait()
+    numbers = []
+    try:
+        for _ in range(ASKS_PER_PROCESS):
+            trial = study.ask()
+            numbers.append(trial.number)
+            study.tell(trial, 0.0)  # a trial another process took too may be COMPLETE already: ValueError
+    except Exception as exc:  # noqa: BLE001 - reported to the test, which fails with it
+        out.put(f"after trials {numbers}: {exc!r}")
+        return
+    out.put(numbers)
+
+
+def test_each_enqueued_trial_is_taken_by_one_process(storage_url: str):
+    """4 processes ask for trials at once from a queue of 40 enqueued ones: each is run once.
+
+    Plain Optuna on SQLite lets two processes take the same WAITING trial (its
+    SELECT ... FOR UPDATE is a no-op there), and the second `tell` then fails.
+    """
+    study = optuna.create_study(study_name="queue", storage=open_storage(storage_url, heartbeat=False))
+    for i in range(ENQUEUED):
+        study.enqueue_trial({"x": float(i)})
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_ask_and_tell, args=(storage_url, start, out)) for _ in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    start.set()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert [r for r in results if isinstance(r, str)] == []
+    taken = [n for numbers in results for n in numbers]
+    assert len(taken) == PROCESSES * ASKS_PER_PROCESS
+    assert len(set(taken)) == len(taken), sorted(n for n in set(taken) if taken.count(n) > 1)
+    states = [t.state for t in optuna.load_study(study_name="queue", storage=storage_url).trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == len(taken)
+    assert states.count(optuna.trial.TrialState.WAITING) == 0  # 60 asks emptied the queue of 40
+
+
+def _first_writes(url: str, index: int, start, out) -> None:
+    """What every worker writes on its first trial, and what a person may pin at the same moment."""
+    try:
+        control = Control.open(url, "queue")
+        start.wait()
+        for round_ in range(5):
+            control.store_target(b"png-%d" % index, 8, 8)
+            control.request("pin", param="lr", value=1e-3 * (1 + index), by=f"p{index}")
+            control.publish(round_, index, png=None, metric=None)  # every process: the same live rows
+        out.put(None)
+    except Exception as exc:  # noqa: BLE001 - reported to the test, which fails with it
+        out.put(repr(exc))
+
+
+def test_rows_written_by_several_processes_at_once_do_not_collide(storage_url: str):
+    """The target image, a pin and a trial's live row, created by 4 processes at the same moment:
+    one row each, no IntegrityError (a "read, then insert if missing" lets two pass on PostgreSQL)."""
+    optuna.create_study(study_name="queue", storage=open_storage(storage_url, heartbeat=False))
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_first_writes, args=(storage_url, i, start, out)) for i in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    start.set()
+    errors = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert [e for e in errors if e is not None] == []
+    control = Control.open(storage_url, "queue")
+    assert control.target_png() in {b"png-%d" % i for i in range(PROCESSES)}  # the first one stays
+    assert list(control.pins()) == ["lr"]
+    assert control.pins()["lr"].value in {1e-3 * (1 + i) for i in range(PROCESSES)}
+    assert sorted(live.trial for live in control.live_all()) == list(range(5))
