@@ -243,11 +243,12 @@ def _storage(kind: str, folder: Path, pg_url: str | None) -> Iterator[str]:
             yield url
 
 
-def _steer(*args: str, threads: int | None = None, **popen: Any) -> subprocess.Popen:
+def _steer(*args: str, cwd: Path, threads: int | None = None, **popen: Any) -> subprocess.Popen:
+    """`steer ARGS` in a subprocess, run in `cwd` (a PostgreSQL study's artifacts go to ./STUDY-artifacts)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    return subprocess.Popen([sys.executable, "-m", "steer", *args], env=env, text=True, **popen)
+    return subprocess.Popen([sys.executable, "-m", "steer", *args], env=env, text=True, cwd=cwd, **popen)
 
 
 def _errors(texts: list[str]) -> int:
@@ -288,7 +289,7 @@ def _throughput_run(spec: Path, kind: str, n: int, trials: int, folder: Path, pg
     with _storage(kind, folder, pg_url) as url:
         _enqueue_same_trials(spec, url, trials)
         start = time.perf_counter()
-        proc = _steer("run", str(spec), "--storage", url, "--workers", str(n),
+        proc = _steer("run", str(spec), "--storage", url, "--workers", str(n), cwd=folder,
                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         err = proc.communicate()[1]
         wall = time.perf_counter() - start
@@ -349,7 +350,7 @@ def readers(seconds: float = 60.0, workers: int = 4) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'quick.db'}"
         run = _steer("run", str(QUICK_SPEC), "--storage", url, "--workers", str(workers), "--trials", "100000",
-                     "--timeout", str(seconds), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                     "--timeout", str(seconds), cwd=Path(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         while not Path(tmp, "quick.db").exists() and run.poll() is None:
             time.sleep(0.1)
         port = _free_port()
@@ -436,7 +437,8 @@ def faults(storage: str = "sqlite", seconds: float = 120.0, kill_every: float = 
         def worker() -> subprocess.Popen:  # stderr to a file: nobody reads a pipe while it runs
             logs.append(Path(tmp) / f"worker{len(logs)}.log")
             with logs[-1].open("w") as log:
-                return _steer("run", str(spec), "--storage", url, threads=1, stdout=subprocess.DEVNULL, stderr=log)
+                return _steer("run", str(spec), "--storage", url, cwd=Path(tmp), threads=1,
+                              stdout=subprocess.DEVNULL, stderr=log)
 
         procs = [worker()]
         deadline = time.monotonic() + 120
@@ -486,7 +488,7 @@ def faults(storage: str = "sqlite", seconds: float = 120.0, kill_every: float = 
         for p in procs + killed:
             p.wait(120)
         time.sleep(grace + heartbeat + 1)  # every killed worker's last heartbeat is now past the grace period
-        after = _steer("run", str(spec), "--storage", url, "--trials", "1", threads=1,
+        after = _steer("run", str(spec), "--storage", url, "--trials", "1", cwd=Path(tmp), threads=1,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         stderr = [log.read_text() for log in logs] + [after.communicate(timeout=120)[1]]
         study = control.study()
