@@ -73,6 +73,13 @@ def write_spec(tmp_path: Path):
     return write
 
 
+@pytest.fixture(autouse=True)
+def _in_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own folder: what a study writes to ./ (a PostgreSQL study's
+    ./STUDY-artifacts) lands there, never in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def tiny_spec(write_spec) -> Path:
     return write_spec()
