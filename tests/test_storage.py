@@ -14,7 +14,23 @@ ASKS_PER_PROCESS = 15
 PROCESSES = 4
 
 
-def _ask_and_tell(url: str, start, out) -> None:
+def at_once(target, url: str) -> list:
+    """Run `target(url, index, start, out)` in PROCESSES spawned processes released together;
+    each puts one result on `out`, or a string naming the exception it met."""
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(url, i, start, out)) for i in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    start.set()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert [r for r in results if isinstance(r, str)] == []
+    return results
+
+
+def _ask_and_tell(url: str, _index: int, start, out) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name="queue", storage=open_storage(url, heartbeat=False))
     start.wait()
@@ -39,17 +55,7 @@ def test_each_enqueued_trial_is_taken_by_one_process(storage_url: str):
     study = optuna.create_study(study_name="queue", storage=open_storage(storage_url, heartbeat=False))
     for i in range(ENQUEUED):
         study.enqueue_trial({"x": float(i)})
-    ctx = mp.get_context("spawn")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_ask_and_tell, args=(storage_url, start, out)) for _ in range(PROCESSES)]
-    for p in procs:
-        p.start()
-    start.set()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(60)
-    assert [r for r in results if isinstance(r, str)] == []
-    taken = [n for numbers in results for n in numbers]
+    taken = [n for numbers in at_once(_ask_and_tell, storage_url) for n in numbers]
     assert len(taken) == PROCESSES * ASKS_PER_PROCESS
     assert len(set(taken)) == len(taken), sorted(n for n in set(taken) if taken.count(n) > 1)
     states = [t.state for t in optuna.load_study(study_name="queue", storage=storage_url).trials]
@@ -66,7 +72,7 @@ def _first_writes(url: str, index: int, start, out) -> None:
             control.store_target(b"png-%d" % index, 8, 8)
             control.request("pin", param="lr", value=1e-3 * (1 + index), by=f"p{index}")
             control.publish(round_, index, png=None, metric=None)  # every process: the same live rows
-        out.put(None)
+        out.put(index)
     except Exception as exc:  # noqa: BLE001 - reported to the test, which fails with it
         out.put(repr(exc))
 
@@ -75,16 +81,7 @@ def test_rows_written_by_several_processes_at_once_do_not_collide(storage_url: s
     """The target image, a pin and a trial's live row, created by 4 processes at the same moment:
     one row each, no IntegrityError (a "read, then insert if missing" lets two pass on PostgreSQL)."""
     optuna.create_study(study_name="queue", storage=open_storage(storage_url, heartbeat=False))
-    ctx = mp.get_context("spawn")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_first_writes, args=(storage_url, i, start, out)) for i in range(PROCESSES)]
-    for p in procs:
-        p.start()
-    start.set()
-    errors = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(60)
-    assert [e for e in errors if e is not None] == []
+    at_once(_first_writes, storage_url)
     control = Control.open(storage_url, "queue")
     assert control.target_png() in {b"png-%d" % i for i in range(PROCESSES)}  # the first one stays
     assert list(control.pins()) == ["lr"]
