@@ -17,20 +17,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import optuna
 import pytest
 
+from conftest import CHROMIUM, CHROMIUM_ARGS, requires_browser
 from steer.control import Control
 from steer.dashboards import ids, server
 from steer.dashboards.app import create_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic"]
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="browser tests drive Debian's /usr/bin/chromium, "
-                                                                "which is not installed")
+pytestmark = requires_browser
 
 SPEC = """
 [study]
@@ -139,7 +135,7 @@ def base(study):
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 

@@ -17,12 +17,13 @@ import pytest
 from steer.control import Control
 from steer.dashboards import ids
 from steer.dashboards.app import create_app
-from test_dash_browser import CHROMIUM, CHROMIUM_ARGS, WORKER, open_trial, serve, wait_for
+from conftest import CHROMIUM, CHROMIUM_ARGS, requires_browser
+from test_dash_browser import WORKER, open_trial, serve, wait_for
 
 OUT = os.environ.get("STEER_DASH_SCREENSHOTS")
 pytestmark = [
     pytest.mark.skipif(not OUT, reason="screenshots for docs/ are taken only when STEER_DASH_SCREENSHOTS names a folder"),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium"),
+    requires_browser,
 ]
 
 SPEC = """
@@ -80,7 +81,7 @@ def test_screenshots(tmp_path):
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(30_000)
             a = running[0]
