@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import random
 import sqlite3
 import time
 import warnings
@@ -30,7 +29,7 @@ from sqlalchemy.exc import (
 )
 
 from steer.errors import UserError
-from steer.tables import RETRY_SECONDS, transient
+from steer.tables import retry_delays, transient
 
 log = logging.getLogger("steer.storage")
 
@@ -136,17 +135,17 @@ def _retried(name: str, method=None):
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        delay, deadline = 0.05, time.monotonic() + RETRY_SECONDS
+        delays = retry_delays(0.05)
         while True:
             try:
                 return method(self, *args, **kwargs)
             except optuna.exceptions.StorageInternalError as exc:
-                if time.monotonic() > deadline or not transient(exc.__cause__):
+                pause = next(delays, None) if transient(exc.__cause__) else None
+                if pause is None:
                     raise
                 log.warning("retrying %s after a database error: %s", name,
                             str(getattr(exc.__cause__, "orig", exc.__cause__)).strip().splitlines()[0])
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 1.0)
+                time.sleep(pause)
 
     return call
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import (
     Boolean, Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text, create_engine,
@@ -124,7 +124,22 @@ class ControlError(RuntimeError):
     """The control-plane database could not be read or written."""
 
 
-RETRY_SECONDS = 30  # how long `Database.run` keeps retrying transient errors (long enough for a server restart)
+RETRY_SECONDS = 30  # how long transient errors are retried, here and in Optuna's storage calls (a server restart)
+
+
+def retry_delays(first: float) -> Iterator[float]:
+    """How long to sleep before each retry of a transient error: doubling from `first`
+    up to 1 s, with jitter, until `RETRY_SECONDS` have passed since this call (made
+    before the first attempt, so a slow first attempt counts against the limit)."""
+    deadline = time.monotonic() + RETRY_SECONDS
+
+    def delays() -> Iterator[float]:
+        delay = first
+        while time.monotonic() < deadline:
+            yield delay * (1 + random.random())
+            delay = min(delay * 2, 1.0)
+
+    return delays()
 
 
 def transient(exc: BaseException | None) -> bool:
@@ -161,7 +176,7 @@ class Database:
         have no side effects outside the database. Any other database error
         becomes `ControlError`.
         """
-        delay, deadline = 0.02, time.monotonic() + RETRY_SECONDS
+        delays = retry_delays(0.02)
         while True:
             with self._sessions() as sess:
                 try:
@@ -170,9 +185,9 @@ class Database:
                     return result
                 except SQLAlchemyError as exc:
                     sess.rollback()
-                    if transient(exc) and time.monotonic() < deadline:
-                        time.sleep(delay * (1 + random.random()))
-                        delay = min(delay * 2, 1.0)
+                    pause = next(delays, None) if transient(exc) else None
+                    if pause is not None:
+                        time.sleep(pause)
                         continue
                     first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0]
                     raise ControlError(f"control-plane database error: {type(exc).__name__}: {first_line}") from exc
