@@ -34,7 +34,7 @@ from steer.dashboards import trial_page
 from steer.dashboards import wall_page
 from steer.dashboards.studies import Studies
 from steer.errors import UserError
-from steer.tables import ControlError
+from steer.storage import ControlError
 
 INDEX = """<!DOCTYPE html>
 <html>
@@ -145,7 +145,11 @@ def register_router(app: dash.Dash, studies: Studies) -> None:
                   prevent_initial_call=True)
     def pick_study(name: str | None, search: str | None):
         current = parse_qs((search or "").lstrip("?")).get("study", [None])[0]
-        if not name or name == current:
+        try:
+            shown = studies.resolve(current)  # a URL without ?study= shows the default study
+        except UserError:
+            shown = None
+        if not name or name == shown:  # the router set the picker to the page's study: stay on the page
             raise dash.exceptions.PreventUpdate
         return C.href("/", name)
 

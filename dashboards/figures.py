@@ -1,4 +1,4 @@
-"""Plotly figures from the plain data of `data.py`, and the patches that extend them while polling."""
+"""Plotly figures from the plain data of `views.py`, and the patches that extend them while polling."""
 
 from __future__ import annotations
 
@@ -42,12 +42,13 @@ def _marker_lines(markers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                  line=dict(color=MARK_COLOR, width=1, dash="dot")) for m in markers]
 
 
-def curves_figure(points: dict[str, list[Any]], markers: Sequence[dict[str, Any]]) -> go.Figure:
+def curves_figure(points: dict[str, list[Any]], markers: Sequence[dict[str, Any]],
+                  value_label: str = "PSNR (dB)") -> go.Figure:
     """Training loss (log axis, left) and PSNR (right) vs step; a dotted line and a hover marker per intervention."""
     fig = go.Figure()
     fig.add_scatter(x=points["step"], y=points["loss"], name="loss", mode="lines", line=dict(color=LOSS_COLOR),
                     hovertemplate="step %{x}: loss %{y:.3g}<extra></extra>")
-    fig.add_scatter(x=points["step"], y=points["psnr"], name="PSNR (dB)", mode="lines", yaxis="y2",
+    fig.add_scatter(x=points["step"], y=points["psnr"], name=value_label, mode="lines", yaxis="y2",
                     line=dict(color=PSNR_COLOR), connectgaps=True,
                     hovertemplate="step %{x}: %{y:.2f} dB<extra></extra>")
     fig.add_scatter(**_marker_trace(markers), name="intervention", mode="markers", yaxis="y3",
@@ -58,7 +59,7 @@ def curves_figure(points: dict[str, list[Any]], markers: Sequence[dict[str, Any]
         **LAYOUT, uirevision="curves", shapes=_marker_lines(markers),
         xaxis=dict(title="step"),
         yaxis=dict(title="loss", type="log", dtick="D2", color=LOSS_COLOR),
-        yaxis2=dict(title="PSNR (dB)", type="linear", tickmode="auto", overlaying="y", side="right", color=PSNR_COLOR,
+        yaxis2=dict(title=value_label, type="linear", tickmode="auto", overlaying="y", side="right", color=PSNR_COLOR,
                     showgrid=False),
         yaxis3=dict(type="linear", overlaying="y", range=[0, 1.04], visible=False, fixedrange=True),
     )

@@ -15,13 +15,11 @@ import optuna
 from steer.control import Control
 from steer.errors import UserError
 from steer.storage import open_storage, resolve_study_name
-from steer.tables import Database
 
 
 class Studies:
     def __init__(self, storage_url: str, default: str | None = None) -> None:
         self.storage: optuna.storages.RDBStorage = open_storage(storage_url, must_exist=True, heartbeat=False)
-        self.db = Database.from_url(self.storage.url)
         self._controls: dict[str, Control] = {}
         self._studies: dict[str, optuna.Study] = {}
         self._lock = threading.Lock()
@@ -40,10 +38,7 @@ class Studies:
         with self._lock:
             control = self._controls.get(name)
             if control is None:
-                try:
-                    control = Control(self.storage, name, db=self.db)
-                except KeyError:
-                    raise UserError(f"no study named {name!r} in this storage") from None
+                control = Control.open(self.storage, name)
                 self._controls[name] = control
             return control
 

@@ -9,8 +9,8 @@ import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html
 
 from steer.dashboards import components as C
-from steer.dashboards import data, figures, ids
-from steer.dashboards.callbacks import digest, requester, skip_when_database_busy
+from steer.dashboards import figures, ids, views
+from steer.dashboards.polling import digest, requester, skip_when_database_busy
 from steer.dashboards.studies import Studies
 
 
@@ -31,7 +31,7 @@ def build(study: str) -> html.Div:
         C.card(None, html.Div(id=ids.STUDY_SUMMARY, className="stats")),
         html.Div([
             C.card("Best PSNR so far", dcc.Graph(id=ids.BEST_FIGURE, config={"displaylogo": False},
-                                                  figure=figures.best_so_far_figure(data.best_so_far([]))),
+                                                  figure=figures.best_so_far_figure(views.best_so_far([]))),
                    class_name="grow"),
             C.card("Pinned for later trials", html.Div(id=ids.PINS), html.Div(id=ids.STUDY_STATUS, className="muted"),
                    style={"flex": "0 1 380px"}),
@@ -42,7 +42,7 @@ def build(study: str) -> html.Div:
 
 def summary(rows: list[dict[str, Any]], best: dict[str, list[Any]]) -> list:
     return [html.Div([html.Div(value, className="value"), html.Div(label, className="label")], className="stat")
-            for label, value in data.summary_stats(rows, best)]
+            for label, value in views.summary_stats(rows, best)]
 
 
 def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None) -> html.Table:
@@ -61,12 +61,12 @@ def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None
             html.Td(f"{r['psnr']:.2f}" if r["psnr"] is not None else
                     html.Span(f"{r['live_psnr']:.1f} now", className="muted") if r["live_psnr"] is not None else "",
                     className="num"),
-            html.Td(data.fmt(p.get("lr")), className="num"),
+            html.Td(views.fmt(p.get("lr")), className="num"),
             html.Td(p.get("optimizer", "")), html.Td(p.get("loss", "")),
-            html.Td(data.fmt(p.get("weight_decay")), className="num"),
-            html.Td([html.Span(f"{k}={data.fmt(v)}", className="chip") for k, v in r["searched"].items()]),
+            html.Td(views.fmt(p.get("weight_decay")), className="num"),
+            html.Td([html.Span(f"{k}={views.fmt(v)}", className="chip") for k, v in r["searched"].items()]),
             html.Td(steered),
-            html.Td([html.Span(f"{k}={data.fmt(v)}", className="chip pin") for k, v in r["pinned"].items()]),
+            html.Td([html.Span(f"{k}={views.fmt(v)}", className="chip pin") for k, v in r["pinned"].items()]),
             html.Td("" if r["duration_s"] is None else f"{r['duration_s']:.0f} s", className="num"),
             html.Td("; ".join(filter(None, [*origin, r["note"]])), className="muted"),
         ], className="best" if r["number"] == best_number else ""))
@@ -84,7 +84,7 @@ def pins_list(pins: list[dict[str, Any]]) -> list:
     for p in pins:
         source = f" from trial {p['source_trial']}" if p["source_trial"] is not None else ""
         out.append(html.Div([
-            html.Span(f"{p['param']} = {data.fmt(p['value'])}", className="chip pin"),
+            html.Span(f"{p['param']} = {views.fmt(p['value'])}", className="chip pin"),
             html.Span(f"by {p['by']}{source}", className="muted"),
             html.Button("unpin", id={"type": ids.UNPIN, "param": p["param"]}, className="btn", n_clicks=0),
         ], className="pin-row"))
@@ -102,15 +102,15 @@ def register(app: dash.Dash, studies: Studies) -> None:
         control = studies.control(page["study"])
         study = studies.study(page["study"])
         trials = study.get_trials(deepcopy=False)
-        live = {s.trial: data.latest_metric(control, s) for s in control.live_all()}
-        rows = data.trial_rows(trials, now=time.time(), live=live)
+        live = {s.trial: views.latest_metric(control, s) for s in control.live_all()}
+        rows = views.trial_rows(trials, now=time.time(), live=live)
         for r in rows:  # whole seconds and tenths of a dB: running trials change the table about once a second
             if r["duration_s"] is not None:
                 r["duration_s"] = round(r["duration_s"])
             if r["live_psnr"] is not None:
                 r["live_psnr"] = round(r["live_psnr"], 1)
-        best = data.best_so_far(trials, study.direction)
-        pins = data.pin_rows(control.pins())
+        best = views.best_so_far(trials, study.direction)
+        pins = views.pin_rows(control.pins())
         parts = {"summary": (rows, best), "table": rows, "best": best, "pins": pins}
         now = {key: digest(value) for key, value in parts.items()}
         changed = {key: now[key] != (seen or {}).get(key) for key in now}
@@ -131,5 +131,5 @@ def register(app: dash.Dash, studies: Studies) -> None:
             raise dash.exceptions.PreventUpdate  # the buttons were (re)drawn, not clicked
         control = studies.control(page["study"])
         cmd = control.request("unpin", param=ctx.triggered_id["param"], by=requester())
-        return data.command_status(cmd)["what"] + ": " + data.command_status(cmd)["status"]
+        return views.command_status(cmd)["what"] + ": " + views.command_status(cmd)["status"]
 

@@ -21,58 +21,77 @@ import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html
 from optuna.trial import TrialState
 
-from steer.control import PINNABLE
+from steer import record
+from steer.actions import PINNABLE, SETTING_ACTIONS
 from steer.dashboards import components as C
-from steer.dashboards import data, figures, ids
-from steer.dashboards.callbacks import digest, requester, skip_when_database_busy
+from steer.dashboards import figures, ids, views
+from steer.dashboards.polling import digest, requester, skip_when_database_busy
 from steer.dashboards.studies import Studies
-from steer.spec import DEFAULT_PARAMS
+from steer.spec import DEFAULT_PARAMS, PARAMS
 
-OPTIMIZER_OPTIONS = [{"label": "Adam", "value": "adam"}, {"label": "SGD (momentum 0.9)", "value": "sgd"},
-                     {"label": "AdamW", "value": "adamw"}]
-LOSS_OPTIONS = [{"label": "MSE", "value": "mse"}, {"label": "L1", "value": "l1"},
-                {"label": "Huber (delta 0.1)", "value": "huber"}]
-PIN_LABELS = {"lr": "LR", "optimizer": "optimizer", "loss": "loss", "weight_decay": "weight decay"}
+# How the built-in names read in a dropdown; a trial's own names (steer.steering(optimizers=...)) read as given.
+NAME_LABELS = {"adam": "Adam", "sgd": "SGD (momentum 0.9)", "adamw": "AdamW", "mse": "MSE", "l1": "L1",
+               "huber": "Huber (delta 0.1)"}
 RUNNING_ONLY = (ids.LR_SLIDER, ids.LR_INPUT, ids.OPTIMIZER, ids.LOSS, ids.WEIGHT_DECAY, ids.PRUNE_BUTTON,
                 ids.RESET_BUTTON)  # controls that change a running trial: disabled once it ends
 VALUE_CONTROLS = {ids.LR_SLIDER: "lr", ids.OPTIMIZER: "optimizer", ids.LOSS: "loss", ids.WEIGHT_DECAY: "weight_decay"}
+BUTTONS = {ids.PRUNE: "prune", ids.RESET: "reset", ids.PROMOTE: "promote"}  # button -> action
 SHOWN_REQUESTS = 12
+
+
+def options(setting: str, names: tuple[str, ...] | None, builtin: bool) -> list[dict[str, str]]:
+    """A dropdown's options: the names the trial recorded it can switch to, else the spec's.
+    The built-in objective's (an image study's) read as `NAME_LABELS` say."""
+    names = PARAMS[setting].choices if names is None else names
+    return [{"label": NAME_LABELS.get(n, n) if builtin else n, "value": n} for n in names]
 
 
 def layout(studies: Studies, study: str, number: int) -> html.Div:
     control = studies.control(study)
-    trial = data.load_trial(control, number)
+    trial = views.load_trial(control, number)
     if trial is None:
         return C.message_page("No such trial", f"study {study!r} has no trial {number}.", study)
-    current = data.current_settings(trial, data.latest_metric(control, control.live(number)))
-    shown = data.synced_controls(current, trial.user_attrs.get("steer.interventions", []))
-    return build(study, number, shown, data.total_steps(control), trial.state == TrialState.RUNNING)
+    current = views.current_settings(trial, views.latest_metric(control, control.live(number)))
+    shown = views.synced_controls(current, record.read(trial).interventions)
+    choices = {s: record.choices(trial, s) for s in ("optimizer", "loss")}
+    return build(study, number, shown, views.total_steps(control), trial.state == TrialState.RUNNING,
+                 choices, images=control.has_target())
 
 
 def validation_layout() -> html.Div:
-    return build("", 0, {k: DEFAULT_PARAMS[k] for k in data.CONTROLLED}, None, True)
+    return build("", 0, {k: DEFAULT_PARAMS[k] for k in views.CONTROLLED}, None, True, {}, images=True)
 
 
-def build(study: str, number: int, shown: dict[str, Any], steps: int | None, running: bool) -> html.Div:
-    images = html.Div([
-        html.Figure([html.Img(src=C.href("/steer/target.png", study), alt="target", id=ids.TARGET_IMG),
-                     html.Figcaption("target")]),
+def build(study: str, number: int, shown: dict[str, Any], steps: int | None, running: bool,
+          choices: dict[str, tuple[str, ...] | None], images: bool) -> html.Div:
+    """The page. A study without images (a training loop that publishes no preview, no target)
+    keeps the image elements, hidden, so the polling callback has the same outputs."""
+    pictures = html.Div([
+        html.Figure([html.Img(src=C.href("/steer/target.png", study) if images else None, alt="target",
+                              id=ids.TARGET_IMG), html.Figcaption("target")]),
         html.Figure([html.Img(id=ids.LIVE_IMG, alt="waiting for the first preview"),
                      html.Figcaption("prediction", id=ids.LIVE_CAPTION)]),
-    ], className="images")
+    ], className="images", style=None if images else {"display": "none"})
+    value_label = "PSNR (dB)" if images else "reported value"
+    first_card = C.card("Target and live prediction", pictures) if images else C.card(
+        None, html.P("This study has no images: its trials are steered by their curves.", className="muted"),
+        pictures)
     return html.Div([
-        dcc.Store(id=ids.PAGE_CTX, data={"study": study, "trial": number, "steps": steps}),
+        dcc.Store(id=ids.PAGE_CTX, data={"study": study, "trial": number, "steps": steps,
+                                         "value_label": value_label}),
         dcc.Store(id=ids.TRIAL_CURSOR, data={}),
         dcc.Store(id=ids.KNOWN, data=shown),
         dcc.Interval(id=ids.TRIAL_TICK, interval=C.POLL_MS),
         html.Div([html.H2(f"Trial {number}"), html.Div(id=ids.TRIAL_HEADER)]),
         html.Div([
             html.Div([
-                C.card("Target and live prediction", images),
-                C.card("Loss and PSNR", dcc.Graph(id=ids.CURVES, config={"displaylogo": False},
-                                                  figure=figures.curves_figure(data.curve_points([]), []))),
+                first_card,
+                C.card(f"Loss and {value_label}", dcc.Graph(
+                    id=ids.CURVES, config={"displaylogo": False},
+                    figure=figures.curves_figure(views.curve_points([]), [], value_label))),
             ], className="grow"),
-            html.Div([C.card("Steer this trial", controls(number, shown, running), class_name="controls")],
+            html.Div([C.card("Steer this trial", controls(number, shown, running, choices, images),
+                            class_name="controls")],
                      style={"flex": "0 1 380px"}),
         ], className="row"),
         html.Div([
@@ -82,32 +101,34 @@ def build(study: str, number: int, shown: dict[str, Any], steps: int | None, run
     ], className="page")
 
 
-def controls(number: int, shown: dict[str, Any], running: bool) -> html.Div:
+def controls(number: int, shown: dict[str, Any], running: bool,
+             choices: dict[str, tuple[str, ...] | None], images: bool = True) -> html.Div:
     off = not running
     return html.Div([
         html.Div(id=ids.CURRENT, className="muted"),
         html.Label("Learning rate (log scale)", className="field"),
-        html.Div(data.fmt_lr(data.slider_to_lr(data.lr_to_slider(shown["lr"]))), id=ids.LR_VALUE,
+        html.Div(views.fmt_lr(views.slider_to_lr(views.lr_to_slider(shown["lr"]))), id=ids.LR_VALUE,
                  className="lr-value"),
-        dcc.Slider(id=ids.LR_SLIDER, min=data.LR_MIN_LOG10, max=data.LR_MAX_LOG10, step=0.01,
-                   value=data.lr_to_slider(shown["lr"]), updatemode="mouseup", allow_direct_input=False,
-                   marks={i: f"1e{i}" if i else "1" for i in range(data.LR_MIN_LOG10, data.LR_MAX_LOG10 + 1)}, disabled=off),
+        dcc.Slider(id=ids.LR_SLIDER, min=views.LR_MIN_LOG10, max=views.LR_MAX_LOG10, step=0.01,
+                   value=views.lr_to_slider(shown["lr"]), updatemode="mouseup", allow_direct_input=False,
+                   marks={i: f"1e{i}" if i else "1" for i in range(views.LR_MIN_LOG10, views.LR_MAX_LOG10 + 1)}, disabled=off),
         html.Div([dcc.Input(id=ids.LR_INPUT, type="text", placeholder="exact LR, e.g. 3e-4", debounce=True,
                             disabled=off),
                   html.Span("Enter sends it", className="muted")], className="line"),
         html.Label("Optimizer (weights kept, state reset)", className="field"),
-        dcc.Dropdown(id=ids.OPTIMIZER, options=OPTIMIZER_OPTIONS, value=shown["optimizer"], clearable=False,
+        dcc.Dropdown(id=ids.OPTIMIZER, options=options("optimizer", choices.get("optimizer"), images),
+                     value=shown["optimizer"], clearable=False,
                      searchable=False, disabled=off),
-        html.Label("Loss (PSNR always from MSE)", className="field"),
-        dcc.Dropdown(id=ids.LOSS, options=LOSS_OPTIONS, value=shown["loss"], clearable=False, searchable=False,
-                     disabled=off),
+        html.Label("Loss (PSNR always from MSE)" if images else "Loss", className="field"),
+        dcc.Dropdown(id=ids.LOSS, options=options("loss", choices.get("loss"), images), value=shown["loss"],
+                     clearable=False, searchable=False, disabled=off),
         html.Label("Weight decay", className="field"),
         html.Div([dcc.Input(id=ids.WEIGHT_DECAY, type="number", step="any", debounce=True,
                             value=shown["weight_decay"], disabled=off),
                   html.Span("Enter sends it", className="muted")], className="line"),
         html.Label("Pin this trial's value for later trials", className="field"),
-        html.Div([html.Button(f"pin {PIN_LABELS[p]}", id={"type": ids.PIN, "param": p}, n_clicks=0, className="btn")
-                  for p in PINNABLE], className="btn-row"),
+        html.Div([html.Button(f"pin {SETTING_ACTIONS[p].label}", id={"type": ids.PIN, "param": p}, n_clicks=0,
+                              className="btn") for p in PINNABLE], className="btn-row"),
         html.Label("The whole trial", className="field"),
         html.Div([
             dcc.ConfirmDialogProvider(
@@ -137,10 +158,10 @@ def request_for(trigger: str | dict[str, Any] | None, value: Any, known: dict[st
         if value is None:
             return None
         if trigger == ids.LR_SLIDER:
-            value = data.slider_to_lr(value)
-        if data.same_value(param, value, known.get(param)):
+            value = views.slider_to_lr(value)
+        if views.same_value(param, value, known.get(param)):
             return None
-        return {"action": f"set_{param}", "value": value}
+        return {"action": SETTING_ACTIONS[param].name, "value": value}
     if trigger == ids.LR_INPUT:
         text = (value or "").strip()
         return {"action": "set_lr", "value": text} if text else None
@@ -148,43 +169,40 @@ def request_for(trigger: str | dict[str, Any] | None, value: Any, known: dict[st
         return None
     if isinstance(trigger, dict) and trigger.get("type") == ids.PIN:
         return {"action": "pin", "param": trigger["param"]}
-    if trigger == ids.PRUNE:
-        return {"action": "prune", "reason": "from the dash app"}
-    if trigger == ids.RESET:
-        return {"action": "reset"}
-    if trigger == ids.PROMOTE:
-        return {"action": "promote"}
+    if trigger in BUTTONS:
+        return {"action": BUTTONS[trigger], **({"reason": "from the dash app"} if trigger == ids.PRUNE else {})}
     return None
 
 
 # ---- polling -------------------------------------------------------------------- #
 
 
-def header(trial: Any, latest_psnr: float | None, step: int | None, steps: int | None) -> list:
-    attrs = trial.user_attrs
+def header(trial: Any, latest_psnr: float | None, step: int | None, steps: int | None,
+           images: bool = True) -> list:
     parts: list = [C.state_badge(trial.state.name)]
-    if trial.state == TrialState.COMPLETE and trial.values:
-        parts.append(html.B(f" PSNR {trial.value:.2f} dB"))
-    elif latest_psnr is not None:
-        parts.append(html.B(f" PSNR {latest_psnr:.2f} dB"))
+    shown = trial.value if trial.state == TrialState.COMPLETE and trial.values else latest_psnr
+    if shown is not None:
+        parts.append(html.B(f" PSNR {shown:.2f} dB" if images else f" value {shown:.4g}"))
     if step is not None:
         parts.append(f" · step {step}" + (f" of {steps}" if steps else ""))
-    n = len(attrs.get("steer.interventions", []))
+    rec = record.read(trial)
+    n = rec.steering_count
     if n:
         parts.append(f" · steered ({n} intervention{'s' if n != 1 else ''})")
-    note = attrs.get("steer.pruned_reason") or attrs.get("steer.diverged")
-    if note:
-        parts.append(html.Span(f" · {note}", className="muted"))
+    if rec.origin:
+        parts.append(f" · {rec.origin}")
+    if rec.note:
+        parts.append(html.Span(f" · {rec.note}", className="muted"))
     chips = [html.Span("sampled ", className="muted")]
-    chips += [html.Span(f"{k}={data.fmt(v)}", className="chip") for k, v in trial.params.items()]
-    chips += [html.Span(f"pinned {k}={data.fmt(v)}", className="chip pin")
-              for k, v in (attrs.get("steer.pinned") or {}).items()]
+    chips += [html.Span(f"{k}={views.fmt(v)}", className="chip") for k, v in trial.params.items()]
+    chips += [html.Span(f"pinned {k}={views.fmt(v)}", className="chip pin")
+              for k, v in rec.pinned.items()]
     return [html.Div(parts), html.Div(chips, style={"marginTop": "6px"})]
 
 
 def current_line(current: dict[str, Any]) -> str:
-    return (f"Now: lr {data.fmt_lr(current['lr'])} · {current['optimizer']} · {current['loss']} · "
-            f"weight decay {data.fmt(current['weight_decay'])}")
+    return (f"Now: lr {views.fmt_lr(current['lr'])} · {current['optimizer']} · {current['loss']} · "
+            f"weight decay {views.fmt(current['weight_decay'])}")
 
 
 def requests_list(statuses: list[dict[str, Any]]) -> list:
@@ -242,7 +260,7 @@ def register(app: dash.Dash, studies: Studies) -> None:
     def tick(_n: int, page: dict[str, Any], cursor: dict[str, Any], known: dict[str, Any], mine: list[int]):
         control = studies.control(page["study"])
         number = page["trial"]
-        trial = data.load_trial(control, number)
+        trial = views.load_trial(control, number)
         if trial is None:
             raise dash.exceptions.PreventUpdate
         out: dict[str, Any] = {key: dash.no_update for key in outputs}
@@ -254,17 +272,18 @@ def register(app: dash.Dash, studies: Studies) -> None:
         if rows:
             new["step"] = rows[-1].step
             new["psnr"] = next((m.psnr for m in reversed(rows) if m.psnr is not None), cursor.get("psnr"))
-        current = data.current_settings(trial, rows[-1]) if rows else cursor.get("current") or \
-            data.current_settings(trial, None)
+        current = views.current_settings(trial, rows[-1]) if rows else cursor.get("current") or \
+            views.current_settings(trial, None)
         new["current"] = current
-        marks = data.interventions(trial)
+        marks = views.interventions(trial)
         running = trial.state == TrialState.RUNNING
 
         # the curves: the whole figure once, then patches with the new rows / the new markers
         if first:
-            out["figure"] = figures.curves_figure(data.curve_points(rows), marks)
+            out["figure"] = figures.curves_figure(views.curve_points(rows), marks,
+                                                  page.get("value_label", "PSNR (dB)"))
         elif rows or len(marks) != cursor.get("n_int"):
-            out["figure"] = figures.curves_patch(data.curve_points(rows, cap=None) if rows else None,
+            out["figure"] = figures.curves_patch(views.curve_points(rows, cap=None) if rows else None,
                                                  marks if len(marks) != cursor.get("n_int") else None)
         new["n_int"] = len(marks)
 
@@ -279,24 +298,25 @@ def register(app: dash.Dash, studies: Studies) -> None:
             out["caption"] = "prediction: none published yet"
 
         # the controls: synced to values set by hand; disabled once the trial ends
-        shown = data.synced_controls(current, trial.user_attrs.get("steer.interventions", []))
-        changed = {p: v for p, v in shown.items() if not data.same_value(p, v, known.get(p))}
+        shown = views.synced_controls(current, record.read(trial).interventions)
+        changed = {p: v for p, v in shown.items() if not views.same_value(p, v, known.get(p))}
         if changed:
             out["known"] = {**known, **changed}
             for cid, param in VALUE_CONTROLS.items():
                 if param in changed:
-                    out[f"value:{cid}"] = data.lr_to_slider(changed[param]) if cid == ids.LR_SLIDER else changed[param]
+                    out[f"value:{cid}"] = views.lr_to_slider(changed[param]) if cid == ids.LR_SLIDER else changed[param]
         if running != cursor.get("running"):
             for cid in RUNNING_ONLY:
                 out[f"disabled:{cid}"] = not running
             new["running"] = running
 
         # the words: header, current settings, requests, log; each only when it changed
-        statuses = data.request_statuses(control.commands(trial=number), mine or [])[:SHOWN_REQUESTS]
+        statuses = views.request_statuses(control.commands(trial=number), mine or [])[:SHOWN_REQUESTS]
         parts = {
-            "header": (lambda: header(trial, new.get("psnr"), live.step if live else None, page.get("steps")),
+            "header": (lambda: header(trial, new.get("psnr"), live.step if live else None, page.get("steps"),
+                                      page.get("value_label", "PSNR (dB)") == "PSNR (dB)"),
                        (trial.state.name, trial.value if trial.values else None, new.get("psnr"),
-                        live.step if live else None, len(marks), trial.user_attrs.get("steer.pruned_reason"))),
+                        live.step if live else None, len(marks), trial.user_attrs.get(record.PRUNED_REASON))),
             "current": (lambda: current_line(current), current),
             "requests": (lambda: requests_list(statuses), statuses),
             "log": (lambda: intervention_table(marks), marks),

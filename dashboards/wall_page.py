@@ -9,15 +9,15 @@ import dash
 from dash import Input, Output, State, dcc, html
 
 from steer.dashboards import components as C
-from steer.dashboards import data, ids
-from steer.dashboards.callbacks import digest, skip_when_database_busy
+from steer.dashboards import ids, views
+from steer.dashboards.polling import digest, skip_when_database_busy
 from steer.dashboards.studies import Studies
 
 STALE_S = 30  # a running trial silent this long is flagged: its worker may be gone
 
 
 def layout(studies: Studies, study: str) -> html.Div:
-    return build(study, data.total_steps(studies.control(study)))
+    return build(study, views.total_steps(studies.control(study)))
 
 
 def validation_layout() -> html.Div:
@@ -46,7 +46,7 @@ def wall_card(card: dict[str, Any], study: str, now: float, steps: int | None) -
                       alt=f"trial {n}") if card["has_image"] else html.Div("no preview yet", className="placeholder"))
     psnr = "" if card["psnr"] is None else f"{card['psnr']:.2f} dB"
     silent = now - card["wall_time"]
-    meta = [html.Div(f"lr {data.fmt_lr(card['lr'])} · {card['optimizer'] or '-'} · {card['loss'] or '-'}"),
+    meta = [html.Div(f"lr {views.fmt_lr(card['lr'])} · {card['optimizer'] or '-'} · {card['loss'] or '-'}"),
             html.Div(f"step {card['step']}" + (f" of {steps}" if steps else "")
                      + (f" · no update for over {STALE_S} s" if silent > STALE_S else ""))]
     progress = ([html.Div(html.Div(style={"width": f"{min(100.0, 100.0 * card['step'] / steps):.1f}%"}),
@@ -63,7 +63,7 @@ def register(app: dash.Dash, studies: Studies) -> None:
     def tick(_n: int, page: dict[str, Any], seen: str):
         control = studies.control(page["study"])
         lives = control.live_all(running_only=True)
-        cards = data.wall_cards(lives, {live.trial: data.latest_metric(control, live) for live in lives})
+        cards = views.wall_cards(lives, {live.trial: views.latest_metric(control, live) for live in lives})
         now = time.time()
         fingerprint = digest([cards, [now - c["wall_time"] > STALE_S for c in cards]])
         if fingerprint == seen:

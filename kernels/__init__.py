@@ -18,7 +18,9 @@ import torch
 
 from .compiled import CompiledCoordMLP
 from .errors import BackendError
-from .fused import PRECISIONS, FusedCoordMLP, interpreter_requested, triton_importable, unsupported_reason
+from .fused import (
+    DEFAULT_PRECISION, PRECISIONS, FusedCoordMLP, interpreter_requested, triton_importable, unsupported_reason,
+)
 from .reference import ACTIVATIONS, ENCODINGS, OUTPUTS, CoordMLP, MLPConfig, reference_forward
 
 BACKENDS = ("auto", "torch", "compile", "triton")
@@ -51,12 +53,13 @@ def build_model(
     backend: str = "auto",
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
-    precision: str = "fp32",
+    precision: str = DEFAULT_PRECISION,
 ) -> tuple[CoordMLP, str]:
     """Build the MLP for `backend` on `device`; returns the module and the resolved backend name.
 
-    `precision` ("fp32", "tf32x3", "tf32", "bf16") is the input precision of the triton
-    backend's matrix products (fp32 accumulation always); the other backends ignore it.
+    `precision` (one of PRECISIONS: "fp32", "tf32x3", "tf32", "bf16"; DEFAULT_PRECISION when
+    not given) is the input precision of the triton backend's matrix products (fp32
+    accumulation always); the other backends ignore it.
     """
     if precision not in PRECISIONS:
         raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
@@ -71,6 +74,7 @@ def build_model(
 
 
 __all__ = [
-    "ACTIVATIONS", "BACKENDS", "ENCODINGS", "OUTPUTS", "PRECISIONS", "BackendError", "CompiledCoordMLP",
-    "CoordMLP", "FusedCoordMLP", "MLPConfig", "build_model", "reference_forward", "resolve_backend",
+    "ACTIVATIONS", "BACKENDS", "DEFAULT_PRECISION", "ENCODINGS", "OUTPUTS", "PRECISIONS", "BackendError",
+    "CompiledCoordMLP", "CoordMLP", "FusedCoordMLP", "MLPConfig", "build_model", "reference_forward",
+    "resolve_backend",
 ]

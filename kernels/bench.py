@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import BackendError, MLPConfig, build_model
+from . import DEFAULT_PRECISION, BackendError, MLPConfig, build_model
 
 GPU_POINTS = tuple(2**k for k in range(14, 21))
 CPU_POINTS = (2**10, 2**12, 2**14)
@@ -129,10 +129,11 @@ def run_benchmark(
 ) -> list[dict]:
     """Time a full training step for each backend x width x point count; one dict per measurement.
 
-    `backends` entries: "torch", "compile", "triton" or "triton:<precision>" (fp32, tf32x3,
-    tf32, bf16), "tinycudann". Defaults depend on the device: on CUDA every backend at
-    2^14..2^20 points, 50 steps after 10 warm-up steps; on the CPU torch and compile at
-    2^10..2^14 points, 10 steps after 2, and a "skipped" row saying triton needs CUDA.
+    `backends` entries: "torch", "compile", "triton" (at DEFAULT_PRECISION) or
+    "triton:<precision>" (fp32, tf32x3, tf32, bf16), "tinycudann". Defaults depend on the
+    device: on CUDA every backend at 2^14..2^20 points, 50 steps after 10 warm-up steps; on
+    the CPU torch and compile at 2^10..2^14 points, 10 steps after 2, and a "skipped" row
+    saying triton needs CUDA.
     The net is the seeds' one: ReLU hidden layers, sigmoid output, no encoding.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -151,7 +152,7 @@ def run_benchmark(
             for spec in backends:
                 name, _, precision = spec.partition(":")
                 if name == "triton":
-                    precision = precision or "fp32"
+                    precision = precision or DEFAULT_PRECISION
                 if name == "triton" and not on_gpu:  # TRITON_INTERPRET would run, but it is no timing
                     rows.append(_row(name, precision, config, n, device, "skipped", "triton needs a CUDA device"))
                     continue
@@ -165,7 +166,7 @@ def run_benchmark(
                         precision = "fp16"
                     else:
                         model, _ = build_model(config, name, device, generator=torch.Generator().manual_seed(0),
-                                               precision=precision or "fp32")
+                                               precision=precision or DEFAULT_PRECISION)
                 except BackendError as exc:
                     rows.append(_row(name, precision or None, config, n, device, "skipped", str(exc)))
                     continue

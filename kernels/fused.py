@@ -37,6 +37,9 @@ MAX_OUT_FEATURES = 16
 # width 128), "tf32x3" splits each fp32 input in three tf32 parts: about fp32 accuracy on
 # tensor cores; "tf32" and "bf16" are the fast, lossy ones.
 PRECISIONS = ("fp32", "tf32x3", "tf32", "bf16")
+# The one default for every layer (spec, trainer, build_model, the kernels, the benchmark):
+# fp32-like accuracy at tensor-core speed; the interpreter computes it as exact fp32.
+DEFAULT_PRECISION = "tf32x3"
 _DOT_PRECISION = {"fp32": "ieee", "tf32x3": "tf32x3", "tf32": "tf32", "bf16": "bf16"}
 # Per width: (BLOCK_M points per forward/backward program, BLOCK_K points per weight-gradient
 # step, num_warps). Chosen from ptxas register and spill counts for sm_90 at tf32/bf16
@@ -101,7 +104,7 @@ class KernelPlan:
     splits: int | None  # weight-gradient programs per layer; None picks from N and the device
 
     @classmethod
-    def from_config(cls, config: MLPConfig, precision: str = "fp32", block_m: int | None = None,
+    def from_config(cls, config: MLPConfig, precision: str = DEFAULT_PRECISION, block_m: int | None = None,
                     splits: int | None = None) -> KernelPlan:
         reason = unsupported_reason(config)
         if reason is not None:
@@ -330,12 +333,12 @@ class FusedCoordMLP(CoordMLP):
 
     Same parameters, buffers and state_dict as `CoordMLP`, so optimizers, optimizer
     switches, weight decay, `reset_parameters` and checkpoints work unchanged.
-    `precision` picks the tl.dot inputs: "fp32" (IEEE, the default), "tf32x3", "tf32" or "bf16".
+    `precision` picks the tl.dot inputs: "fp32" (IEEE), "tf32x3" (DEFAULT_PRECISION), "tf32" or "bf16".
     `block_m` and `splits` override the block size and the weight-gradient split (tests, tuning).
     """
 
-    def __init__(self, config: MLPConfig, generator: torch.Generator | None = None, precision: str = "fp32",
-                 block_m: int | None = None, splits: int | None = None) -> None:
+    def __init__(self, config: MLPConfig, generator: torch.Generator | None = None,
+                 precision: str = DEFAULT_PRECISION, block_m: int | None = None, splits: int | None = None) -> None:
         plan = KernelPlan.from_config(config, precision, block_m, splits)  # raises before any allocation
         super().__init__(config, generator=generator)
         self.plan = plan

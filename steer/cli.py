@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import optuna
 
+from steer import record
 from steer.errors import UserError
 
 EXIT_USAGE = 2
@@ -26,7 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from steer.runner import run_study
     from steer.spec import load_spec
     from steer.storage import display_url, open_storage
-    from steer.workers import child_argv, draw_independently, run_workers
+    from steer.launch import child_argv, draw_independently, run_workers
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
@@ -107,13 +108,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.trial is not None:
         return show_trial(study, args.trial, as_json=args.json)
     if args.compare:
-        from steer.compare import comparison, format_comparison
+        from steer.comparison import comparison, format_comparison
 
         data = comparison(study)
         print(json.dumps(data, indent=2) if args.json else format_comparison(data))
         return 0
     if args.json:
-        print(json.dumps([trial_row(t) for t in study.trials], indent=2))
+        print(json.dumps([record.row(t) for t in study.trials], indent=2))
         return 0
     print_trials(study, console=Console())
     return 0
@@ -130,28 +131,26 @@ def show_trial(study: optuna.Study, number: int, as_json: bool) -> int:
     from steer.replay import find_trial
 
     trial = find_trial(study, number)
-    control = Control.for_study(study)
-    commands = control.commands(trial=number) if control else []
-    interventions = trial.user_attrs.get("steer.interventions", [])
+    commands = Control.open(study).commands(trial=number)
+    rec = record.read(trial)
     if as_json:
-        print(json.dumps({**trial_row(trial), "user_attrs": trial.user_attrs,
+        print(json.dumps({**record.row(trial), "user_attrs": trial.user_attrs,
                           "intermediate_values": trial.intermediate_values,
                           "commands": [dataclasses.asdict(c) for c in commands]}, indent=2, default=str))
         return 0
     console = Console()
-    row = trial_row(trial)
-    psnr = "-" if row["psnr"] is None else f"{row['psnr']:.2f} dB"
-    console.print(f"trial {number}: {row['state']}, PSNR {psnr}" + (f" ({row['note']})" if row["note"] else ""))
-    console.print("params: " + " ".join(f"{k}={_fmt_param(v)}" for k, v in trial.params.items()))
-    effective = trial.user_attrs.get("steer.effective_params")
-    if effective:
-        console.print("effective: " + " ".join(f"{k}={_fmt_param(v)}" for k, v in effective.items()))
-    if trial.user_attrs.get("steer.pinned"):
-        console.print(f"pinned at start: {trial.user_attrs['steer.pinned']}")
-    table = Table(title=f"interventions ({len(interventions)})")
+    psnr = "-" if rec.value is None else f"{rec.value:.2f} dB"
+    notes = "; ".join(filter(None, [rec.origin, rec.note]))
+    console.print(f"trial {number}: {rec.state}, PSNR {psnr}" + (f" ({notes})" if notes else ""))
+    console.print("params: " + " ".join(f"{k}={_fmt_param(v)}" for k, v in rec.sampled.items()))
+    if trial.user_attrs.get(record.EFFECTIVE_PARAMS):
+        console.print("effective: " + " ".join(f"{k}={_fmt_param(v)}" for k, v in rec.effective.items()))
+    if rec.pinned:
+        console.print(f"pinned at start: {rec.pinned}")
+    table = Table(title=f"interventions ({len(rec.interventions)})")
     for col in ("step", "action", "old", "new", "by"):
         table.add_column(col)
-    for e in interventions:
+    for e in rec.interventions:
         table.add_row(str(e["step"]), e["action"], _fmt_param(e["old"]), _fmt_param(e["new"]), e["by"])
     console.print(table)
     if commands:
@@ -161,21 +160,6 @@ def show_trial(study: optuna.Study, number: int, as_json: bool) -> int:
     return 0
 
 
-def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """One trial as plain data: what `steer show` prints and `--json` emits."""
-    duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-    return {
-        "number": t.number,
-        "state": t.state.name,
-        "psnr": t.value,
-        "params": t.params,
-        "duration_s": None if duration is None else round(duration, 2),
-        "steered": bool(t.user_attrs.get("steer.steered", False)),
-        "baseline": bool(t.user_attrs.get("steer.baseline", False)),
-        "note": t.user_attrs.get("steer.pruned_reason") or t.user_attrs.get("steer.diverged"),
-    }
-
-
 def _fmt_param(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
@@ -183,7 +167,7 @@ def _fmt_param(v: Any) -> str:
 def print_trials(study: optuna.Study, console: Any) -> None:
     from rich.table import Table
 
-    rows = [trial_row(t) for t in study.trials]
+    rows = [record.row(t) for t in study.trials]
     table = Table(title=f"study {study.study_name}: {len(rows)} trials")
     for col in ("#", "state", "PSNR dB", "params", "duration s", "note"):
         table.add_column(col, justify="right" if col in ("#", "PSNR dB", "duration s") else "left")
@@ -192,8 +176,7 @@ def print_trials(study: optuna.Study, console: Any) -> None:
         params = " ".join(f"{k}={_fmt_param(v)}" for k, v in r["params"].items())
         psnr = "" if r["psnr"] is None else f"{r['psnr']:.2f}"
         style = "bold green" if r["number"] == best else None
-        note = "; ".join(filter(None, ["baseline" if r["baseline"] else None,
-                                       "steered" if r["steered"] else None, r["note"]]))
+        note = "; ".join(filter(None, [r["origin"], "steered" if r["steered"] else None, r["note"]]))
         table.add_row(str(r["number"]), r["state"], psnr, params,
                       "" if r["duration_s"] is None else f"{r['duration_s']:.1f}", note, style=style)
     console.print(table)
@@ -225,7 +208,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     import optuna_dashboard
 
-    from steer.compare import artifact_dir, artifact_store, save_comparison
+    from steer.artifacts import artifact_dir, artifact_store
+    from steer.comparison import save_comparison
     from steer.storage import default_storage_url, open_storage
 
     url = args.storage or default_storage_url()
@@ -236,8 +220,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     folder = Path(args.artifacts) if args.artifacts else None
     for study in studies:
         save_comparison(study)  # up to date even for studies run as a library
-        if folder is None and study.user_attrs.get("steer.artifacts"):
-            folder = Path(study.user_attrs["steer.artifacts"])
+        if folder is None and study.user_attrs.get(record.ARTIFACTS):
+            folder = Path(study.user_attrs[record.ARTIFACTS])
     folder = folder or artifact_dir(url, studies[0].study_name)
     print(f"optuna-dashboard on {url} (artifacts in {folder}): http://{args.host}:{args.port}/dashboard", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -249,36 +233,27 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 # ---- steer ctl --------------------------------------------------------------- #
 
-CTL_ACTIONS = ("set-lr", "set-optimizer", "set-loss", "set-weight-decay", "pin", "unpin", "prune", "reset",
-               "promote")
-
-
-def open_control(args: argparse.Namespace):
-    from steer.control import Control
-    from steer.storage import default_storage_url, open_storage, resolve_study_name
-
-    url = args.storage or default_storage_url()
-    storage = open_storage(url, must_exist=True)
-    return Control(storage, resolve_study_name(storage, args.study))
-
 
 def cmd_ctl(args: argparse.Namespace) -> int:
-    control = open_control(args)
-    action = args.action.replace("-", "_")
+    from steer.actions import BY_CLI
+    from steer.control import Control
+
+    action = BY_CLI[args.action]
     values = list(args.values)
     param = value = None
-    if action in ("pin", "unpin"):
+    if action.takes.startswith("PARAM"):
         if not values:
-            raise UserError(f"{args.action} needs a parameter name: lr, optimizer, loss or weight_decay")
-        param = values.pop(0).replace("-", "_")
-    if values:
+            raise UserError(f"{action.cli} needs a parameter name: lr, optimizer, loss or weight_decay "
+                            f"(e.g. steer ctl {action.cli} {action.example})")
+        param = values.pop(0)
+    if values and action.takes.endswith(("VALUE", "VALUE]", "SEED]")):
         value = values.pop(0)
     if values:
-        raise UserError(f"{args.action}: unexpected extra arguments: {' '.join(values)}")
-    if action in ("set_lr", "set_optimizer", "set_loss", "set_weight_decay") and value is None:
-        raise UserError(f"{args.action} needs a VALUE, e.g. steer ctl {args.action} --trial 3 "
-                        + {"set_lr": "3e-4", "set_optimizer": "sgd", "set_loss": "l1"}.get(action, "1e-4"))
-    cmd = control.request(action, trial=args.trial, value=value, param=param, by=args.by,
+        raise UserError(f"{action.cli}: unexpected extra arguments: {' '.join(values)}")
+    if action.takes == "VALUE" and value is None:
+        raise UserError(f"{action.cli} needs a VALUE, e.g. steer ctl {action.cli} {action.example}")
+    control = Control.open(args.storage, args.study)
+    cmd = control.request(action.name, trial=args.trial, value=value, param=param, by=args.by,
                           request_id=args.request_id, reason=args.reason)
     if args.wait and not cmd.done:
         cmd = control.wait(cmd.id, timeout=args.wait_timeout)
@@ -288,6 +263,17 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     else:
         print(cmd.describe())
     return 1 if cmd.state in ("rejected", "expired") else 0
+
+
+def _ctl_help() -> str:
+    """The actions, one line each, from the action table."""
+    from steer.actions import ACTIONS
+
+    width = max(len(f"{a.cli} {a.takes}") for a in ACTIONS.values())
+    lines = ["actions:"] + [f"  {f'{a.cli} {a.takes}':<{width}}  {a.help}" for a in ACTIONS.values()]
+    lines += ["", "examples:"] + [f"  steer ctl {a.cli} {a.example}" for a in ACTIONS.values()]
+    lines += ["  steer ctl set-lr --trial 3 3e-4 --wait", "  steer ctl pin lr 1e-3"]
+    return "\n".join(lines)
 
 
 # ---- steer replay ------------------------------------------------------------ #
@@ -378,10 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", help="artifact folder (default: the one the study recorded, "
                                        "or <db folder>/<db name>-artifacts)")
 
-    p = add("ctl", cmd_ctl, "steer a running trial or the study (same API as the app)",
-            "steer ctl set-lr --trial 3 3e-4 --wait\n  steer ctl pin --trial 3 optimizer\n  steer ctl pin lr 1e-3\n"
-            "  steer ctl unpin lr")
-    p.add_argument("action", choices=CTL_ACTIONS, metavar="ACTION", help=" | ".join(CTL_ACTIONS))
+    from steer.actions import BY_CLI
+
+    p = sub.add_parser("ctl", help="steer a running trial or the study (same API as the app)",
+                       description="steer a running trial or the study (same API as the app)",
+                       epilog=_ctl_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=cmd_ctl)
+    p.add_argument("action", choices=tuple(BY_CLI), metavar="ACTION", help=" | ".join(BY_CLI))
     p.add_argument("values", nargs="*", metavar="VALUE",
                    help="the new value (set-*), a reset seed, or PARAM [VALUE] for pin/unpin")
     p.add_argument("--trial", type=int, help="trial number (omit for study-level pin/unpin)")
@@ -423,11 +412,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # `steer ctl set-lr --trial 3 3e-4`: argparse stops filling VALUE at the first option, so the
     # values after options arrive as extras; they belong to VALUE.
+    # `--` ends the options (POSIX): `steer ctl set-lr --trial 3 -- -5` passes -5 as the VALUE.
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if getattr(args, "command", None) != "ctl" or any(x.startswith("--") for x in extra):
+        before, after = (extra[:extra.index("--")], extra[extra.index("--") + 1:]) if "--" in extra else (extra, [])
+        if getattr(args, "command", None) != "ctl" or any(x.startswith("--") for x in before):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.values = [*args.values, *extra]
+        args.values = [*args.values, *before, *after]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     try:

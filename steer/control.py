@@ -1,44 +1,44 @@
 """The control plane: the one Python API to steer a study and to read what it did.
 
     from steer.control import Control
-    ctl = Control.open("sqlite:///studies/quick.db", "quick")
+    ctl = Control.open("sqlite:///studies/quick.db")        # or Control.open(study)
     cmd = ctl.request("set_lr", trial=3, value=3e-4, by="alice")
     ctl.wait(cmd.id)            # -> Command(state="applied", applied_step=412, ...)
 
 The CLI (`steer ctl`) and the Dash app call only this. A request is always
 recorded: bad ones as `rejected` with the reason, trial changes as `pending`
 until the trial's worker applies them at a step boundary (`applied`, with the
-step) or the trial ends first (`expired`). Study-level changes (pins) and
-changes that only read a finished trial (pin its value, promote it) are
-applied at once.
+step) or the trial ends first (`expired`). What each action is, and who
+applies it, is its row in `steer.actions`; the actions the control plane
+applies itself (pins, and what only reads a finished trial) have their
+handlers here (`@applies_now`).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import random
 import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
-from steer import tables as T
+from steer import actions, record
 from steer.errors import UserError
-from steer.spec import PARAMS
-from steer.storage import display_url, open_storage
+from steer.storage import (
+    default_storage_url, display_url, open_storage, rdb_storage, resolve_study_name, shared_database, trial_state,
+)
+from steer.storage import tables as T
 
-# action -> the trainer parameter it changes
-SET_ACTIONS = {"set_lr": "lr", "set_optimizer": "optimizer", "set_loss": "loss",
-               "set_weight_decay": "weight_decay"}
-ACTIONS = (*SET_ACTIONS, "pin", "unpin", "prune", "reset", "promote")
-PINNABLE = ("lr", "optimizer", "loss", "weight_decay")
 STATES = ("pending", "applied", "rejected", "expired")
+
+
+class NotSteerable(UserError):
+    """A study whose storage steer cannot steer (in-memory: no other process can reach it)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class Metric:
     step: int
     wall_time: float
     loss: float | None
-    psnr: float | None
+    psnr: float | None  # the value the objective reports (PSNR in dB for image studies)
     lr: float
     weight_decay: float
     optimizer: str
@@ -109,78 +109,104 @@ def _command(row: Any) -> Command:
     )
 
 
-def storage_url(study: optuna.Study) -> str | None:
-    """The database URL behind an Optuna study, or None when it is not an RDB storage.
+# ---- actions the control plane applies itself ------------------------------------------- #
 
-    Optuna wraps `RDBStorage` in a private cache; this is the one place that looks inside.
+Write = Callable[[Session], dict[str, Any]]  # writes in the request's transaction, returns the command's result
+Immediate = Callable[["Control", dict[str, Any], "FrozenTrial | None", str], Write]
+IMMEDIATE: dict[str, Immediate] = {}
+
+
+def applies_now(action: str) -> Callable[[Immediate], Immediate]:
+    """Register how the control plane applies `action` (a row of `steer.actions` it applies) when recorded.
+
+    The handler gets the checked args, the finished trial it reads (or None)
+    and who asked. It returns the function that writes steer's tables in the
+    transaction that records the command (and so is retried with it); work on
+    Optuna's own tables is done by the handler itself, once.
     """
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    return backend.url if isinstance(backend, optuna.storages.RDBStorage) else None
+    if action not in actions.ACTIONS or not actions.ACTIONS[action].by_control:
+        raise ValueError(f"{action!r} is not an action the control plane applies")
+
+    def register(fn: Immediate) -> Immediate:
+        IMMEDIATE[action] = fn
+        return fn
+
+    return register
 
 
-def check_value(param: str, value: Any) -> Any:
-    """`value` checked (and normalised) for `param`, or ValueError naming what is allowed.
-
-    Strings that read as numbers are accepted for numeric params (they come from the CLI and forms).
-    """
-    pdef = PARAMS[param]
-    if pdef.kind != "choice" and isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"{param}: got {value!r}; expected a number, {pdef.allowed()}") from None
-    try:
-        return pdef.check(value)
-    except ValueError as exc:
-        raise ValueError(f"{param}: {exc}") from None
+@applies_now("pin")
+def _pin_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None, by: str) -> Write:
+    param = args["param"]
+    if trial is None:
+        return lambda s: control._write_pin(s, param, args["value"], by, None)
+    value = record.read(trial).effective[param]
+    return lambda s: control._write_pin(s, param, value, by, trial.number)
 
 
-def promotion(effective: dict[str, Any], source: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The params and user attrs to enqueue a clean run of `effective` (a trial's effective params).
+@applies_now("unpin")
+def _unpin_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None, by: str) -> Write:
+    param = args["param"]
 
-    Every effective value goes in as a fixed param (Optuna ignores those never
-    suggested) and as `steer.overrides`, which the objective applies to params
-    the spec does not search (e.g. a loss changed by hand while the spec fixes it).
-    """
-    return dict(effective), {"steer.promoted_from": source, "steer.overrides": dict(effective)}
+    def write(s: Session) -> dict[str, Any]:
+        old = control._pins(s).get(param)
+        s.execute(T.pins.delete().where(and_(T.pins.c.study_id == control.study_id, T.pins.c.param == param)))
+        return {"action": "unpin", "param": param, "old": old.value if old else None, "new": None}
+
+    return write
 
 
-_OPENED: dict[tuple[str, str, int], "Control"] = {}  # Control.for_study's, by (url, study name, study id)
+@applies_now("promote")
+def _promote_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None, by: str) -> Write:
+    params, attrs = record.promotion(record.read(trial).effective, trial.number)
+    control.study().enqueue_trial(params, user_attrs=attrs)
+    result = {"action": "promote", "old": None, "new": params}
+    return lambda s: result
+
+
+_OPENED: dict[tuple[int, str], "Control"] = {}  # Control.open(study)'s, by (storage, study name)
 
 
 class Control:
     """Request, read and resolve steering commands for one study."""
 
-    def __init__(self, storage: optuna.storages.RDBStorage, study_name: str, db: T.Database | None = None) -> None:
+    def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
         self.storage = storage
         self.study_name = study_name
         self.study_id = storage.get_study_id_from_name(study_name)
-        self.db = db or T.Database.from_url(storage.url)
+        self.db = shared_database(storage)  # the storage's own engine: one connection pool per storage
+        self._trial_ids: dict[int, int] = {}  # trial number -> id: fixed once the trial exists
 
     @classmethod
-    def open(cls, url: str, study_name: str) -> Control:
-        storage = open_storage(url, must_exist=True)
-        try:
-            return cls(storage, study_name)
-        except KeyError:
-            raise UserError(f"no study named {study_name!r} in {display_url(url)}") from None
+    def open(cls, where: str | optuna.Study | optuna.storages.RDBStorage | None = None,
+             study: str | None = None) -> Control:
+        """The control plane of a study: the one way to get one.
 
-    @classmethod
-    def for_study(cls, study: optuna.Study) -> Control | None:
-        """The control plane of `study`, or None for storages steer cannot steer (in-memory).
-
-        One per study and process, reused by every trial: each holds two
-        connection pools, and a worker that opened new ones for each trial
-        would pile up server connections faster than they are collected.
+        `where` is an Optuna study (a trial's, a worker's: its storage is reused,
+        and the Control is kept for the process, shared by every trial), an
+        opened RDB storage, or a storage URL (default: $STEER_STORAGE or the
+        only studies/*.db). `study` names the study in a storage (default: its
+        only study). Raises `NotSteerable` for in-memory studies and
+        `UserError` for a missing database or study.
         """
-        url = storage_url(study)
-        if url is None:
-            return None
-        key = (url, study.study_name, study._study_id)
-        if key not in _OPENED:
-            _OPENED[key] = cls(open_storage(url, heartbeat=False), study.study_name)
-        return _OPENED[key]
+        if isinstance(where, optuna.Study):
+            storage = rdb_storage(where)
+            if storage is None:
+                raise NotSteerable(f"study {where.study_name!r} is not in a database (in-memory storage): "
+                                   "steer needs one that other processes can reach, e.g. sqlite:///study.db")
+            key = (id(storage), where.study_name)
+            if key not in _OPENED:
+                _OPENED[key] = cls(storage, where.study_name)
+            return _OPENED[key]
+        if isinstance(where, optuna.storages.RDBStorage):
+            storage, url = where, where.url
+        else:
+            url = where or default_storage_url()
+            storage = open_storage(url, must_exist=True, heartbeat=False)
+        name = resolve_study_name(storage, study)
+        try:
+            return cls(storage, name)
+        except KeyError:
+            raise UserError(f"no study named {name!r} in {display_url(url)}") from None
 
     def study(self) -> optuna.Study:
         return optuna.load_study(study_name=self.study_name, storage=self.storage)
@@ -194,126 +220,102 @@ class Control:
         if None), a value for a study-level `pin`; `param` names what `pin` and
         `unpin` act on; `reason` is kept with a `prune`.
         """
-        args: dict[str, Any] = {}
-        rejection: str | None = None
-        immediate: Callable[[Session], dict[str, Any]] | None = None
+        now = time.time()
+        name = str(action)[:32]  # the column's width: an unknown name is recorded as far as it fits
+        write = None
         try:
+            act = actions.get(action)
+            name = act.name
             if request_id is not None:
                 dup = self.db.run(lambda s: s.execute(select(T.commands.c.id).where(and_(
                     T.commands.c.study_id == self.study_id, T.commands.c.request_id == request_id))).scalar())
                 if dup is not None:
                     raise ValueError(f"duplicate request id {request_id!r} (already command {dup})")
-            args, immediate = self._validate(action, trial, value, param, by, reason)
+            args, finished = self._check(act, trial, value, param, reason)
+            if act.by_control and (trial is None or finished is not None):
+                write = IMMEDIATE[act.name](self, args, finished, by)
+            rejection = None
         except ValueError as exc:
             rejection = str(exc)
-            args = {k: v for k, v in (("value", value), ("param", param)) if v is not None}
-            args = json.loads(json.dumps(args, default=str))
-        now = time.time()
+            args = json.loads(json.dumps({k: v for k, v in (("value", value), ("param", param)) if v is not None},
+                                         default=str))
 
-        def insert(s: Session) -> int:
+        def insert(s: Session) -> tuple[int, str, Any]:
             state, result, resolved = "pending", None, None
             if rejection is not None:
                 state, resolved = "rejected", now
-            elif immediate is not None:
-                result, state, resolved = immediate(s), "applied", now
-            return s.execute(T.commands.insert().values(
-                study_id=self.study_id, trial_number=trial, action=action, args=json.dumps(args),
+            elif write is not None:
+                result, state, resolved = write(s), "applied", now
+            row_id = s.execute(T.commands.insert().values(
+                study_id=self.study_id, trial_number=trial, action=name, args=json.dumps(args),
                 request_id=request_id, requested_by=by, requested_at=now, state=state, resolved_at=resolved,
                 reason=rejection, result=json.dumps(result) if result is not None else None,
             )).inserted_primary_key[0]
+            return row_id, state, result
 
-        command_id = self.db.run(insert)
-        if rejection is None and immediate is None and trial is not None:
+        command_id, state, result = self.db.run(insert)
+        if state == "pending":
             # The trial may have ended between the check above and the insert; its worker has
             # then already expired what was pending, so this one is expired here.
-            state = self._trial_state(trial)
-            if state is not None and state.is_finished():
+            now_state = trial_state(self.storage, self._trial_ids[trial])
+            if now_state is not None and now_state.is_finished():
                 self.expire_pending(trial, "the trial ended before the command was applied")
-        return self.command(command_id)
+                return self.command(command_id)
+        return Command(command_id, trial, name, args, request_id, by, now, state, None,
+                       None if state == "pending" else now, rejection, result)
 
-    def _validate(self, action: str, trial: int | None, value: Any, param: str | None, by: str,
-                  reason: str | None) -> tuple[dict[str, Any], Callable[[Session], dict[str, Any]] | None]:
-        """Check a request; return its args and, for changes applied at once, the function that applies them."""
-        if action not in ACTIONS:
-            raise ValueError(f"unknown action {action!r}; allowed: {', '.join(ACTIONS)}")
-        if action in ("pin", "unpin"):
-            if param not in PINNABLE:
-                raise ValueError(f"{action} needs a parameter: one of {', '.join(PINNABLE)}; got {param!r}")
-            if action == "unpin":
-                if trial is not None:
-                    raise ValueError("unpin acts on the study: give no trial")
-                if param not in self.pins():
-                    raise ValueError(f"{param} is not pinned")
-                return {"param": param}, lambda s: self._unpin(s, param)
-            if trial is None:
-                if value is None:
-                    raise ValueError(f"pin {param} needs a value, or a trial to take the value from")
-                checked = check_value(param, value)
-                return {"param": param, "value": checked}, lambda s: self._pin(s, param, checked, by, None)
-        if trial is None:
-            raise ValueError(f"{action} needs a trial number")
-        state = self._trial_state(trial)
-        if state is None:
-            raise ValueError(f"no trial {trial} in study {self.study_name!r}")
-        running = state == TrialState.RUNNING
-        if action in ("pin", "promote") and state.is_finished():
-            effective = self._effective_params(trial)
-            if effective is None:
-                raise ValueError(f"trial {trial} is {state.name} and recorded no effective params")
-            if action == "pin":
-                val = effective[param]
-                return {"param": param}, lambda s: self._pin(s, param, val, by, trial)
-            result = self._promote_finished(trial, effective)  # Optuna's own tables: not retried with ours
-            return {}, lambda s: result
-        if not running:
-            raise ValueError(f"trial {trial} is {state.name}: only running trials can be changed")
-        if action in SET_ACTIONS:
-            return {"value": check_value(SET_ACTIONS[action], value)}, None
-        if action == "reset":
-            if value is None:
-                value = random.randrange(2**31)
-            if isinstance(value, str) and value.isdigit():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-                raise ValueError(f"reset seed must be a non-negative integer, got {value!r}")
-            return {"seed": value}, None
-        if action == "prune":
-            return ({"reason": str(reason)} if reason else {}), None
-        if action == "pin":
-            return {"param": param}, None
-        return {}, None  # promote a running trial: its worker knows the effective params
+    def _check(self, act: actions.Action, trial: int | None, value: Any, param: Any,
+               reason: Any) -> tuple[dict[str, Any], FrozenTrial | None]:
+        """The checked args of a request, and the finished trial an action applied at once reads.
 
-    def _trial_state(self, number: int) -> TrialState | None:
-        try:
-            trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
-        except KeyError:
+        The trial is checked before the value: a request to a trial that has
+        ended says so, whatever its value.
+        """
+        if act.scope == "study" and trial is not None:
+            raise ValueError(f"{act.name} acts on the study: give no trial")
+        if act.name in ("pin", "unpin"):
+            param = actions.check_pinnable(act.name, param)
+        if act.name == "unpin" and param not in self.pins():
+            raise ValueError(f"{param} is not pinned")
+        finished = choices = None
+        if trial is not None:
+            frozen = self._trial(trial)
+            if frozen is None:
+                raise ValueError(f"no trial {trial} in study {self.study_name!r}")
+            if frozen.state.is_finished() and act.by_control:
+                if record.EFFECTIVE_PARAMS not in frozen.user_attrs:
+                    raise ValueError(f"trial {trial} is {frozen.state.name} and recorded no effective params")
+                finished = frozen
+            elif frozen.state != TrialState.RUNNING:
+                raise ValueError(f"trial {trial} is {frozen.state.name}: only running trials can be changed")
+            choices = {s: record.choices(frozen, s) for s in ("optimizer", "loss")}
+        args = actions.arguments(act, value=value, param=param, reason=reason, trial=trial, choices=choices)
+        return args, finished
+
+    def _trial(self, number: int | None) -> FrozenTrial | None:
+        if number is None:
             return None
-        return self.storage.get_trial(trial_id).state
+        if number not in self._trial_ids:
+            try:
+                self._trial_ids[number] = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+            except KeyError:
+                return None
+        return self.storage.get_trial(self._trial_ids[number])
 
-    def _effective_params(self, number: int) -> dict[str, Any] | None:
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
-        return self.storage.get_trial(trial_id).user_attrs.get("steer.effective_params")
-
-    def _promote_finished(self, trial: int, effective: dict[str, Any]) -> dict[str, Any]:
-        params, attrs = promotion(effective, trial)
-        self.study().enqueue_trial(params, user_attrs=attrs)
-        return {"action": "promote", "old": None, "new": params}
+    def trial(self, number: int) -> FrozenTrial | None:
+        """One trial of the study by number (one trial's rows, not the whole study), or None."""
+        return self._trial(number)
 
     # ---- pins ----------------------------------------------------------- #
-    def _pin(self, s: Session, param: str, value: Any, by: str, source: int | None) -> dict[str, Any]:
+    def _write_pin(self, s: Session, param: str, value: Any, by: str, source: int | None) -> dict[str, Any]:
         old = self._pins(s).get(param)
         T.upsert(s, T.pins, {"study_id": self.study_id, "param": param, "value": json.dumps(value), "pinned_by": by,
                              "pinned_at": time.time(), "source_trial": source})
         return {"action": "pin", "param": param, "old": old.value if old else None, "new": value}
 
-    def _unpin(self, s: Session, param: str) -> dict[str, Any]:
-        old = self._pins(s).get(param)
-        s.execute(T.pins.delete().where(and_(T.pins.c.study_id == self.study_id, T.pins.c.param == param)))
-        return {"action": "unpin", "param": param, "old": old.value if old else None, "new": None}
-
     def pin_from_trial(self, param: str, value: Any, by: str, trial: int) -> dict[str, Any]:
         """Worker side: pin a running trial's current value."""
-        return self.db.run(lambda s: self._pin(s, param, value, by, trial))
+        return self.db.run(lambda s: self._write_pin(s, param, value, by, trial))
 
     def _pins(self, s: Session) -> dict[str, Pin]:
         rows = s.execute(select(T.pins).where(T.pins.c.study_id == self.study_id)).all()
@@ -438,11 +440,11 @@ class Control:
         return [Metric(r.trial_number, r.step, r.wall_time, r.loss, r.psnr, r.lr, r.weight_decay, r.optimizer,
                        r.loss_name) for r in rows]
 
+    def has_target(self) -> bool:
+        """Whether the study has a target image (the built-in objective's; a user's loop has none)."""
+        return self.db.run(lambda s: s.execute(select(T.targets.c.study_id).where(
+            T.targets.c.study_id == self.study_id)).first()) is not None
+
     def target_png(self) -> bytes | None:
         return self.db.run(lambda s: s.execute(select(T.targets.c.png).where(
             T.targets.c.study_id == self.study_id)).scalar())
-
-
-def finite(x: float | None) -> float | None:
-    """None for NaN/inf, so JSON and SQL get a clean null."""
-    return x if x is not None and math.isfinite(x) else None

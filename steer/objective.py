@@ -18,16 +18,19 @@ import numpy as np
 import optuna
 import torch
 
-from steer.compare import TARGET_ARTIFACT, artifact_dir, artifact_store, has_study_artifact, upload_png
-from steer.control import Control, storage_url
+from steer import record
+from steer.artifacts import (
+    PREDICTION_ARTIFACT, TARGET_ARTIFACT, artifact_dir, artifact_store, has_study_artifact, upload_png,
+)
+from steer.control import Control, NotSteerable
 from steer.errors import UserError
 from steer.image import load_target, to_png
 from steer.kernels import BackendError, resolve_backend
+from steer.sampler import PinnedSampler
 from steer.spec import DEFAULT_PARAMS, PARAMS, Dimension, Spec
+from steer.steering import Steering, steering
+from steer.storage import storage_url
 from steer.trainer import Diverged, Trainer, mlp_config, resolve_device
-from steer.worker import TrialSteering
-
-ATTR = "steer."  # prefix of every user attribute steer writes
 
 
 def suggest_params(trial: optuna.Trial, spec: Spec, pins: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -39,7 +42,7 @@ def suggest_params(trial: optuna.Trial, spec: Spec, pins: dict[str, Any] | None 
     everything (a study made by `create_study` also samples pinned values, so
     they are what Optuna records as the trial's params).
     """
-    overrides = trial.user_attrs.get(ATTR + "overrides", {})
+    overrides = trial.user_attrs.get(record.OVERRIDES, {})
     params = {**DEFAULT_PARAMS, **spec.fixed, **overrides}
     for dim in sorted(spec.space, key=lambda d: PARAMS[d.name].when is not None):
         when = PARAMS[dim.name].when
@@ -53,7 +56,7 @@ def suggest_params(trial: optuna.Trial, spec: Spec, pins: dict[str, Any] | None 
 
 def applicable_pins(trial: optuna.Trial, pins: dict[str, Any]) -> dict[str, Any]:
     """The pins a trial honours: all of them, except over a promoted trial's own values."""
-    overrides = trial.user_attrs.get(ATTR + "overrides", {})
+    overrides = trial.user_attrs.get(record.OVERRIDES, {})
     return {k: v for k, v in pins.items() if k not in overrides}
 
 
@@ -68,51 +71,6 @@ def _suggest(trial: optuna.Trial, dim: Dimension) -> Any:
 def trial_seed(spec: Spec, trial: optuna.Trial) -> int:
     """Each trial's own seed: recorded, so a replay starts from the same weights."""
     return spec.seed * 100_003 + trial.number
-
-
-class PinnedSampler(optuna.samplers.BaseSampler):
-    """A sampler that returns the study's pinned values and leaves the rest to `base`.
-
-    Like Optuna's `PartialFixedSampler`, but the pins are read from the control
-    plane when each trial starts (so every worker honours pins set after it
-    started) instead of living in one process.
-    """
-
-    def __init__(self, base: optuna.samplers.BaseSampler, pins: Callable[[], dict[str, Any]]) -> None:
-        self.base = base
-        self._read_pins = pins
-        self._pins: dict[str, Any] = {}
-
-    def reseed_rng(self) -> None:
-        self.base.reseed_rng()
-
-    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self._pins = self._read_pins()
-        self.base.before_trial(study, trial)
-
-    def infer_relative_search_space(self, study, trial):
-        space = self.base.infer_relative_search_space(study, trial)
-        return {k: v for k, v in space.items() if k not in self._pins}
-
-    def sample_relative(self, study, trial, search_space):
-        return self.base.sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        value = self._pins.get(param_name)
-        if value is not None and _contains(param_distribution, value):
-            return value
-        # A pin outside the spec's range cannot be an Optuna param value: the sampler draws as
-        # usual and the objective trains with the pin anyway (`steer.pinned` tells the truth).
-        return self.base.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self.base.after_trial(study, trial, state, values)
-
-
-def _contains(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:
-    if isinstance(dist, optuna.distributions.CategoricalDistribution):
-        return value in dist.choices
-    return isinstance(value, (int, float)) and dist.low <= value <= dist.high
 
 
 def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
@@ -160,20 +118,28 @@ def create_study(spec: Spec, storage: str | optuna.storages.BaseStorage | None =
     )
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise UserError(f"study {study.study_name!r} exists but does not maximize; steer studies maximize PSNR")
-    control = Control.for_study(study)
+    control = _control(study)
     if control is not None:
         study.sampler = PinnedSampler(study.sampler, control.pin_values)
         control.sweep(study)  # trials of dead workers -> FAIL, their commands -> expired
-    study.set_user_attr(ATTR + "spec", _spec_record(spec))
+    study.set_user_attr(record.SPEC, _spec_record(spec))
     folder = artifact_dir(storage_url(study), study.study_name, spec.artifacts)
     if folder is not None:
-        study.set_user_attr(ATTR + "artifacts", str(folder.resolve()))
+        study.set_user_attr(record.ARTIFACTS, str(folder.resolve()))
         if not has_study_artifact(study, TARGET_ARTIFACT):
             target = load_target(spec.image, spec.size, spec.path.parent if spec.path else None)
             upload_png(artifact_store(folder), to_png(target), TARGET_ARTIFACT, study)
     if spec.baseline and not study.trials:
-        study.enqueue_trial(baseline_params(spec), user_attrs={ATTR + "baseline": True})
+        study.enqueue_trial(baseline_params(spec), user_attrs={record.BASELINE: True})
     return study
+
+
+def _control(study: optuna.Study) -> Control | None:
+    """The study's control plane, or None when it cannot be steered (in-memory)."""
+    try:
+        return Control.open(study)
+    except NotSteerable:
+        return None
 
 
 def baseline_params(spec: Spec) -> dict[str, Any]:
@@ -218,72 +184,60 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         spec = self.spec
-        control = Control.for_study(trial.study) if spec.steering_enabled else None
+        control = _control(trial.study) if spec.steering_enabled else None
         pins = control.pin_values() if control else {}
         params = suggest_params(trial, spec, pins)
         seed = trial_seed(spec, trial)
         trainer = Trainer(params, self.target, steps=spec.steps, seed=seed,
                           backend=spec.backend, device=spec.device, precision=spec.precision)
-        trial.set_user_attr(ATTR + "params", params)  # what a replay starts from
-        trial.set_user_attr(ATTR + "seed", seed)
-        trial.set_user_attr(ATTR + "backend", trainer.backend)
-        trial.set_user_attr(ATTR + "device", str(trainer.device))
-        trial.set_user_attr(ATTR + "torch_threads", torch.get_num_threads())
+        trial.set_user_attr(record.PARAMS, params)  # what a replay starts from
+        trial.set_user_attr(record.SEED, seed)
+        trial.set_user_attr(record.BACKEND, trainer.backend)
+        trial.set_user_attr(record.DEVICE, str(trainer.device))
+        trial.set_user_attr(record.TORCH_THREADS, torch.get_num_threads())
         if applicable_pins(trial, pins):
-            trial.set_user_attr(ATTR + "pinned", applicable_pins(trial, pins))
-        steering = None
+            trial.set_user_attr(record.PINNED, applicable_pins(trial, pins))
         if control is not None:
             control.sweep(trial.study)  # another worker may have died since this one started
             control.store_target(to_png(self.target), self.target.shape[1], self.target.shape[0])
-            steering = TrialSteering(control, trial, trainer, spec.steering)
+        cadence = {k: spec.steering[k] for k in ("poll_interval", "publish_interval", "preview_size")}
         started = time.perf_counter()
-        how = "failed"
-        try:
-            value = self._train(trial, trainer, steering)
-            how = "completed"
-            return value
-        except optuna.TrialPruned:
-            how = "was pruned"
-            raise
-        finally:
-            trial.set_user_attr(ATTR + "effective_params", trainer.effective_params())
-            trial.set_user_attr(ATTR + "final_step", trainer.step_count)
-            trial.set_user_attr(ATTR + "train_seconds", round(time.perf_counter() - started, 3))
-            self._save_prediction(trial, trainer)
-            if steering is not None:
-                steering.finish(how)
+        # The same public steering API as any training loop's (steer.steering): no private path.
+        with steering(trial, **trainer.steering_kwargs(), enabled=spec.steering_enabled, **cadence) as s:
+            try:
+                return self._train(trial, trainer, s)
+            finally:
+                trial.set_user_attr(record.TRAIN_SECONDS, round(time.perf_counter() - started, 3))
+                self._save_prediction(trial, trainer)
 
     def _save_prediction(self, trial: optuna.Trial, trainer: Trainer) -> None:
         """The final prediction as a trial artifact: Optuna accepts it only while the trial runs."""
-        folder = trial.study.user_attrs.get(ATTR + "artifacts")
+        folder = trial.study.user_attrs.get(record.ARTIFACTS)
         if folder is not None:
-            upload_png(artifact_store(Path(folder)), to_png(trainer.predict()), "prediction.png", trial)
+            upload_png(artifact_store(Path(folder)), to_png(trainer.predict()), PREDICTION_ARTIFACT, trial)
 
-    def _train(self, trial: optuna.Trial, trainer: Trainer, steering: TrialSteering | None) -> float:
+    def _train(self, trial: optuna.Trial, trainer: Trainer, s: Steering) -> float:
         spec = self.spec
         exempt = spec.steering["exempt_steered_from_pruning"]
         psnr = float("nan")
         while trainer.step_count < spec.steps:
-            if steering is not None:
-                steering.poll()  # applies commands at this step boundary; may raise TrialPruned
             try:
-                loss = trainer.step()
+                loss = trainer.step(s.loss_fn)
             except Diverged as exc:
-                trial.set_user_attr(ATTR + "diverged", str(exc))
+                trial.set_user_attr(record.DIVERGED, str(exc))
                 raise optuna.TrialPruned(str(exc)) from None
             step = trainer.step_count
             report = step % spec.report_every == 0 or step == spec.steps
             if report:
                 psnr = trainer.psnr()
                 trial.report(psnr, step)
-            if steering is not None:
-                steering.last_loss = loss
-                steering.publish(loss, psnr if report else None, force=report)
-            if report and step < spec.steps and not (exempt and steering and steering.steered):
-                if trial.should_prune():
-                    reason = f"pruned by {type(trial.study.pruner).__name__} at step {step} (PSNR {psnr:.2f} dB)"
-                    trial.set_user_attr(ATTR + "pruned_reason", reason)
-                    raise optuna.TrialPruned(reason)
+            # Applies pending commands at this step boundary (may raise TrialPruned) and publishes
+            # the preview and full-image PSNR at its cadence, and at every report.
+            s.step(step, loss=loss, value=psnr if report else trainer.psnr, preview=trainer.predict, publish=report)
+            if report and step < spec.steps and (s.should_prune() if exempt else trial.should_prune()):
+                reason = f"pruned by {type(trial.study.pruner).__name__} at step {step} (PSNR {psnr:.2f} dB)"
+                trial.set_user_attr(record.PRUNED_REASON, reason)
+                raise optuna.TrialPruned(reason)
         return psnr
 
 

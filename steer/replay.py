@@ -12,11 +12,13 @@ from typing import Any
 import optuna
 import torch
 
+from steer import record
+from steer.actions import ACTIONS
 from steer.errors import UserError
 from steer.image import load_target
-from steer.trainer import Change, Diverged, Trainer
-
-REPLAYED = ("set_lr", "set_optimizer", "set_loss", "set_weight_decay", "reset")
+from steer.kernels import DEFAULT_PRECISION
+from steer.steering import Steering
+from steer.trainer import Diverged, Trainer
 
 
 def find_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
@@ -32,31 +34,32 @@ def replay_trial(study: optuna.Study, number: int, device: str | None = None) ->
     if not trial.state.is_finished():
         raise UserError(f"trial {number} is {trial.state.name}: only finished trials can be replayed")
     attrs = trial.user_attrs
-    spec = study.user_attrs.get("steer.spec")
-    missing = [k for k in ("steer.params", "steer.seed", "steer.final_step") if k not in attrs]
+    spec = study.user_attrs.get(record.SPEC)
+    missing = [k for k in (record.PARAMS, record.SEED, record.FINAL_STEP) if k not in attrs]
     if spec is None or missing:
-        raise UserError(f"trial {number} was not recorded by steer (missing {', '.join(missing) or 'steer.spec'})")
-    threads = attrs.get("steer.torch_threads")
+        raise UserError(f"trial {number} was not recorded by steer (missing {', '.join(missing) or record.SPEC})")
+    threads = attrs.get(record.TORCH_THREADS)
     if threads and device in (None, "cpu"):
         torch.set_num_threads(threads)  # CPU sums split by thread: the same split gives the same bits
     target = load_target(spec["image"], spec["size"], Path(spec["base"]) if spec.get("base") else None)
-    trainer = Trainer(attrs["steer.params"], target, steps=spec["steps"], seed=attrs["steer.seed"],
-                      backend=attrs.get("steer.backend", "torch"), device=device or attrs.get("steer.device", "cpu"),
-                      precision=spec.get("precision", "tf32x3"))
-    events = sorted((e for e in attrs.get("steer.interventions", []) if e["action"] in REPLAYED),
+    trainer = Trainer(attrs[record.PARAMS], target, steps=spec["steps"], seed=attrs[record.SEED],
+                      backend=attrs.get(record.BACKEND, "torch"), device=device or attrs.get(record.DEVICE, "cpu"),
+                      precision=spec.get("precision", DEFAULT_PRECISION))
+    knobs = Steering(None, **trainer.steering_kwargs())  # the same handlers that applied them the first time
+    events = sorted((e for e in record.read(trial).interventions
+                     if e["action"] in ACTIONS and ACTIONS[e["action"]].replayed),
                     key=lambda e: e["step"])  # stable: same-step events keep their order
-    final_step = attrs["steer.final_step"]
+    final_step = attrs[record.FINAL_STEP]
     report_every = spec["report_every"]
     replayed: dict[int, float] = {}
     error = None
     i = 0
     while trainer.step_count < final_step:
         while i < len(events) and events[i]["step"] == trainer.step_count:
-            value = events[i]["new"] if events[i]["action"] != "reset" else events[i]["args"]["seed"]
-            trainer.apply(Change(events[i]["action"], value))
+            knobs.apply(events[i]["action"], events[i]["args"])
             i += 1
         try:
-            trainer.step()
+            trainer.step(knobs.loss_fn)
         except Diverged as exc:
             error = str(exc)
             break

@@ -15,9 +15,9 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import TrialState
 
-from steer import stopping
-from steer.compare import save_comparison
-from steer.control import Control
+from steer import record, stopping
+from steer.comparison import save_comparison
+from steer.control import Control, NotSteerable
 from steer.spec import Spec
 
 log = logging.getLogger("steer.runner")
@@ -53,7 +53,10 @@ def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], s
     progress = make_progress(console, disable=not show_progress)
     task = progress.add_task("trials", total=budget, completed=done, best=best_text(study))
 
-    control = Control.for_study(study)
+    try:
+        control: Control | None = Control.open(study)
+    except NotSteerable:  # an in-memory study: nothing to expire, no comparison to save
+        control = None
 
     def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if control is not None:  # the trial is finished now: nothing sent to it can still apply
@@ -96,7 +99,7 @@ def _with_fail_reason(objective: Callable[[optuna.Trial], float]) -> Callable[[o
 
 def _note_failure(trial: optuna.Trial, reason: str) -> None:
     try:
-        trial.set_user_attr("steer.fail_reason", reason)
+        trial.set_user_attr(record.FAIL_REASON, reason)
     except (optuna.exceptions.StorageInternalError, optuna.exceptions.UpdateFinishedTrialError) as exc:
         log.warning("trial %d: cannot record why it failed (%s): %s", trial.number, reason, exc)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from steer.errors import SpecError
-from steer.kernels import BACKENDS, PRECISIONS
+from steer.kernels import BACKENDS, DEFAULT_PRECISION, PRECISIONS
 
 # --------------------------------------------------------------------------- #
 # The hyperparameters a trial has. Each may be searched, fixed, or left at its
@@ -274,7 +274,7 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
     report_every = trial.get("report_every", int, max(1, steps // 10) if steps > 0 else 1)
     backend = trial.get("backend", str, "auto")
     device = trial.get("device", str, "auto")
-    precision = trial.get("precision", str, "tf32x3")
+    precision = trial.get("precision", str, DEFAULT_PRECISION)
     trial.done()
     _positive(trial, "steps", steps)
     _positive(trial, "report_every", report_every)

@@ -4,7 +4,7 @@ An exception raised straight from a signal handler can land in the middle of
 a database call (a connection pool's lock held, a transaction half sent), and
 a worker that then goes on to record its trial's end can hang on that lock.
 So the first SIGINT or SIGTERM only sets `requested`. The training loop
-checks it between two steps (`TrialSteering.poll`), the runner before and
+checks it between two steps (`Steering.step`), the runner before and
 after each trial, the `--workers` parent between two looks at its workers;
 `check()` raises KeyboardInterrupt there, and the usual clean-up runs: the
 trial ends FAIL with its reason, its pending commands expire.

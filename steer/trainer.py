@@ -1,59 +1,33 @@
-"""One trial's training run: model, optimizer, loss, LR schedule and step count.
+"""One trial's training run of the built-in objective: model, optimizer, LR schedule and step count.
 
-`step()` trains one step. `apply(change)` applies one validated intervention at
-a step boundary and returns an `Event` (old -> new). Everything random draws
-from generators seeded by the trial seed, so the same params + seed + changes at
-the same steps give bitwise the same weights on the CPU.
+`step(loss_fn)` trains one step. What a person changes while it runs goes
+through `steer.steering` like any training loop's: `steering_kwargs()` hands
+it this trainer's optimizer, model, optimizer and loss names. Everything
+random draws from generators seeded by the trial seed, so the same params +
+seed + changes at the same steps give bitwise the same weights on the CPU.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-from steer.kernels import MLPConfig, build_model
+from steer.kernels import DEFAULT_PRECISION, MLPConfig, build_model
 from steer.errors import UserError
-from steer.spec import DEFAULT_PARAMS, LOSSES, OPTIMIZERS, PARAMS
-
-
-class InvalidChange(ValueError):
-    """An intervention that cannot be applied; the message is the rejection reason."""
+from steer.spec import DEFAULT_PARAMS
+from steer.steering import OPTIMIZERS
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class Change:
-    """One intervention on a running trainer. `value` is a number, a name, or a seed for reset."""
-
-    action: str  # set_lr | set_optimizer | set_loss | set_weight_decay | reset
-    value: Any = None
-
-
-@dataclass(frozen=True)
-class Event:
-    """What an applied change did: recorded in the study and replayed later."""
-
-    action: str
-    value: Any
-    old: Any
-    new: Any
-    step: int  # the number of steps done when it was applied: it affects step + 1 on
-    at: float = field(default_factory=time.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
+# The losses a trial of the built-in objective can train with (Huber's delta suits [0, 1] colours).
 LOSS_FNS = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": lambda a, b: F.huber_loss(a, b, delta=0.1)}
-ACTIONS = ("set_lr", "set_optimizer", "set_loss", "set_weight_decay", "reset")
 
 
 def pixel_coords(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -97,7 +71,7 @@ class Trainer:
         seed: int,
         backend: str = "auto",
         device: str = "auto",
-        precision: str = "tf32x3",
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         self.params = {**DEFAULT_PARAMS, **params}
         self.steps = steps
@@ -110,11 +84,16 @@ class Trainer:
         self.batch_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.model, self.backend = build_model(mlp_config(self.params), backend, self.device, init_gen, precision)
         self.step_count = 0
-        self.lr_override: float | None = None  # set_lr overrides the schedule from then on
-        self.loss_name: str = self.params["loss"]
-        self.optimizer_name: str = self.params["optimizer"]
-        self.weight_decay: float = self.params["weight_decay"]
-        self.optimizer = self._make_optimizer(self.optimizer_name, self.current_lr, self.weight_decay)
+        self.lr_override: float | None = None  # an LR set by hand replaces the schedule from then on
+        self.optimizer = OPTIMIZERS[self.params["optimizer"]](
+            self.model.parameters(), lr=self.current_lr, weight_decay=self.params["weight_decay"])
+        self._lr_written = self.current_lr  # what the schedule last wrote into the optimizer
+
+    def steering_kwargs(self) -> dict[str, Any]:
+        """What `steer.steering` needs to steer this trainer."""
+        return {"optimizer": self.optimizer, "model": self.model, "optimizers": OPTIMIZERS, "losses": LOSS_FNS,
+                "loss": self.params["loss"], "optimizer_name": self.params["optimizer"],
+                "effective_params": self.effective_params}
 
     # ---- state --------------------------------------------------------- #
     @property
@@ -126,31 +105,39 @@ class Trainer:
             return base * 0.5 * (1.0 + math.cos(math.pi * min(self.step_count, self.steps) / self.steps))
         return base
 
-    def effective_params(self) -> dict[str, Any]:
-        """The params as they stand now, interventions included.
+    def _write_lr(self) -> None:
+        lr = self.current_lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self._lr_written = lr
+
+    def _notice_lr_set_by_hand(self) -> None:
+        """An LR in the optimizer that the schedule did not write was set by hand (`set_lr`)."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        if lr != self._lr_written:
+            self.lr_override = self._lr_written = lr
+
+    def effective_params(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """The params as they stand now, with the steering object's current `settings`.
 
         An LR set by hand replaces the schedule, so it shows as a constant LR.
         """
-        out = {**self.params, "optimizer": self.optimizer_name, "loss": self.loss_name,
-               "weight_decay": self.weight_decay}
+        self._notice_lr_set_by_hand()
+        out = {**self.params, "optimizer": settings["optimizer"], "loss": settings["loss"],
+               "weight_decay": settings["weight_decay"]}
         if self.lr_override is not None:
             out.update(lr=self.lr_override, schedule="constant")
         return out
 
-    def _make_optimizer(self, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-        params = self.model.parameters()
-        if name == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-        if name == "adamw":
-            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-
     # ---- training ------------------------------------------------------ #
-    def step(self) -> float:
-        """One optimisation step; returns the training loss. Raises `Diverged` on NaN/inf."""
-        lr = self.current_lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def step(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> float:
+        """One optimisation step with `loss_fn` (default: the params' loss); returns the training loss.
+
+        Raises `Diverged` on NaN/inf.
+        """
+        self._notice_lr_set_by_hand()
+        self._write_lr()
+        loss_fn = loss_fn or LOSS_FNS[self.params["loss"]]
         batch = self.params["batch_size"]
         if 0 < batch < self.coords.shape[0]:
             idx = torch.randint(self.coords.shape[0], (batch,), generator=self.batch_gen, device=self.device)
@@ -158,10 +145,11 @@ class Trainer:
         else:
             coords, target = self.coords, self.target
         self.optimizer.zero_grad(set_to_none=True)
-        loss = LOSS_FNS[self.loss_name](self.model(coords), target)
+        loss = loss_fn(self.model(coords), target)
         loss.backward()
         self.optimizer.step()
         self.step_count += 1
+        self._write_lr()  # the optimizer holds the next step's LR: what a person sees and changes
         value = loss.item()
         if not math.isfinite(value):
             raise Diverged(f"training loss became {value} at step {self.step_count}")
@@ -181,45 +169,5 @@ class Trainer:
     def psnr(self) -> float:
         return self.evaluate()[1]
 
-    # ---- interventions ------------------------------------------------- #
-    def apply(self, change: Change) -> Event:
-        """Apply `change` before the next step. Raises `InvalidChange` with the reason."""
-        action, value = change.action, change.value
-        if action == "set_lr":
-            new = _checked("lr", value)
-            old, self.lr_override = self.current_lr, new
-        elif action == "set_weight_decay":
-            new = _checked("weight_decay", value)
-            old, self.weight_decay = self.weight_decay, new
-            for group in self.optimizer.param_groups:
-                group["weight_decay"] = new
-        elif action == "set_optimizer":
-            new = _checked("optimizer", value)
-            old, self.optimizer_name = self.optimizer_name, new
-            # Weights stay; optimizer state (moments, momentum) starts afresh.
-            self.optimizer = self._make_optimizer(new, self.current_lr, self.weight_decay)
-        elif action == "set_loss":
-            new = _checked("loss", value)
-            old, self.loss_name = self.loss_name, new
-        elif action == "reset":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidChange(f"reset needs a non-negative integer seed, got {value!r}")
-            old, new = None, value
-            self.model.reset_parameters(torch.Generator().manual_seed(value))
-            self.optimizer = self._make_optimizer(self.optimizer_name, self.current_lr, self.weight_decay)
-        else:
-            raise InvalidChange(f"unknown action {action!r}; allowed: {', '.join(ACTIONS)}")
-        return Event(action=action, value=new, old=old, new=new, step=self.step_count)
 
-
-def _checked(name: str, value: Any) -> Any:
-    try:
-        return PARAMS[name].check(value)
-    except ValueError as exc:
-        raise InvalidChange(f"{name}: {exc}") from None
-
-
-__all__ = [
-    "ACTIONS", "Change", "Diverged", "Event", "InvalidChange", "LOSSES", "OPTIMIZERS", "Trainer",
-    "pixel_coords", "psnr_from_mse",
-]
+__all__ = ["Diverged", "LOSS_FNS", "Trainer", "pixel_coords", "psnr_from_mse"]

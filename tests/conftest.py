@@ -20,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-from steer.benchmarks import fresh_pg_database, libpq_url
+from steer.bench.harness import fresh_pg_database, libpq_url
 
 # Browser tests drive Debian's Chromium (`make test` installs it where it can). On a developer's
 # machine without it they skip; in CI (CI=true) they must run, so they fail instead.

@@ -17,7 +17,7 @@ from PIL import Image
 
 import steer
 from conftest import CHROMIUM, CHROMIUM_ARGS, requires_browser, run_cli
-from steer.compare import comparison
+from steer.comparison import comparison
 from steer.control import Control
 
 SPEC = """
@@ -50,7 +50,7 @@ def steered_study(tmp_path_factory):
     study = steer.create_study(spec, url)
     worker = threading.Thread(target=study.optimize, args=(steer.objective(spec),), kwargs={"n_trials": 3})
     worker.start()
-    control = Control.for_study(study)
+    control = Control.open(study)
     deadline = time.monotonic() + 60
     while (live := control.live(0)) is None or not live.running:
         assert time.monotonic() < deadline, "trial 0 did not start"
@@ -60,7 +60,7 @@ def steered_study(tmp_path_factory):
         assert cmd.state == "applied", cmd.describe()
     worker.join(600)
     assert not worker.is_alive(), "the study did not finish its 3 trials"
-    steer.compare.save_comparison(study)
+    steer.comparison.save_comparison(study)
     return folder, url, study
 
 

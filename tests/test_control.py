@@ -238,7 +238,7 @@ def test_pins_are_honoured_by_later_trials(tiny_spec, storage_url):
     url = storage_url
     spec = steer.load_spec(tiny_spec)
     study = steer.create_study(spec, url)
-    control = Control.for_study(study)
+    control = Control.open(study)
     assert control.request("pin", param="lr", value=4e-3).state == "applied"
     assert control.request("pin", param="loss", value="l1").state == "applied"  # not searched by the spec
     study.optimize(steer.objective(spec), n_trials=1)

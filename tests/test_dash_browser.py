@@ -64,9 +64,9 @@ import torch
 torch.set_num_threads(1)
 from steer import trainer
 _step = trainer.Trainer.step
-def step(self):
+def step(self, *args):
     time.sleep(0.004)
-    return _step(self)
+    return _step(self, *args)
 trainer.Trainer.step = step
 from steer.cli import main
 sys.exit(main(sys.argv[1:]))

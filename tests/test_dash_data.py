@@ -18,7 +18,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from steer.control import Control, Metric
-from steer.dashboards import data, figures, ids, server
+from steer.dashboards import figures, ids, views, server
 from steer.dashboards.app import create_app, is_loopback
 from steer.dashboards.trial_page import request_for
 from steer.errors import UserError
@@ -61,18 +61,18 @@ def study_db(tmp_path):
 
 
 def test_formats_and_the_log_slider_round_trip():
-    assert data.fmt(0.00343) == "3.43e-3" and data.fmt(0.5) == "0.5" and data.fmt(0.0) == "0"
-    assert data.fmt(True) == "yes" and data.fmt(None) == "-" and data.fmt({"a": 1e-5}) == "a=1.00e-5"
-    assert data.fmt_lr(3.16e-4) == "3.16e-4" and data.fmt_lr(1.0) == "1.00e+0" and data.fmt_lr(None) == "-"
-    assert (data.LR_MIN_LOG10, data.LR_MAX_LOG10) == (-7, 0)  # the spec's allowed range, 1e-7..1
-    assert data.lr_to_slider(2e-3) == -2.7 and data.lr_to_slider(1e-9) == -7 and data.lr_to_slider(5.0) == 0
-    assert data.lr_to_slider(0) == -7
-    assert data.slider_to_lr(-3.5) == 3.16e-4 and data.slider_to_lr(-4) == 1e-4
-    assert data.same_value("lr", data.slider_to_lr(data.lr_to_slider(2e-3)), 2e-3)  # within slider resolution
-    assert not data.same_value("lr", 1e-3, 1.1e-3)
-    assert data.same_value("optimizer", "adam", "adam") and not data.same_value("loss", "mse", "l1")
-    assert data.same_value("weight_decay", 0.0, 0) and not data.same_value("weight_decay", 0.0, 1e-4)
-    assert data.same_value("lr", None, None) and not data.same_value("lr", None, 1e-3)
+    assert views.fmt(0.00343) == "3.43e-3" and views.fmt(0.5) == "0.5" and views.fmt(0.0) == "0"
+    assert views.fmt(True) == "yes" and views.fmt(None) == "-" and views.fmt({"a": 1e-5}) == "a=1.00e-5"
+    assert views.fmt_lr(3.16e-4) == "3.16e-4" and views.fmt_lr(1.0) == "1.00e+0" and views.fmt_lr(None) == "-"
+    assert (views.LR_MIN_LOG10, views.LR_MAX_LOG10) == (-7, 0)  # the spec's allowed range, 1e-7..1
+    assert views.lr_to_slider(2e-3) == -2.7 and views.lr_to_slider(1e-9) == -7 and views.lr_to_slider(5.0) == 0
+    assert views.lr_to_slider(0) == -7
+    assert views.slider_to_lr(-3.5) == 3.16e-4 and views.slider_to_lr(-4) == 1e-4
+    assert views.same_value("lr", views.slider_to_lr(views.lr_to_slider(2e-3)), 2e-3)  # within slider resolution
+    assert not views.same_value("lr", 1e-3, 1.1e-3)
+    assert views.same_value("optimizer", "adam", "adam") and not views.same_value("loss", "mse", "l1")
+    assert views.same_value("weight_decay", 0.0, 0) and not views.same_value("weight_decay", 0.0, 1e-4)
+    assert views.same_value("lr", None, None) and not views.same_value("lr", None, 1e-3)
 
 
 # ---- study page ----------------------------------------------------------------------- #
@@ -80,7 +80,8 @@ def test_formats_and_the_log_slider_round_trip():
 
 def test_trial_rows_say_state_psnr_steering_pins_and_duration():
     trials = [
-        frozen(1, value=30.0, attrs={"steer.steered": True, "steer.interventions": [{}, {}],
+        frozen(1, value=30.0, attrs={"steer.steered": True,
+                                     "steer.interventions": [{"action": "set_lr"}, {"action": "set_loss"}],
                                      "steer.pinned": {"loss": "l1"},
                                      "steer.effective_params": {"lr": 5e-4, "optimizer": "sgd", "loss": "l1",
                                                                 "weight_decay": 0.0, "width": 64}}),
@@ -89,7 +90,7 @@ def test_trial_rows_say_state_psnr_steering_pins_and_duration():
         frozen(3, state=TrialState.PRUNED, attrs={"steer.pruned_reason": "pruned by dash at step 40",
                                                   "steer.promoted_from": 1}),
     ]
-    rows = data.trial_rows(trials, now=(T0 + timedelta(seconds=42)).timestamp())
+    rows = views.trial_rows(trials, now=(T0 + timedelta(seconds=42)).timestamp())
     assert [r["number"] for r in rows] == [0, 1, 2, 3]
     r0, r1, r2, r3 = rows
     assert (r0["state"], r0["psnr"], r0["steered"], r0["baseline"], r0["duration_s"]) == ("COMPLETE", 25.0, False,
@@ -100,7 +101,7 @@ def test_trial_rows_say_state_psnr_steering_pins_and_duration():
     assert r1["searched"] == {"lr": 1e-3, "optimizer": "adam"}  # Optuna's params
     assert r2["state"] == "RUNNING" and r2["psnr"] is None and r2["duration_s"] == pytest.approx(42.0)
     assert r2["live_psnr"] is None and r0["live_psnr"] is None
-    now = data.trial_rows(trials, live={2: metric(30, psnr=21.5, lr=4e-4, opt="sgd"), 0: metric(5)})
+    now = views.trial_rows(trials, live={2: metric(30, psnr=21.5, lr=4e-4, opt="sgd"), 0: metric(5)})
     assert now[2]["live_psnr"] == 21.5 and now[2]["params"] == {"lr": 4e-4, "optimizer": "sgd", "loss": "mse",
                                                                  "weight_decay": 0.0}  # what it trains with now
     assert now[0]["live_psnr"] is None and now[0]["params"] == r0["params"]  # finished: a stale live row is ignored
@@ -111,13 +112,13 @@ def test_best_so_far_counts_only_completed_trials():
     trials = [frozen(0, value=20.0), frozen(1, value=18.0, attrs={"steer.steered": True}),
               frozen(2, state=TrialState.PRUNED, value=40.0), frozen(3, state=TrialState.RUNNING),
               frozen(4, value=26.0), frozen(5, value=float("nan")), frozen(6, value=24.0)]
-    best = data.best_so_far(trials)
+    best = views.best_so_far(trials)
     assert best == {"number": [0, 1, 4, 6], "value": [20.0, 18.0, 26.0, 24.0], "best": [20.0, 20.0, 26.0, 26.0],
                     "steered": [False, True, False, False], "best_number": 4}
-    low = data.best_so_far(trials, optuna.study.StudyDirection.MINIMIZE)
+    low = views.best_so_far(trials, optuna.study.StudyDirection.MINIMIZE)
     assert low["best"] == [20.0, 18.0, 18.0, 18.0] and low["best_number"] == 1
-    assert data.best_so_far([])["best_number"] is None
-    stats = dict(data.summary_stats(data.trial_rows(trials), best))
+    assert views.best_so_far([])["best_number"] is None
+    stats = dict(views.summary_stats(views.trial_rows(trials), best))
     assert stats == {"trials": "7", "running": "1", "complete": "5", "pruned": "1", "steered": "1",
                      "best PSNR": "26.00 dB"}
 
@@ -126,7 +127,7 @@ def test_pins_in_the_order_of_the_controls(study_db):
     _, _, control, _ = study_db
     control.request("pin", param="weight_decay", value=0.01, by="t")
     control.request("pin", param="lr", value="3e-4", by="t")
-    rows = data.pin_rows(control.pins())
+    rows = views.pin_rows(control.pins())
     assert [(p["param"], p["value"], p["by"], p["source_trial"]) for p in rows] == [
         ("lr", 3e-4, "t", None), ("weight_decay", 0.01, "t", None)]
 
@@ -136,12 +137,12 @@ def test_pins_in_the_order_of_the_controls(study_db):
 
 def test_curve_points_thin_long_trials_but_keep_the_last_row():
     rows = [metric(s, loss=1.0 / (s + 1), psnr=float(s)) for s in range(0, 10_001, 2)]
-    full = data.curve_points(rows, cap=None)
+    full = views.curve_points(rows, cap=None)
     assert len(full["step"]) == len(rows) and full["psnr"][3] == 6.0
-    thin = data.curve_points(rows, cap=1000)
+    thin = views.curve_points(rows, cap=1000)
     assert 500 < len(thin["step"]) <= 1001 and thin["step"][0] == 0 and thin["step"][-1] == 10_000
     assert thin["step"] == sorted(set(thin["step"]))
-    assert data.curve_points([]) == {"step": [], "loss": [], "psnr": []}
+    assert views.curve_points([]) == {"step": [], "loss": [], "psnr": []}
 
 
 def test_interventions_are_labelled_for_the_log_and_the_markers():
@@ -153,10 +154,10 @@ def test_interventions_are_labelled_for_the_log_and_the_markers():
         {"command": 3, "action": "pin", "args": {"param": "optimizer"}, "old": None, "new": "sgd", "step": 160,
          "at": 7.0, "by": "x"},
     ]}
-    marks = data.interventions(frozen(0, state=TrialState.RUNNING, attrs=attrs))
+    marks = views.interventions(frozen(0, state=TrialState.RUNNING, attrs=attrs))
     assert [m["label"] for m in marks] == ["set_lr 2.00e-3 -> 1.00e-4", "reset seed 7", "pin optimizer: - -> sgd"]
     assert [m["step"] for m in marks] == [100, 150, 160] and marks[1]["by"] == "cli:me"
-    fig = figures.curves_figure(data.curve_points([metric(0), metric(100)]), marks)
+    fig = figures.curves_figure(views.curve_points([metric(0), metric(100)]), marks)
     assert list(fig.data[2].x) == [100, 150, 160] and len(fig.layout.shapes) == 3
     assert list(fig.data[2].customdata[0]) == ["set_lr", "2.00e-3 -> 1.00e-4", "dash:127.0.0.1"]
 
@@ -164,12 +165,12 @@ def test_interventions_are_labelled_for_the_log_and_the_markers():
 def test_current_and_synced_controls():
     trial = frozen(0, state=TrialState.RUNNING, params={"lr": 1e-3},
                    attrs={"steer.params": {"lr": 1e-3, "optimizer": "adamw", "loss": "mse", "weight_decay": 0.0}})
-    assert data.current_settings(trial, None) == {"lr": 1e-3, "optimizer": "adamw", "loss": "mse",
+    assert views.current_settings(trial, None) == {"lr": 1e-3, "optimizer": "adamw", "loss": "mse",
                                                   "weight_decay": 0.0}
-    now = data.current_settings(trial, metric(50, lr=4e-4, opt="sgd", loss_name="huber", wd=0.1))
+    now = views.current_settings(trial, metric(50, lr=4e-4, opt="sgd", loss_name="huber", wd=0.1))
     assert now == {"lr": 4e-4, "optimizer": "sgd", "loss": "huber", "weight_decay": 0.1}
     applied = [{"action": "set_lr", "new": 5e-4}, {"action": "reset", "new": 3}, {"action": "set_loss", "new": "l1"}]
-    assert data.synced_controls(now, applied) == {"lr": 5e-4, "optimizer": "sgd", "loss": "l1", "weight_decay": 0.1}
+    assert views.synced_controls(now, applied) == {"lr": 5e-4, "optimizer": "sgd", "loss": "l1", "weight_decay": 0.1}
 
 
 def test_command_statuses_from_the_control_plane(study_db):
@@ -179,26 +180,26 @@ def test_command_statuses_from_the_control_plane(study_db):
     done = control.request("set_optimizer", trial=running, value="sgd", by="cli:x")
     control.resolve(done.id, "applied", step=77)
     gone = control.request("prune", trial=0, by="x")  # trial 0 has finished
-    statuses = data.request_statuses(control.commands(trial=None), mine=[pending.id, bad.id])
+    statuses = views.request_statuses(control.commands(trial=None), mine=[pending.id, bad.id])
     by_id = {s["id"]: s for s in statuses}
     assert [s["id"] for s in statuses] == sorted(by_id, reverse=True)  # newest first
     assert by_id[pending.id]["status"] == "pending: waiting for the trial's next poll" and by_id[pending.id]["mine"]
     assert by_id[pending.id]["what"] == "set_lr 1.00e-4"
-    assert by_id[bad.id]["status"] == "rejected: lr: got 10; allowed: float in [1e-07, 1]"
+    assert by_id[bad.id]["status"] == "rejected: lr: got 10.0; allowed: float in [1e-07, 1]"
     assert by_id[done.id]["status"] == "applied at step 77" and not by_id[done.id]["mine"]
     assert by_id[gone.id]["state"] == "rejected" and "COMPLETE" in by_id[gone.id]["status"]
 
 
 def test_trial_reads_from_the_control_plane(study_db):
     _, study, control, running = study_db
-    assert data.load_trial(control, running).state == TrialState.RUNNING
-    assert data.load_trial(control, 99) is None
-    assert data.total_steps(control) == 500
+    assert views.load_trial(control, running).state == TrialState.RUNNING
+    assert views.load_trial(control, 99) is None
+    assert views.total_steps(control) == 500
     live = control.live(running)
-    latest = data.latest_metric(control, live)
+    latest = views.latest_metric(control, live)
     assert (latest.step, latest.psnr, latest.lr) == (40, 18.5, 3e-3)
-    assert data.latest_metric(control, None) is None
-    cards = data.wall_cards(control.live_all(), {running: latest})
+    assert views.latest_metric(control, None) is None
+    cards = views.wall_cards(control.live_all(), {running: latest})
     assert cards == [{"trial": running, "step": 40, "wall_time": live.wall_time, "has_image": True, "psnr": 18.5,
                       "lr": 3e-3, "optimizer": "adam", "loss": "mse", "weight_decay": 0.0}]
 
@@ -209,7 +210,7 @@ def test_trial_reads_from_the_control_plane(study_db):
 def test_controls_ask_only_for_changes():
     known = {"lr": 2e-3, "optimizer": "adam", "loss": "mse", "weight_decay": 0.0}
     assert request_for(ids.LR_SLIDER, -4.0, known) == {"action": "set_lr", "value": 1e-4}
-    assert request_for(ids.LR_SLIDER, data.lr_to_slider(2e-3), known) is None  # the value tick synced
+    assert request_for(ids.LR_SLIDER, views.lr_to_slider(2e-3), known) is None  # the value tick synced
     assert request_for(ids.LR_INPUT, " 3e-4 ", known) == {"action": "set_lr", "value": "3e-4"}
     assert request_for(ids.LR_INPUT, "", known) is None
     assert request_for(ids.OPTIMIZER, "sgd", known) == {"action": "set_optimizer", "value": "sgd"}

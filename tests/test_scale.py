@@ -18,7 +18,8 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import run_cli
-from steer.benchmarks import libpq_url, readers
+from steer.bench.harness import libpq_url
+from steer.bench.scale import readers
 from steer.control import Control
 from steer.runner import STOPPED
 from test_control import STEER_SPEC, open_control, start_worker, wait_for

@@ -1,4 +1,4 @@
-"""What the pages show, as plain data: extracted from Optuna trials and the control plane.
+"""What the pages show, as plain data: read from the record (`steer.record`) and the control plane.
 
 Nothing here builds a figure or a component, so every function is tested
 without a browser. The pages turn these dicts and lists into Dash components
@@ -15,14 +15,15 @@ from typing import Any, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from steer.cli import trial_row
-from steer.control import PINNABLE, SET_ACTIONS, Command, Control, LiveState, Metric, Pin
+from steer import record
+from steer.actions import ACTIONS, PINNABLE, SETTINGS
+from steer.control import Command, Control, LiveState, Metric, Pin
 from steer.spec import PARAMS
 
 LR_MIN_LOG10 = round(math.log10(PARAMS["lr"].low))  # -7: the slider's range is the allowed range
 LR_MAX_LOG10 = round(math.log10(PARAMS["lr"].high))  # 0
 MAX_CURVE_POINTS = 2000  # a full reload of a long trial's curves is thinned to about this many points
-CONTROLLED = ("lr", "optimizer", "loss", "weight_decay")  # what the trial page's controls set
+CONTROLLED = SETTINGS  # what the trial page's controls set
 
 
 def fmt(value: Any) -> str:
@@ -78,10 +79,10 @@ def trial_rows(trials: Sequence[FrozenTrial], now: float | None = None,
     live = live or {}
     now = time.time() if now is None else now
     for t in sorted(trials, key=lambda t: t.number):
-        attrs = t.user_attrs
-        row = trial_row(t)  # number, state, psnr, steered, baseline, note, duration_s of a finished trial
+        rec = record.read(t)
+        row = record.row(t)  # number, state, psnr, steered, baseline, note, duration_s of a finished trial
         row["searched"] = row.pop("params")  # what Optuna sampled
-        params = attrs.get("steer.effective_params") or attrs.get("steer.params") or t.params
+        params = rec.effective
         latest = live.get(t.number) if t.state == TrialState.RUNNING else None
         if latest is not None:
             params = current_settings(t, latest)
@@ -89,10 +90,9 @@ def trial_rows(trials: Sequence[FrozenTrial], now: float | None = None,
             row["duration_s"] = max(0.0, now - t.datetime_start.timestamp())
         row.update({
             "live_psnr": latest.psnr if latest is not None else None,
-            "interventions": len(attrs.get("steer.interventions", [])),
-            "pinned": dict(attrs.get("steer.pinned") or {}),
+            "interventions": rec.steering_count,
+            "pinned": rec.pinned,
             "params": {k: params[k] for k in CONTROLLED if k in params},
-            "promoted_from": attrs.get("steer.promoted_from"),
         })
         rows.append(row)
     return rows
@@ -111,7 +111,7 @@ def best_so_far(trials: Sequence[FrozenTrial], direction: optuna.study.StudyDire
         numbers.append(t.number)
         values.append(t.value)
         best.append(t.value if best_number == t.number else best[-1])
-        steered.append(bool(t.user_attrs.get("steer.steered", False)))
+        steered.append(record.read(t).steered)
     return {"number": numbers, "value": values, "best": best, "steered": steered, "best_number": best_number}
 
 
@@ -141,11 +141,7 @@ def pin_rows(pins: dict[str, Pin]) -> list[dict[str, Any]]:
 
 def load_trial(control: Control, number: int) -> FrozenTrial | None:
     """One trial of the control's study by number (one trial's rows, not the whole study), or None."""
-    try:
-        trial_id = control.storage.get_trial_id_from_study_id_trial_number(control.study_id, number)
-    except KeyError:
-        return None
-    return control.storage.get_trial(trial_id)
+    return control.trial(number)
 
 
 def latest_metric(control: Control, live: LiveState | None) -> Metric | None:
@@ -158,7 +154,7 @@ def latest_metric(control: Control, live: LiveState | None) -> Metric | None:
 
 def total_steps(control: Control) -> int | None:
     """The spec's steps per trial, as the study recorded it."""
-    spec = control.storage.get_study_user_attrs(control.study_id).get("steer.spec") or {}
+    spec = control.storage.get_study_user_attrs(control.study_id).get(record.SPEC) or {}
     return spec.get("steps")
 
 
@@ -167,9 +163,7 @@ def current_settings(trial: FrozenTrial, latest: Metric | None) -> dict[str, Any
     if latest is not None:
         return {"lr": latest.lr, "optimizer": latest.optimizer, "loss": latest.loss_name,
                 "weight_decay": latest.weight_decay}
-    attrs = trial.user_attrs
-    params = {**{k: PARAMS[k].default for k in CONTROLLED}, **trial.params,
-              **(attrs.get("steer.params") or {}), **(attrs.get("steer.effective_params") or {})}
+    params = {**{k: PARAMS[k].default for k in CONTROLLED}, **record.read(trial).effective}
     return {k: params[k] for k in CONTROLLED}
 
 
@@ -188,7 +182,7 @@ def curve_points(metrics: Sequence[Metric], cap: int | None = MAX_CURVE_POINTS) 
 def interventions(trial: FrozenTrial) -> list[dict[str, Any]]:
     """The trial's applied interventions (the `steer.interventions` user attribute), each with a label."""
     out = []
-    for e in trial.user_attrs.get("steer.interventions", []):
+    for e in record.read(trial).interventions:
         action = e.get("action", "?")
         if action == "reset":
             change = f"seed {fmt(e.get('new'))}"
@@ -236,7 +230,7 @@ def synced_controls(current: dict[str, Any], applied: Sequence[dict[str, Any]]) 
     """
     values = dict(current)
     for e in applied:
-        param = SET_ACTIONS.get(e.get("action"))
+        param = ACTIONS[e["action"]].setting if e.get("action") in ACTIONS else None
         if param:
             values[param] = e.get("new")
     return values

@@ -18,7 +18,7 @@ import dash
 import flask
 from sqlalchemy.exc import SQLAlchemyError
 
-from steer.tables import ControlError
+from steer.storage import ControlError
 
 log = logging.getLogger("steer.dashboards")
 

@@ -4,8 +4,8 @@ What steer knows about a study is written where optuna-dashboard reads it,
 so the comparison needs no steer process running:
 
 - artifacts: each finished trial's final prediction and the study's target
-  image, in a file-system artifact store beside the database;
-- notes: each steered trial's intervention timeline (written by the worker);
+  image (`steer.artifacts`);
+- notes: each steered trial's intervention timeline (written by the trial side);
 - a study-level Plotly figure: PSNR by trial, steered vs not, promoted trials marked.
 
 `comparison(study)` extracts the data; `comparison_figure` draws it.
@@ -14,50 +14,14 @@ so the comparison needs no steer process running:
 from __future__ import annotations
 
 import statistics
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from steer.storage import sqlite_path
+from steer import record
 
 FIGURE_ID = "steer-comparison"
-TARGET_ARTIFACT = "target.png"
-
-
-def artifact_dir(url: str | None, study_name: str, configured: Path | None = None) -> Path | None:
-    """Where a study's artifacts go: `configured`, else beside a SQLite database
-    (`studies/quick.db` -> `studies/quick-artifacts/`), else `./<study>-artifacts`.
-    None for in-memory storages (nothing to keep them beside)."""
-    if configured is not None:
-        return configured
-    if url is None:
-        return None
-    db = sqlite_path(url)
-    if db is not None:
-        return db.parent / f"{db.stem}-artifacts"
-    return Path.cwd() / f"{study_name}-artifacts"
-
-
-def artifact_store(path: Path) -> optuna.artifacts.FileSystemArtifactStore:
-    path.mkdir(parents=True, exist_ok=True)
-    return optuna.artifacts.FileSystemArtifactStore(str(path))
-
-
-def upload_png(store: optuna.artifacts.FileSystemArtifactStore, png: bytes, name: str,
-               study_or_trial: optuna.Study | optuna.Trial) -> str:
-    """Upload PNG bytes as an artifact named `name`; returns the artifact id."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        path.write_bytes(png)
-        return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path),
-                                                study_or_trial=study_or_trial, mimetype="image/png")
-
-
-def has_study_artifact(study: optuna.Study, name: str) -> bool:
-    return any(meta.filename == name for meta in optuna.artifacts.get_all_artifact_meta(study))
 
 
 # ---- the comparison -------------------------------------------------------- #
@@ -72,13 +36,11 @@ def comparison(study: optuna.Study) -> dict[str, Any]:
     """Steered vs unsteered trials, and each promoted trial beside its origin."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     by_number = {t.number: t for t in trials}
+    records = [record.read(t) for t in trials]
     rows = [{
-        "number": t.number, "state": t.state.name, "psnr": t.value,
-        "steered": bool(t.user_attrs.get("steer.steered")),
-        "promoted_from": t.user_attrs.get("steer.promoted_from"),
-        "baseline": bool(t.user_attrs.get("steer.baseline")),
-        "interventions": len(t.user_attrs.get("steer.interventions", [])),
-    } for t in trials]
+        "number": r.number, "state": r.state, "psnr": r.value, "steered": r.steered,
+        "promoted_from": r.promoted_from, "baseline": r.baseline, "interventions": len(r.interventions),
+    } for r in records]
     groups = {}
     for name, steered in (("steered", True), ("unsteered", False)):
         group = [r for r in rows if r["steered"] == steered]

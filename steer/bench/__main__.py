@@ -1,0 +1,74 @@
+"""`python -m steer.bench WHICH [--json PATH] ...`: run benchmarks, print markdown, keep the raw numbers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+
+import steer.bench
+from steer.bench.report import markdown
+from steer.bench.scale import faults, readers, throughput
+from steer.bench.steering import concurrency, latency, overhead
+
+# The groups a benchmark belongs to, besides its own name.
+GROUPS = {"latency": "all", "overhead": "all", "concurrency": "all",
+          "throughput": "scale", "readers": "scale", "faults": "scale"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m steer.bench", description=steer.bench.__doc__.splitlines()[0],
+                                     epilog="example: python -m steer.bench all --json docs/steering-bench.json")
+    parser.add_argument("which", choices=(*GROUPS, *sorted(set(GROUPS.values()))),
+                        help="one benchmark, or a group: all (latency, overhead, concurrency), "
+                             "scale (throughput, readers, faults)")
+    parser.add_argument("--json", type=Path, help="write the results here (after each benchmark)")
+    parser.add_argument("--requests", type=int, default=60, help="latency: set_lr requests")
+    parser.add_argument("--workers", type=int, default=4, help="concurrency, readers, faults: worker processes")
+    parser.add_argument("--seconds", type=float, default=60.0, help="concurrency, readers: duration")
+    parser.add_argument("--storages", nargs="+", default=["sqlite", "postgresql"], choices=("sqlite", "postgresql"),
+                        help="throughput, faults")
+    parser.add_argument("--trials", type=int, default=8, help="trials per throughput run")
+    parser.add_argument("--repeats", type=int, default=3, help="throughput runs per configuration")
+    parser.add_argument("--fault-seconds", type=float, default=120.0)
+    parser.add_argument("--kill-every", type=float, default=20.0, help="faults: seconds between two SIGKILLs")
+    parser.add_argument("--pg-url", default=os.environ.get("STEER_TEST_PG_URL"),
+                        help="a PostgreSQL server whose user may create databases (default: $STEER_TEST_PG_URL)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from steer.launch import cpu_count
+
+    measures: dict[str, Callable[[], Any]] = {
+        "latency": lambda: latency(args.requests),
+        "overhead": overhead,
+        "concurrency": lambda: concurrency(args.workers, args.seconds),
+        "throughput": lambda: throughput(storages=tuple(args.storages), trials=args.trials, repeats=args.repeats,
+                                         pg_url=args.pg_url),
+        "readers": lambda: readers(args.seconds, args.workers),
+        "faults": lambda: [faults(kind, args.fault_seconds, args.kill_every, args.workers, pg_url=args.pg_url)
+                           for kind in args.storages],
+    }
+    results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {cpu_count()} cores",
+                               "python": platform.python_version(), "optuna": optuna.__version__,
+                               "date": time.strftime("%Y-%m-%d")}
+    for name, measure in measures.items():
+        if args.which in (name, GROUPS[name]):
+            results[name] = measure()
+            if args.json:  # after each benchmark: a long run that fails later keeps what it measured
+                args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,468 @@
+"""The trial side of steering: `steer.steering(trial, optimizer=opt)` makes any Optuna objective steerable.
+
+    def objective(trial):
+        model = MyNet()
+        opt = torch.optim.AdamW(model.parameters(), lr=trial.suggest_float("lr", 1e-4, 1e-1, log=True))
+        with steer.steering(trial, optimizer=opt, model=model) as s:
+            for step in range(1, 2001):
+                loss = train_one_step(model, opt)
+                s.step(step, loss=loss)       # pending commands are applied here, between two steps
+        return evaluate(model)
+
+`s.step` looks at the clock and returns at once until `poll_interval` has
+passed: no database query per step, and the loss is read (a GPU sync) only
+when a metrics row is published. At a poll it applies the trial's pending
+commands in order through the handlers below (one per trial-side action of
+`steer.actions`), marks each applied with its step or rejected with the
+reason, and records it in the trial's user attributes as it happens (Optuna
+refuses attribute writes once a trial has finished).
+
+What the actions act on: the optimizer's `param_groups` (LR, weight decay),
+the optimizer itself (switched in place, so the `opt` the loop holds stays
+valid), the model (`reset`) and the loss function the loop reads as `s.loss_fn`.
+steer's own coordinate-MLP objective is a client of this same API.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import inspect
+import logging
+import time
+import weakref
+from typing import Any, Callable, Mapping
+
+import optuna
+import torch
+import torch.nn.functional as F
+
+from steer import record, stopping
+from steer.actions import ACTIONS
+from steer.control import Command, Control, NotSteerable
+from steer.errors import UserError
+from steer.image import to_png
+from steer.sampler import PinnedSampler
+from steer.storage import ControlError, reported_values
+
+log = logging.getLogger("steer.steering")
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]  # (param_groups, lr=, weight_decay=) -> optimizer
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+OPTIMIZERS: dict[str, OptimizerFactory] = {
+    "adam": lambda groups, lr, weight_decay: torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay),
+    "sgd": lambda groups, lr, weight_decay: torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay),
+    "adamw": lambda groups, lr, weight_decay: torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay),
+}
+LOSSES: dict[str, LossFn] = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.huber_loss}
+
+
+class InvalidChange(ValueError):
+    """A command this trial cannot apply; the message is the rejection reason."""
+
+
+# ---- handlers: what each trial-side action does ------------------------------------------ #
+
+Handler = Callable[["Steering", dict[str, Any]], tuple[Any, Any]]  # (steering, args) -> (old, new)
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(action: str) -> Callable[[Handler], Handler]:
+    """Register the trial-side handler of `action` (a row of `steer.actions` applied by the trial)."""
+    if action not in ACTIONS or not ACTIONS[action].by_trial:
+        raise ValueError(f"{action!r} is not an action that a trial applies")
+
+    def register(fn: Handler) -> Handler:
+        HANDLERS[action] = fn
+        return fn
+
+    return register
+
+
+@handles("set_lr")
+def _set_lr(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    new = float(args["value"])
+    old = s.lr
+    # Every group gets the new LR; groups that had different LRs (per-layer LR) keep their ratios.
+    per_group = len({g["lr"] for g in s.optimizer.param_groups}) > 1 and old > 0
+    for group in s.optimizer.param_groups:
+        group["lr"] = group["lr"] * (new / old) if per_group else new
+    return old, new
+
+
+@handles("set_weight_decay")
+def _set_weight_decay(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    new = float(args["value"])
+    old = s.weight_decay
+    for group in s.optimizer.param_groups:
+        group["weight_decay"] = new
+    return old, new
+
+
+@handles("set_optimizer")
+def _set_optimizer(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    new = args["value"]
+    factory = s.optimizers.get(new)
+    if factory is None:
+        raise InvalidChange(f"optimizer: got {new!r}; allowed: {' | '.join(s.optimizers) or 'none (pass optimizers=)'}")
+    old = s.optimizer_name
+    _switch_in_place(s.optimizer, factory, s.lr, s.weight_decay)  # weights stay; optimizer state starts afresh
+    s.optimizer_name = new
+    return old, new
+
+
+@handles("set_loss")
+def _set_loss(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    new = args["value"]
+    if new not in s.losses:
+        raise InvalidChange(f"loss: got {new!r}; allowed: {' | '.join(s.losses) or 'none (pass losses=)'}")
+    old, s.loss_name = s.loss_name, new
+    return old, new
+
+
+@handles("reset")
+def _reset(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    if s.model is None:
+        raise InvalidChange("reset needs the model: pass model= to steer.steering")
+    seed = args["seed"]
+    reset_weights(s.model, seed)
+    s.optimizer.state = collections.defaultdict(dict)  # moments and momentum start afresh too
+    return None, seed
+
+
+@handles("prune")
+def _prune(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    reason = f"pruned by {s._current_by} at step {s.step_count}"
+    if args.get("reason"):
+        reason += f": {args['reason']}"
+    s.trial.set_user_attr(record.PRUNED_REASON, reason)
+    raise optuna.TrialPruned(reason)
+
+
+@handles("pin")
+def _pin(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    param = args["param"]
+    result = s.control.pin_from_trial(param, s.settings()[param], s._current_by, s.trial.number)
+    return result["old"], result["new"]
+
+
+@handles("promote")
+def _promote(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    params, attrs = record.promotion(s.effective_params(), s.trial.number)
+    s.trial.study.enqueue_trial(params, user_attrs=attrs)
+    return None, params
+
+
+def _switch_in_place(opt: torch.optim.Optimizer, factory: OptimizerFactory, lr: float, weight_decay: float) -> None:
+    """Turn `opt` into the optimizer `factory` makes for the same parameter groups.
+
+    The object stays the same, so a training loop (and an LR scheduler) that
+    holds it keeps working. Per-group LR and weight decay carry over, and so
+    does `initial_lr`, which torch's LR schedulers keep in the groups.
+    """
+    groups = [{"params": g["params"], "lr": g["lr"], "weight_decay": g.get("weight_decay", weight_decay)}
+              for g in opt.param_groups]
+    new = factory(groups, lr=lr, weight_decay=weight_decay)
+    for old_group, new_group in zip(opt.param_groups, new.param_groups):
+        if "initial_lr" in old_group:
+            new_group["initial_lr"] = old_group["initial_lr"]
+    tracked = hasattr(opt.__dict__.get("step"), "_wrapped_by_lr_sched")
+    opt.__class__ = new.__class__
+    opt.__dict__.clear()
+    opt.__dict__.update(new.__dict__)
+    if tracked:  # an LR scheduler wrapped the old class's step to see it called: wrap the new one alike
+        opt.step = _tracked_step(opt)
+
+
+def _tracked_step(opt: torch.optim.Optimizer) -> Callable[..., Any]:
+    """`opt.step` as torch's LR schedulers wrap it (they warn if the optimizer never stepped)."""
+    opt_ref, step = weakref.ref(opt), type(opt).step
+
+    @functools.wraps(step)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        this = opt_ref()
+        this._opt_called = True
+        return step(this, *args, **kwargs)
+
+    wrapper._wrapped_by_lr_sched = True
+    return wrapper
+
+
+def reset_weights(model: torch.nn.Module, seed: int) -> None:
+    """Re-initialise `model` from `seed`: its own `reset_parameters(generator)` if it takes one,
+    else every submodule's `reset_parameters()` under a forked, seeded torch RNG."""
+    own = getattr(model, "reset_parameters", None)
+    if own is not None and "generator" in inspect.signature(own).parameters:
+        own(generator=torch.Generator().manual_seed(seed))
+        return
+    devices = [p.device for p in model.parameters() if p.device.type == "cuda"]
+    with torch.random.fork_rng(devices=sorted({d.index or 0 for d in devices}) or [], enabled=True):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            if own is not None:
+                own()
+            else:
+                found = [m for m in model.modules() if callable(getattr(m, "reset_parameters", None))]
+                if not found:
+                    raise InvalidChange("reset: the model has no reset_parameters() (nor do its layers)")
+                for m in found:
+                    m.reset_parameters()
+
+
+# ---- the steering object ---------------------------------------------------------------- #
+
+
+class Steering:
+    """One trial's steering: applies commands between steps, records them, publishes live state.
+
+    Use `steer.steering(...)`, which opens the study's control plane; with no
+    trial (replay, tests) it only applies actions given to `apply`.
+    """
+
+    def __init__(self, trial: optuna.Trial | None, optimizer: torch.optim.Optimizer, *,
+                 model: torch.nn.Module | None = None,
+                 optimizers: Mapping[str, OptimizerFactory] | None = None,
+                 losses: Mapping[str, LossFn] | None = None, loss: str | None = None,
+                 optimizer_name: str | None = None,
+                 effective_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 control: Control | None = None, poll_interval: float = 0.2, publish_interval: float = 0.5,
+                 preview_size: int = 128) -> None:
+        self.trial = trial
+        self.optimizer = optimizer
+        self.model = model
+        self.optimizers = dict(OPTIMIZERS if optimizers is None else optimizers)
+        self.losses = dict(LOSSES if losses is None else losses)
+        if loss is not None and loss not in self.losses:
+            raise UserError(f"steer.steering: loss {loss!r} is not among the losses: {', '.join(self.losses)}")
+        self.loss_name = loss
+        self.optimizer_name = optimizer_name or type(optimizer).__name__.lower()
+        self._effective_params = effective_params
+        self.control = control
+        self.poll_interval = poll_interval
+        self.publish_interval = publish_interval
+        self.preview_size = preview_size
+        self.interventions: list[dict[str, Any]] = []
+        self.step_count = 0
+        self._last_loss: Any = None  # a tensor is kept as it is: reading it waits for the GPU
+        self._next_poll = 0.0
+        self._next_publish = 0.0
+        self._current_by = ""  # who asked for the command being applied
+        self._last_preview: Any = None  # the last preview and value published: the final row shows them again
+        self._last_value: Any = None
+
+    # ---- what the loop reads ------------------------------------------------------------ #
+    @property
+    def loss_fn(self) -> LossFn:
+        """The loss function in use now (`set_loss` switches it)."""
+        if self.loss_name is None:
+            raise UserError("steer.steering was given no loss: pass losses= and loss= to read s.loss_fn")
+        return self.losses[self.loss_name]
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @property
+    def weight_decay(self) -> float:
+        return float(self.optimizer.param_groups[0].get("weight_decay", 0.0))
+
+    @property
+    def steered(self) -> bool:
+        """Whether an applied intervention changed what trains (then automatic pruning stops)."""
+        return record.steers(self.interventions)
+
+    def settings(self) -> dict[str, Any]:
+        """The steerable settings as they stand now."""
+        return {"lr": self.lr, "optimizer": self.optimizer_name, "loss": self.loss_name,
+                "weight_decay": self.weight_decay}
+
+    def effective_params(self) -> dict[str, Any]:
+        """What trains now: the objective's own account if it gave one, else the trial's params
+        with the current settings over them."""
+        if self._effective_params is not None:
+            return self._effective_params(self.settings())
+        params = dict(self.trial.params) if self.trial is not None else {}
+        return {**params, **{k: v for k, v in self.settings().items() if v is not None}}
+
+    def should_prune(self) -> bool:
+        """`trial.should_prune()`, except for a steered trial: its curve no longer compares with the others'."""
+        return self.trial is not None and not self.steered and self.trial.should_prune()
+
+    # ---- the loop's one call -------------------------------------------------------------- #
+    def step(self, step: int, loss: Any = None, *, value: Any = None, preview: Any = None,
+             publish: bool = False) -> None:
+        """Call after each training step `step` (the number of steps done).
+
+        Applies pending commands when `poll_interval` has passed (may raise
+        `optuna.TrialPruned`), publishes a metrics row and the preview when
+        `publish_interval` has passed or `publish` is set. `loss` may be a
+        tensor; `value` (a metric to plot, e.g. PSNR) and `preview` (an image
+        tensor, (H, W), (H, W, C) or (C, H, W), in [0, 1]) may be callables,
+        which are called only when publishing. Without a value, the row
+        carries the value the loop last reported (`trial.report`).
+        """
+        stopping.check()  # Ctrl-C and SIGTERM stop here, at a step boundary
+        self.step_count = step
+        if loss is not None:  # kept without its graph; read only when published
+            self._last_loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
+        if self.control is None:
+            return
+        now = time.monotonic()
+        if now >= self._next_poll:
+            self._next_poll = now + self.poll_interval
+            self.poll()
+        if publish or now >= self._next_publish:
+            self._next_publish = now + self.publish_interval
+            self.publish(value=value, preview=preview)
+
+    # ---- commands ------------------------------------------------------------------------- #
+    def poll(self) -> None:
+        """Apply the trial's pending commands now. May raise `optuna.TrialPruned`."""
+        try:
+            pending = self.control.pending(self.trial.number)
+        except ControlError as exc:  # the database is away: train on, ask again next time
+            log.warning("trial %d: cannot read commands: %s", self.trial.number, exc)
+            return
+        for cmd in pending:
+            self._handle(cmd)
+
+    def apply(self, action: str, args: dict[str, Any]) -> tuple[Any, Any]:
+        """Apply one trial-side action with checked `args` now; returns (old, new). For replay and tests."""
+        handler = HANDLERS.get(action)
+        if handler is None:
+            raise InvalidChange(f"action {action!r} cannot be applied by a trial")
+        return handler(self, args)
+
+    def _handle(self, cmd: Command) -> None:
+        self._current_by = cmd.requested_by
+        try:
+            old, new = self.apply(cmd.action, cmd.args)
+        except InvalidChange as exc:
+            self.control.resolve(cmd.id, "rejected", reason=str(exc))
+            return
+        except optuna.TrialPruned:
+            self._record(cmd, None, None)
+            raise
+        self._record(cmd, old, new)
+
+    def _record(self, cmd: Command, old: Any, new: Any) -> None:
+        entry = record.entry(cmd.id, cmd.action, cmd.args, old, new, self.step_count, cmd.requested_by)
+        self.interventions.append(entry)
+        # Attributes first: if the worker dies after this, the record survives with the trial.
+        self.trial.set_user_attr(record.INTERVENTIONS, self.interventions)
+        self.trial.set_user_attr(record.STEERED, self.steered)
+        self.control.resolve(cmd.id, "applied", step=self.step_count, result=entry)
+        from optuna_dashboard import save_note
+
+        save_note(self.trial, record.note(self.trial.number, self.interventions))
+
+    # ---- live state ----------------------------------------------------------------------- #
+    def publish(self, *, value: Any = None, preview: Any = None, running: bool = True) -> None:
+        """Publish a metrics row (loss, value, settings) and the preview image now."""
+        if preview is not None:
+            self._last_preview = preview
+        if value is not None:
+            self._last_value = value
+        value = value() if callable(value) else value
+        if value is None:  # the loop gave none: the value it last reported to Optuna, if any
+            reported = reported_values(self.trial)
+            value = reported[max(reported)] if reported else None
+        preview = preview() if callable(preview) else preview
+        metric = {"loss": _finite(self._last_loss), "psnr": _finite(value), "lr": self.lr,
+                  "weight_decay": self.weight_decay, "optimizer": self.optimizer_name,
+                  "loss_name": self.loss_name or ""}
+        png = to_png(_as_image(preview), self.preview_size) if preview is not None else None
+        try:
+            self.control.publish(self.trial.number, self.step_count, png=png, metric=metric, running=running)
+        except ControlError as exc:
+            log.warning("trial %d: cannot publish live state: %s", self.trial.number, exc)
+
+    # ---- the trial's start and end ---------------------------------------------------------- #
+    def __enter__(self) -> Steering:
+        if self.trial is not None:
+            self.trial.set_user_attr(record.CHOICES, {"optimizer": list(self.optimizers), "loss": list(self.losses)})
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc_type is None:
+            how = "completed"
+        elif issubclass(exc_type, optuna.TrialPruned):
+            how = "was pruned"
+        else:
+            how = "failed"
+        self.close(how)
+        return False
+
+    def close(self, how: str) -> None:
+        """The trial is ending (`how`: completed, was pruned, failed): record where it stands,
+        publish a last row, expire what is still pending."""
+        if self.trial is None:
+            return
+        self.trial.set_user_attr(record.EFFECTIVE_PARAMS, self.effective_params())
+        self.trial.set_user_attr(record.FINAL_STEP, self.step_count)
+        if self.control is None:
+            return
+        self.publish(value=self._last_value, preview=self._last_preview, running=False)
+        try:
+            self.control.expire_pending(self.trial.number, f"the trial {how} before the command was applied")
+        except ControlError as exc:
+            log.warning("trial %d: cannot expire commands: %s", self.trial.number, exc)
+
+
+def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: torch.nn.Module | None = None,
+             optimizers: Mapping[str, OptimizerFactory] | None = None, losses: Mapping[str, LossFn] | None = None,
+             loss: str | None = None, optimizer_name: str | None = None,
+             effective_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None, enabled: bool = True,
+             poll_interval: float = 0.2, publish_interval: float = 0.5, preview_size: int = 128) -> Steering:
+    """Make `trial` steerable; use it as a context manager around the training loop.
+
+    optimizer       the optimizer the loop steps; `set_lr` / `set_weight_decay` change its param_groups,
+                    `set_optimizer` switches it in place
+    model           needed by `reset` (its `reset_parameters`, or its layers')
+    optimizers      name -> factory `(param_groups, lr=, weight_decay=) -> optimizer` that `set_optimizer`
+                    may switch to (default: adam, sgd with momentum 0.9, adamw)
+    losses, loss    name -> loss function that `set_loss` may switch to, and the one in use; the loop
+                    reads the current one as `s.loss_fn`
+    effective_params  `(settings) -> params`: what trains now, given the current settings, as the
+                    record and `promote` should say (default: the trial's params with the settings over them)
+    enabled         False: commands are neither read nor applied (the trial still records its end)
+
+    Studies on an RDB storage (SQLite, PostgreSQL, MySQL) are steerable; an
+    in-memory study trains unsteered, with a warning. Later trials honour the
+    study's pins: the study's sampler is wrapped, once, to apply them.
+    """
+    control = None
+    if enabled:
+        try:
+            control = Control.open(trial.study)
+        except NotSteerable as exc:
+            log.warning("trial %d trains unsteered: %s", trial.number, exc)
+        if control is not None and not isinstance(trial.study.sampler, PinnedSampler):
+            trial.study.sampler = PinnedSampler(trial.study.sampler, control.pin_values)
+    return Steering(trial, optimizer, model=model, optimizers=optimizers, losses=losses, loss=loss,
+                    optimizer_name=optimizer_name, effective_params=effective_params, control=control,
+                    poll_interval=poll_interval, publish_interval=publish_interval, preview_size=preview_size)
+
+
+def _finite(x: Any) -> float | None:
+    """A number for JSON and SQL (a tensor is read here), None for NaN/inf or nothing."""
+    if x is None:
+        return None
+    x = float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
+    return x if x == x and abs(x) != float("inf") else None
+
+
+def _as_image(img: Any) -> torch.Tensor:
+    """A preview as (H, W, 3) in [0, 1]: grey images get three channels, (C, H, W) is transposed."""
+    img = torch.as_tensor(img).detach().float()
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = img.permute(1, 2, 0)
+    if img.ndim != 3 or img.shape[-1] not in (1, 3):
+        raise UserError(f"steer: a preview must be (H, W), (H, W, C) or (C, H, W) with C 1 or 3; got {tuple(img.shape)}")
+    return img.expand(*img.shape[:2], 3) if img.shape[-1] == 1 else img
+
+
+__all__ = ["HANDLERS", "LOSSES", "OPTIMIZERS", "InvalidChange", "Steering", "handles", "reset_weights", "steering"]

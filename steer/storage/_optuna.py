@@ -1,0 +1,253 @@
+"""Every place steer touches Optuna's private internals, and nothing else.
+
+Optuna's public storage API does not let steer retry a call that met a
+dropped connection, take an enqueued trial atomically, record a trial's first
+heartbeat at once, or find the database behind a study. Those need Optuna's
+private names: the underscored `RDBStorage` methods its trial cache calls,
+its `TrialModel` table, the `_CachedStorage` wrapper's `_backend` and a
+study's `_storage` / `_study_id`. They are all here, so an Optuna upgrade has
+one file to read.
+
+`check_optuna_internals()` lists what the installed Optuna lacks or changed of
+these; importing this module fails at once with that list (and the Optuna
+version) rather than with an AttributeError deep inside a running trial.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import inspect
+import logging
+import time
+from datetime import datetime
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from steer.storage._engine import retry_delays, transient
+
+log = logging.getLogger("steer.storage")
+
+# RDBStorage calls that give the same result when run twice (the underscored ones are what Optuna's trial
+# cache calls); RetryingRDBStorage retries each of them on a transient database error.
+IDEMPOTENT_CALLS = (
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+    "get_study_system_attrs", "get_all_studies", "get_trial_id_from_study_id_trial_number", "get_trial",
+    "get_all_trials", "_get_trials", "get_best_trial", "_get_best_trial_id", "get_trial_param",
+    "get_trial_user_attrs", "get_trial_system_attrs", "set_study_user_attr", "set_study_system_attr",
+    "set_trial_user_attr", "set_trial_system_attr", "_set_trial_param", "set_trial_intermediate_value",
+    "record_heartbeat", "_get_stale_trial_ids",
+)
+
+# RDBStorage methods steer overrides or calls with these arguments: their parameters, in order.
+SIGNATURES = {
+    "set_trial_state_values": ("self", "trial_id", "state", "values"),
+    "_create_new_trial": ("self", "study_id", "template_trial"),
+    "check_trial_is_updatable": ("self", "trial_id", "trial_state"),
+    "record_heartbeat": ("self", "trial_id"),
+    "get_trial": ("self", "trial_id"),
+}
+
+# Attributes steer reads, as set by each class's __init__.
+ASSIGNED_IN_INIT = (
+    ("optuna.storages.RDBStorage", "engine"), ("optuna.storages.RDBStorage", "url"),
+    ("optuna.storages.RDBStorage", "heartbeat_interval"),
+    ("optuna.storages._cached_storage._CachedStorage", "_backend"),
+    ("optuna.Study", "_storage"), ("optuna.Study", "_study_id"),
+    ("optuna.trial.FrozenTrial", "_trial_id"),
+    ("optuna.trial.Trial", "_trial_id"), ("optuna.trial.Trial", "_cached_frozen_trial"),
+)
+
+TRIAL_COLUMNS = ("trial_id", "state", "datetime_start")  # what RetryingRDBStorage._take_waiting_trial uses
+
+
+def _resolve(dotted: str) -> Any:
+    """`optuna.storages._cached_storage._CachedStorage` and the like, looked up now (tests may patch them)."""
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _implemented(cls: type, name: str) -> bool:
+    """`cls` has a method `name` of its own or inherited, not just an abstract one from a base class."""
+    method = getattr(cls, name, None)
+    return callable(method) and not getattr(method, "__isabstractmethod__", False)
+
+
+def check_optuna_internals() -> list[str]:
+    """One readable line for each Optuna internal steer relies on that the installed Optuna lacks or changed."""
+    problems: list[str] = []
+    rdb = optuna.storages.RDBStorage
+    for name in (*IDEMPOTENT_CALLS, *SIGNATURES):
+        if not _implemented(rdb, name):
+            problems.append(f"RDBStorage.{name} is missing")
+    for name, expected in SIGNATURES.items():
+        if not _implemented(rdb, name):
+            continue  # reported above
+        method = getattr(rdb, name)
+        try:
+            found = tuple(inspect.signature(method).parameters)
+        except (TypeError, ValueError):
+            found = ()
+        if found != expected:
+            problems.append(f"RDBStorage.{name}({', '.join(expected[1:])}) is now ({', '.join(found[1:])})")
+    for owner, attr in ASSIGNED_IN_INIT:
+        try:
+            cls = _resolve(owner)
+        except (ImportError, AttributeError):
+            problems.append(f"{owner} is missing")
+            continue
+        code = getattr(cls.__init__, "__code__", None)
+        if code is None or attr not in code.co_names:
+            problems.append(f"{owner.rpartition('.')[2]}.__init__ no longer sets `{attr}`")
+    try:
+        columns = set(_resolve("optuna.storages._rdb.models.TrialModel").__table__.c.keys())
+    except (ImportError, AttributeError) as exc:
+        problems.append(f"optuna.storages._rdb.models.TrialModel.__table__ is missing ({exc})")
+    else:
+        problems += [f"TrialModel.__table__ has no column `{c}`" for c in TRIAL_COLUMNS if c not in columns]
+    return problems
+
+
+def _steer_version() -> str:
+    try:
+        return importlib.metadata.version("steer")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+_PROBLEMS = check_optuna_internals()
+if _PROBLEMS:
+    raise ImportError(
+        f"steer {_steer_version()} relies on Optuna internals that optuna {optuna.__version__} changed: "
+        f"{'; '.join(_PROBLEMS)} ({__name__.replace('.', '/')}.py); install an Optuna release steer supports "
+        "or update that file"
+    )
+
+from optuna.storages._cached_storage import _CachedStorage  # noqa: E402 - only once the check passed
+from optuna.storages._rdb.models import TrialModel  # noqa: E402
+
+
+def rdb_storage(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The RDB storage behind `study` (Optuna wraps it in a private cache), or None for other storages."""
+    storage = study._storage
+    if isinstance(storage, _CachedStorage):
+        storage = storage._backend
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
+
+
+def study_id(study: optuna.Study) -> int:
+    """The study's id in its storage (the key of steer's tables), which Optuna keeps private."""
+    return study._study_id
+
+
+def reported_values(trial: optuna.Trial) -> dict[int, float]:
+    """The intermediate values `trial` has reported so far, as its own process knows them (no query).
+
+    Optuna's `Trial` keeps them in a private cached `FrozenTrial`; steer's trial
+    side shows the latest one beside the loss when the loop gives no value.
+    """
+    return trial._cached_frozen_trial.intermediate_values
+
+
+def trial_state(storage: optuna.storages.RDBStorage, trial_id: int) -> TrialState | None:
+    """A trial's state in one query (`storage.get_trial` reads params, attributes and values too)."""
+    trials = TrialModel.__table__
+    try:
+        with storage.engine.connect() as conn:
+            state = conn.execute(select(trials.c.state).where(trials.c.trial_id == trial_id)).scalar()
+    except SQLAlchemyError as exc:
+        raise optuna.exceptions.StorageInternalError(f"cannot read trial {trial_id}: {exc}") from exc
+    if state is None:
+        return None
+    return state if isinstance(state, TrialState) else TrialState[state]
+
+
+def _retried(name: str, method: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """Optuna's storage method `name` (or `method`), retried when it fails on a transient database error."""
+    method = method or getattr(optuna.storages.RDBStorage, name)
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        delays = retry_delays(0.05)
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except optuna.exceptions.StorageInternalError as exc:
+                pause = next(delays, None) if transient(exc.__cause__) else None
+                if pause is None:
+                    raise
+                log.warning("retrying %s after a database error: %s", name,
+                            str(getattr(exc.__cause__, "orig", exc.__cause__)).strip().splitlines()[0])
+                time.sleep(pause)
+
+    return call
+
+
+class RetryingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose idempotent calls survive a dropped connection or a busy database.
+
+    Optuna turns every database error into `StorageInternalError`; one that is
+    transient (the server closed the connection, SQLite stayed locked, a
+    deadlock) re-runs the call after a short backoff. Reads, attribute writes,
+    intermediate values and heartbeats give the same result when run twice;
+    trial creation already retries in Optuna itself. A trial's final state
+    is retried too: if the first attempt did commit, the retry finds the
+    trial finished in that state and counts as success.
+
+    A new trial records its first heartbeat at once, not when Optuna's
+    heartbeat thread starts after sampling: a worker killed in between
+    would otherwise leave a RUNNING trial with no heartbeat, which Optuna
+    never marks stale.
+
+    Taking an enqueued trial (WAITING -> RUNNING) is one conditional UPDATE.
+    Optuna reads the state and then writes it, relying on SELECT ... FOR
+    UPDATE, which SQLite ignores; Python's sqlite3 also runs that read outside
+    the write's transaction, so two workers could both take the same enqueued
+    trial (the baseline, a promoted trial) and train it twice (Optuna issues
+    #4002, #4621; seen here with 4 workers on SQLite).
+    """
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        try:
+            if state == TrialState.RUNNING and values is None:
+                done = _retried_take(self, trial_id)
+            else:
+                done = _retried_state_values(self, trial_id, state, values)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            if state.is_finished() and self.get_trial(trial_id).state == state:
+                return True  # an earlier attempt committed before its connection dropped
+            raise
+        if done and state == TrialState.RUNNING and self.heartbeat_interval is not None:
+            self.record_heartbeat(trial_id)  # an enqueued trial, just taken by this worker
+        return done
+
+    def _take_waiting_trial(self, trial_id: int) -> bool:
+        """WAITING -> RUNNING if it is still WAITING, atomically; False if another worker took it."""
+        trials = TrialModel.__table__
+        try:
+            with self.engine.begin() as conn:
+                taken = conn.execute(update(trials).where(
+                    trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING,
+                ).values(state=TrialState.RUNNING, datetime_start=datetime.now())).rowcount
+        except SQLAlchemyError as exc:  # as Optuna reports it, so that the retry below applies
+            raise optuna.exceptions.StorageInternalError(f"cannot take trial {trial_id}: {exc}") from exc
+        if taken:
+            return True
+        self.check_trial_is_updatable(trial_id, self.get_trial(trial_id).state)  # finished: Optuna skips it
+        return False
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        trial = super()._create_new_trial(study_id, template_trial)  # Optuna's cache calls this one
+        if self.heartbeat_interval is not None and trial.state == TrialState.RUNNING:
+            self.record_heartbeat(trial._trial_id)
+        return trial
+
+
+for _name in IDEMPOTENT_CALLS:
+    setattr(RetryingRDBStorage, _name, _retried(_name))
+_retried_state_values = _retried("set_trial_state_values")
+_retried_take = _retried("_take_waiting_trial", RetryingRDBStorage._take_waiting_trial)

@@ -1,0 +1,158 @@
+"""The one action table: every action is accepted by the control plane, the CLI and the app, and a bad
+value is rejected with the same message by all three.
+
+The app is driven through its real HTTP callback endpoint (what a browser
+posts when a control is touched), the CLI through its real `main` (argparse,
+the one error funnel), on a real SQLite study with a running trial.
+"""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+
+from steer import actions
+from steer.actions import ACTIONS, BY_CLI, SETTING_ACTIONS
+from steer.cli import main as cli_main
+from steer.control import IMMEDIATE, Control
+from steer.dashboards import ids, trial_page
+from steer.dashboards.app import create_app
+from steer.steering import HANDLERS
+from steer.storage import open_storage
+
+
+def test_every_row_has_its_handlers_a_cli_spelling_and_an_app_control():
+    app_triggers = {SETTING_ACTIONS[p].name for p in trial_page.VALUE_CONTROLS.values()}
+    app_triggers |= set(trial_page.BUTTONS.values()) | {"pin", "unpin"}  # pin buttons; unpin on the study page
+    for a in ACTIONS.values():
+        assert (a.name in HANDLERS) == a.by_trial, a.name
+        assert (a.name in IMMEDIATE) == a.by_control, a.name
+        assert BY_CLI[a.cli] is a and actions.get(a.cli) is a and actions.get(a.name) is a
+        assert a.name in app_triggers, f"{a.name} has no control in the app"
+        assert a.scope in ("trial", "study", "either") and a.label and a.help and a.example
+    assert set(HANDLERS) | set(IMMEDIATE) == set(ACTIONS)
+
+
+# action: (CLI words, control plane kwargs, app trigger) for a good request and for a bad one, and
+# the reason the bad one gets. `N` stands for the running trial; 999 is a trial the study lacks.
+CASES = {
+    "set_lr": (["3e-4"], {"value": "3e-4"}, ("lr-input.value", "3e-4"),
+               ["-1"], {"value": "-1"}, ("lr-input.value", "-1"), "lr: got -1.0; allowed: float in [1e-07, 1]"),
+    "set_optimizer": (["sgd"], {"value": "sgd"}, ("optimizer.value", "sgd"),
+                      ["rmsprop"], {"value": "rmsprop"}, ("optimizer.value", "rmsprop"),
+                      "optimizer: got 'rmsprop'; allowed: adam | sgd | adamw"),
+    "set_loss": (["l1"], {"value": "l1"}, ("loss.value", "l1"),
+                 ["ssim"], {"value": "ssim"}, ("loss.value", "ssim"), "loss: got 'ssim'; allowed: mse | l1 | huber"),
+    "set_weight_decay": (["1e-4"], {"value": "1e-4"}, ("weight-decay.value", 1e-4),
+                         ["2"], {"value": "2"}, ("weight-decay.value", 2), "weight_decay: got 2.0; allowed: float in [0, 1]"),
+    "reset": (["42"], {"value": 42}, ("reset.submit_n_clicks", 1),
+              ["-3"], {"value": "-3"}, None, "reset seed must be a non-negative integer, got '-3'"),
+    "prune": ([], {}, ("prune.submit_n_clicks", 1),
+              ["--trial", "999"], {"trial": 999}, ("prune.submit_n_clicks", 999), "no trial 999 in study 'acts'"),
+    "pin": (["lr"], {"param": "lr"}, ("pin:lr", 1),
+            ["colour"], {"param": "colour"}, ("pin:colour", 1),
+            "pin needs a parameter: one of lr, optimizer, loss, weight_decay; got 'colour'"),
+    "unpin": (["lr"], {"param": "lr"}, ("unpin:lr", 1),
+              ["loss"], {"param": "loss"}, ("unpin:loss", 1), "loss is not pinned"),
+    "promote": ([], {}, ("promote.n_clicks", 1),
+                ["--trial", "999"], {"trial": 999}, ("promote.n_clicks", 999), "no trial 999 in study 'acts'"),
+}
+
+
+@pytest.fixture
+def running(tmp_path):
+    """A SQLite study with one RUNNING trial (no worker: requests to it stay pending, which is accepted)."""
+    url = f"sqlite:///{tmp_path / 'acts.db'}"
+    study = optuna.create_study(study_name="acts", storage=open_storage(url, heartbeat=False), direction="maximize")
+    trial = study.ask()
+    return url, trial.number, Control.open(url)
+
+
+def via_control(control: Control, trial: int, action: str, kw: dict) -> tuple[str, str | None]:
+    kw = dict(kw)
+    scope = {} if ACTIONS[action].scope == "study" else {"trial": kw.pop("trial", trial)}
+    cmd = control.request(action, by="test", **scope, **kw)
+    return cmd.state, cmd.reason
+
+
+def via_cli(url: str, trial: int, action: str, words: list[str], capsys) -> tuple[str, str | None]:
+    a = ACTIONS[action]
+    where = [] if a.scope == "study" or "--trial" in words else ["--trial", str(trial)]
+    status = cli_main(["ctl", a.cli, *words, *where, "--storage", url, "--json"])
+    out = capsys.readouterr()
+    cmd = json.loads(out.out)
+    assert status == (1 if cmd["state"] == "rejected" else 0), out
+    return cmd["state"], cmd["reason"]
+
+
+def via_app(client, app, control: Control, trial: int, action: str, trigger: tuple[str, object]) -> tuple[str, str | None]:
+    """Post what the browser posts when the control is touched; return what the request became."""
+    before = len(control.commands())
+    key, value = trigger
+    if key.startswith("unpin:"):
+        fire(client, app, "study-status.children", {"unpin": [(key.split(":")[1], value)]}, {"page-ctx.data": {"study": "acts"}},
+             changed=json.dumps({"param": key.split(":")[1], "type": ids.UNPIN}, separators=(",", ":")) + ".n_clicks")
+    else:
+        number = value if key in ("prune.submit_n_clicks", "promote.n_clicks") and value == 999 else trial
+        value = 1 if value == 999 else value
+        pins = [(key.split(":")[1], value)] if key.startswith("pin:") else [("lr", 0)]
+        changed = (json.dumps({"param": pins[0][0], "type": ids.PIN}, separators=(",", ":")) + ".n_clicks"
+                   if key.startswith("pin:") else key)
+        fire(client, app, "my-commands.data", {"pin": pins, key: value},
+             {"page-ctx.data": {"study": "acts", "trial": number}, "known.data": {}, "my-commands.data": []},
+             changed=changed)
+    commands = control.commands()
+    assert len(commands) == before + 1, "the app recorded no request"
+    assert commands[-1].action == action, f"the app asked for {commands[-1].action}, not {action}"
+    return commands[-1].state, commands[-1].reason
+
+
+def fire(client, app, output: str, values: dict, state: dict, changed: str) -> None:
+    """POST to Dash's callback endpoint as the renderer does; inputs not in `values` are None."""
+    spec = app.callback_map[output]
+    inputs = []
+    for i in spec["inputs"]:
+        if i["id"].startswith("{"):  # a pattern-matching input: one entry per button drawn
+            kind = json.loads(i["id"])["type"]
+            inputs.append([{"id": {"type": kind, "param": p}, "property": i["property"], "value": v}
+                           for p, v in values[kind]])
+        else:
+            inputs.append({"id": i["id"], "property": i["property"],
+                           "value": values.get(f"{i['id']}.{i['property']}")})
+    body = {"output": output, "outputs": _outputs(output), "inputs": inputs, "changedPropIds": [changed],
+            "state": [{"id": s["id"], "property": s["property"], "value": state.get(f"{s['id']}.{s['property']}")}
+                      for s in spec.get("state", [])]}
+    response = client.post("/_dash-update-component", json=body)
+    assert response.status_code in (200, 204), response.get_data(as_text=True)
+
+
+def _outputs(output: str) -> dict:
+    cid, prop = output.rsplit(".", 1)
+    return {"id": cid, "property": prop}
+
+
+@pytest.mark.parametrize("action", list(CASES))
+def test_action_is_accepted_everywhere_and_rejected_alike(action, running, capsys):
+    url, trial, control = running
+    cli_good, api_good, app_good, cli_bad, api_bad, app_bad, reason = CASES[action]
+    app = create_app(url)
+    client = app.server.test_client()
+
+    def repin():
+        if action == "unpin":
+            control.request("pin", param="lr", value=1e-3, by="test")
+
+    accepted = ("pending", "applied")
+    repin()
+    assert via_control(control, trial, action, api_good)[0] in accepted
+    repin()
+    assert via_cli(url, trial, action, cli_good, capsys)[0] in accepted
+    repin()
+    assert via_app(client, app, control, trial, action, app_good)[0] in accepted
+
+    assert via_control(control, trial, action, api_bad) == ("rejected", reason)
+    assert via_cli(url, trial, action, cli_bad, capsys) == ("rejected", reason)
+    if app_bad is not None:  # the app has no way to give a reset seed
+        assert via_app(client, app, control, trial, action, app_bad) == ("rejected", reason)

@@ -1,0 +1,80 @@
+"""Old studies keep working: a study database from each steer schema version opens, continues and is steered.
+
+`fixtures/schema-v1.db` was made by steer's main of 2026-11-25 (schema 1) from
+`fixtures/schema-v1.toml`: trial 0 steered (set_lr at step 2460, then its
+loss pinned and the trial promoted after it finished), trials 1 and 2 plain,
+trial 3 the promoted run, still WAITING, and two rejected commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import run_cli
+from steer import record
+from steer.control import Control
+from steer.storage import SCHEMA_VERSION
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def v1(tmp_path):
+    shutil.copy(FIXTURES / "schema-v1.toml", tmp_path / "fixture.toml")
+    shutil.copy(FIXTURES / "schema-v1.db", tmp_path / "fixture.db")
+    return tmp_path, f"sqlite:///{tmp_path / 'fixture.db'}"
+
+
+def test_v1_reads_as_it_was_recorded(v1):
+    folder, url = v1
+    control = Control.open(url)
+    assert SCHEMA_VERSION == 1  # a new version needs a migration and a fixture of its own
+    assert [(c.action, c.state) for c in control.commands()] == [
+        ("set_lr", "applied"), ("set_loss", "rejected"), ("pin", "applied"), ("set_lr", "rejected"),
+        ("promote", "applied")]
+    assert control.pin_values() == {"loss": "mse"}
+    study = control.study()
+    rec = record.read(study.trials[0])
+    assert rec.steered and rec.interventions[0]["new"] == 0.003 and rec.effective["lr"] == 0.003
+    assert record.read(study.trials[3]).promoted_from == 0 and study.trials[3].state.name == "WAITING"
+    shown = json.loads(run_cli("show", "--storage", url, "--json").stdout)
+    assert [r["steered"] for r in shown] == [True, False, False, False]
+    replay = run_cli("replay", "--trial", "0", "--storage", url, "--json")
+    assert replay.returncode == 0 and json.loads(replay.stdout)["identical"], replay.stdout + replay.stderr
+
+
+def test_v1_continues_and_is_steered(v1):
+    folder, url = v1
+    env = {**{k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "steer", "run", "fixture.toml", "--storage", url,
+                             "--trials", "4", "--steps", "10000000"], cwd=folder, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        control = Control.open(url)
+        deadline = time.monotonic() + 60
+        while (live := control.live(3)) is None or not live.running:  # the promoted trial, waiting since v1
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the promoted trial did not start"
+            time.sleep(0.05)
+        cmd = control.wait(control.request("set_lr", trial=3, value=1e-3, by="tester").id)
+        assert cmd.state == "applied", cmd.describe()
+        cmd = control.wait(control.request("prune", trial=3, by="tester").id)
+        assert cmd.state == "applied", cmd.describe()
+        assert proc.wait(60) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    trial = optuna.load_study(study_name="fixture", storage=url).trials[3]
+    rec = record.read(trial)
+    assert trial.state.name == "PRUNED" and rec.promoted_from == 0
+    assert [e["action"] for e in rec.interventions] == ["set_lr", "prune"]
+    assert rec.started_with["loss"] == "mse"  # the v1 pin, honoured
