@@ -7,25 +7,27 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 from dash import Patch
 
+from steer.dashboards.views import PSNR, ValueName
+
 LOSS_COLOR, PSNR_COLOR, MARK_COLOR = "#2563eb", "#16a34a", "#d97706"
 LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=55, t=30, b=40), height=320,
               legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), hovermode="closest")
 
 
-def best_so_far_figure(data: dict[str, list[Any]]) -> go.Figure:
-    """Every completed trial's PSNR (steered ones marked) and the best-so-far line."""
+def best_so_far_figure(data: dict[str, list[Any]], value: ValueName = PSNR) -> go.Figure:
+    """Every completed trial's PSNR (or value; steered ones marked) and the best-so-far line."""
     steered = data["steered"]
     fig = go.Figure()
     fig.add_scatter(x=data["number"], y=data["best"], mode="lines", name="best so far", line_shape="hv",
                     line=dict(color=PSNR_COLOR, width=2), hovertemplate="best so far after trial %{x}: "
-                    "%{y:.2f} dB<extra></extra>")
+                    f"%{{y:{value.spec}}}{value.unit}<extra></extra>")
     for flag, name, symbol, color in ((False, "trial", "circle", "#64748b"), (True, "steered trial", "diamond",
                                                                             MARK_COLOR)):
         xs = [n for n, s in zip(data["number"], steered) if s == flag]
         ys = [v for v, s in zip(data["value"], steered) if s == flag]
         fig.add_scatter(x=xs, y=ys, mode="markers", name=name, marker=dict(symbol=symbol, size=8, color=color),
-                        hovertemplate="trial %{x}: %{y:.2f} dB<extra></extra>")
-    fig.update_layout(**LAYOUT, uirevision="best", xaxis_title="trial", yaxis_title="PSNR (dB)")
+                        hovertemplate=f"trial %{{x}}: %{{y:{value.spec}}}{value.unit}<extra></extra>")
+    fig.update_layout(**LAYOUT, uirevision="best", xaxis_title="trial", yaxis_title=value.axis)
     if not data["number"]:
         fig.add_annotation(text="no completed trial yet", showarrow=False, xref="paper", yref="paper",
                            x=0.5, y=0.5, font=dict(color="#6b7280"))

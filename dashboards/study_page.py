@@ -15,23 +15,25 @@ from steer.dashboards.studies import Studies
 
 
 def layout(studies: Studies, study: str) -> html.Div:
-    return build(study)  # the first poll fills it
+    return build(study, studies.control(study).has_target())  # the first poll fills it
 
 
 def validation_layout() -> html.Div:
-    return build("")
+    return build("", True)
 
 
-def build(study: str) -> html.Div:
+def build(study: str, images: bool) -> html.Div:
+    value = views.value_name(images)
     return html.Div([
-        dcc.Store(id=ids.PAGE_CTX, data={"study": study}),
+        dcc.Store(id=ids.PAGE_CTX, data={"study": study, "images": images}),
         dcc.Store(id=ids.STUDY_SEEN, data={}),
         dcc.Interval(id=ids.STUDY_TICK, interval=C.POLL_MS),
         html.H2(f"Study {study}"),
         C.card(None, html.Div(id=ids.STUDY_SUMMARY, className="stats")),
         html.Div([
-            C.card("Best PSNR so far", dcc.Graph(id=ids.BEST_FIGURE, config={"displaylogo": False},
-                                                  figure=figures.best_so_far_figure(views.best_so_far([]))),
+            C.card(f"Best {value.name} so far", dcc.Graph(
+                id=ids.BEST_FIGURE, config={"displaylogo": False},
+                figure=figures.best_so_far_figure(views.best_so_far([]), value)),
                    class_name="grow"),
             C.card("Pinned for later trials", html.Div(id=ids.PINS), html.Div(id=ids.STUDY_STATUS, className="muted"),
                    style={"flex": "0 1 380px"}),
@@ -40,13 +42,14 @@ def build(study: str) -> html.Div:
     ], className="page")
 
 
-def summary(rows: list[dict[str, Any]], best: dict[str, list[Any]]) -> list:
-    return [html.Div([html.Div(value, className="value"), html.Div(label, className="label")], className="stat")
-            for label, value in views.summary_stats(rows, best)]
+def summary(rows: list[dict[str, Any]], best: dict[str, list[Any]], value: views.ValueName = views.PSNR) -> list:
+    return [html.Div([html.Div(shown, className="value"), html.Div(label, className="label")], className="stat")
+            for label, shown in views.summary_stats(rows, best, value)]
 
 
-def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None) -> html.Table:
-    head = html.Tr([html.Th(h) for h in ("#", "state", "PSNR (dB)", "lr", "optimizer", "loss", "weight decay",
+def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None,
+                 value: views.ValueName = views.PSNR) -> html.Table:
+    head = html.Tr([html.Th(h) for h in ("#", "state", value.axis, "lr", "optimizer", "loss", "weight decay",
                                           "searched params", "steered", "pinned", "duration", "note")])
     body = []
     for r in reversed(rows):  # newest first: running trials are where the action is
@@ -58,8 +61,8 @@ def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None
         body.append(html.Tr([
             html.Td(dcc.Link(f"#{r['number']}", href=C.href(f"/trial/{r['number']}", study))),
             html.Td(C.state_badge(r["state"])),
-            html.Td(f"{r['psnr']:.2f}" if r["psnr"] is not None else
-                    html.Span(f"{r['live_psnr']:.1f} now", className="muted") if r["live_psnr"] is not None else "",
+            html.Td(f"{r['psnr']:{value.spec}}" if r["psnr"] is not None else
+                    html.Span(f"{r['live_psnr']:{value.spec}} now", className="muted") if r["live_psnr"] is not None else "",
                     className="num"),
             html.Td(views.fmt(p.get("lr")), className="num"),
             html.Td(p.get("optimizer", "")), html.Td(p.get("loss", "")),
@@ -104,11 +107,11 @@ def register(app: dash.Dash, studies: Studies) -> None:
         trials = study.get_trials(deepcopy=False)
         live = {s.trial: views.latest_metric(control, s) for s in control.live_all()}
         rows = views.trial_rows(trials, now=time.time(), live=live)
-        for r in rows:  # whole seconds and tenths of a dB: running trials change the table about once a second
+        for r in rows:  # whole seconds, 3 digits of a value: running trials change the table about once a second
             if r["duration_s"] is not None:
                 r["duration_s"] = round(r["duration_s"])
             if r["live_psnr"] is not None:
-                r["live_psnr"] = round(r["live_psnr"], 1)
+                r["live_psnr"] = float(f"{r['live_psnr']:.3g}")
         best = views.best_so_far(trials, study.direction)
         pins = views.pin_rows(control.pins())
         parts = {"summary": (rows, best), "table": rows, "best": best, "pins": pins}
@@ -117,9 +120,10 @@ def register(app: dash.Dash, studies: Studies) -> None:
         if not any(changed.values()):
             raise dash.exceptions.PreventUpdate
         nu = dash.no_update
-        return (summary(rows, best) if changed["summary"] else nu,
-                trials_table(rows, page["study"], best["best_number"]) if changed["table"] else nu,
-                figures.best_so_far_figure(best) if changed["best"] else nu,
+        value = views.value_name(page.get("images", True))
+        return (summary(rows, best, value) if changed["summary"] else nu,
+                trials_table(rows, page["study"], best["best_number"], value) if changed["table"] else nu,
+                figures.best_so_far_figure(best, value) if changed["best"] else nu,
                 pins_list(pins) if changed["pins"] else nu,
                 now)
 

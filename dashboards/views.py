@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import optuna
@@ -24,6 +25,31 @@ LR_MIN_LOG10 = round(math.log10(PARAMS["lr"].low))  # -7: the slider's range is 
 LR_MAX_LOG10 = round(math.log10(PARAMS["lr"].high))  # 0
 MAX_CURVE_POINTS = 2000  # a full reload of a long trial's curves is thinned to about this many points
 CONTROLLED = SETTINGS  # what the trial page's controls set
+
+
+@dataclass(frozen=True)
+class ValueName:
+    """What a study's objective value is called: PSNR in dB for steer's image studies, a plain value
+    for a training loop's own objective (`steer.steering`), which may be any metric."""
+
+    name: str
+    unit: str
+    spec: str  # format spec of a value
+
+    @property
+    def axis(self) -> str:
+        return f"{self.name} ({self.unit.strip()})" if self.unit else self.name
+
+    def show(self, value: float) -> str:
+        return f"{value:{self.spec}}{self.unit}"
+
+
+PSNR = ValueName("PSNR", " dB", ".2f")
+VALUE = ValueName("value", "", ".4g")
+
+
+def value_name(images: bool) -> ValueName:
+    return PSNR if images else VALUE
 
 
 def fmt(value: Any) -> str:
@@ -115,8 +141,9 @@ def best_so_far(trials: Sequence[FrozenTrial], direction: optuna.study.StudyDire
     return {"number": numbers, "value": values, "best": best, "steered": steered, "best_number": best_number}
 
 
-def summary_stats(rows: Sequence[dict[str, Any]], best: dict[str, list[Any]]) -> list[tuple[str, str]]:
-    """(label, value) pairs for the study's headline: trials by state, steered, best PSNR."""
+def summary_stats(rows: Sequence[dict[str, Any]], best: dict[str, list[Any]],
+                  value: ValueName = PSNR) -> list[tuple[str, str]]:
+    """(label, value) pairs for the study's headline: trials by state, steered, best PSNR (or value)."""
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
@@ -124,7 +151,7 @@ def summary_stats(rows: Sequence[dict[str, Any]], best: dict[str, list[Any]]) ->
     stats += [(state.lower(), str(counts[state])) for state in ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
               if counts.get(state)]
     stats.append(("steered", str(sum(r["steered"] for r in rows))))
-    stats.append(("best PSNR", f"{best['best'][-1]:.2f} dB" if best["best"] else "-"))
+    stats.append((f"best {value.name}", value.show(best["best"][-1]) if best["best"] else "-"))
     return stats
 
 

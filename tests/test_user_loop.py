@@ -110,6 +110,10 @@ def test_a_users_training_loop_is_steered_recorded_and_shown(example, tmp_path):
             page.screenshot(path=str(tmp_path / "user-loop-trial.png"), full_page=True)
             if os.environ.get("STEER_DOCS_SCREENSHOTS"):
                 page.screenshot(path=str(EXAMPLE.parent.parent / "app-user-loop.png"), full_page=True)
+            page.goto(f"http://127.0.0.1:{srv.effective_port}/")  # the study page names its value plainly
+            page.get_by_text("Best value so far").wait_for(timeout=30_000)
+            page.locator(f"#{ids.TRIALS_TABLE}", has_text="yes (3)").wait_for(timeout=30_000)
+            page.screenshot(path=str(tmp_path / "user-loop-study.png"), full_page=True)
             browser.close()
         assert not errors, errors
     finally:
