@@ -1,10 +1,12 @@
 # The two commands of the README:
-#   make demo   set up (once), run the quick study on the CPU with the steering app on it
-#   make test   set up (once) and run the test suite (the PostgreSQL tests run when
-#               $STEER_TEST_PG_URL names a server, and skip saying so otherwise)
+#   make demo   set up (once), run the steering demo (studies/demo.toml) on the CPU with the steering app on it
+#   make test   set up with the test tools (once) and run the test suite (the PostgreSQL
+#               tests run when $STEER_TEST_PG_URL names a server, and skip saying so otherwise)
 #   make test-pg the same with a throwaway PostgreSQL server (tests/pg.sh; needs Debian's
 #               `postgresql` package, which .ci/run installs)
-# Each sets up a virtual environment in .venv idempotently.
+# Each sets up a virtual environment in .venv idempotently, one stamp file per level:
+#   setup       torch and steer, what the demo needs               .venv/.steer-installed
+#   setup-test  setup plus the test tools: pytest, playwright, psycopg  .venv/.steer-test-installed
 
 VENV   ?= .venv
 PYTHON ?= python3
@@ -14,9 +16,11 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_CPU_VERSION ?= 2.13.0
 
-.PHONY: setup browser demo test test-pg clean
+.PHONY: setup setup-test browser demo test test-pg clean
 
 setup: $(VENV)/.steer-installed
+
+setup-test: $(VENV)/.steer-test-installed
 
 $(VENV)/.steer-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,12 +28,17 @@ $(VENV)/.steer-installed: pyproject.toml
 	elif command -v nvidia-smi >/dev/null 2>&1; then echo "NVIDIA GPU found: installing torch with CUDA"; $(PIP) install "torch>=2.4"; \
 	else echo "no NVIDIA GPU: installing the CPU build of torch"; \
 	  $(PIP) install --timeout 15 --retries 1 "torch==$(TORCH_CPU_VERSION)" --extra-index-url $(TORCH_CPU_INDEX); fi
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.steer-test-installed: $(VENV)/.steer-installed
 	$(PIP) install -e ".[test]"
 	touch $@
 
-# Two workers on the quick study and the steering app at http://127.0.0.1:8050/ (Ctrl-C stops it all).
+# Two workers on the demo study (trials of a minute or two, for a person to steer) and the steering app
+# at http://127.0.0.1:8050/ (Ctrl-C stops it all).
 demo: setup
-	$(VENV)/bin/steer run studies/quick.toml --workers 2 --dash
+	$(VENV)/bin/steer run studies/demo.toml --workers 2 --dash
 
 # Browser tests drive Debian's Chromium (a test tool's own browser download does not work offline).
 browser:
@@ -38,10 +47,10 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "chromium not found: the browser tests will be skipped (sudo apt-get install chromium)"; fi
 
-test: setup browser
+test: setup-test browser
 	$(PY) -m pytest -q
 
-test-pg: setup
+test-pg: setup-test
 	eval "$$(tests/pg.sh start)" && trap 'tests/pg.sh stop' EXIT && STEER_TEST_PG_REQUIRED=1 $(PY) -m pytest -q
 
 clean:

@@ -10,7 +10,8 @@ Pages (the study is always in the query, `?study=NAME`):
     /wall        every running trial's live prediction
 
 Every page polls the control plane (about 2 Hz) and keeps nothing on the
-server: see docs/app.md.
+server: see docs/app.md. The frame around every page shows whether the study
+is held (`held.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import hmac
 import ipaddress
 import re
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 import dash
 import flask
@@ -28,10 +29,12 @@ from dash import Input, Output, State, dcc, html
 from sqlalchemy.exc import SQLAlchemyError
 
 from steer.dashboards import components as C
+from steer.dashboards import held
 from steer.dashboards import ids
 from steer.dashboards import study_page
 from steer.dashboards import trial_page
 from steer.dashboards import wall_page
+from steer.dashboards.polling import study_in
 from steer.dashboards.studies import Studies
 from steer.errors import UserError
 from steer.storage import ControlError
@@ -76,13 +79,14 @@ def create_app(storage_url: str, study_name: str | None = None, token: str | Non
     app.layout = frame()
     app.validation_layout = html.Div([frame(), *(page.validation_layout() for page in PAGES)])
     register_router(app, studies)
+    held.register(app, studies)
     for page in PAGES:
         page.register(app, studies)
     return app
 
 
 def frame() -> html.Div:
-    """What every page shares: the URL, the top bar, this browser's command ids, the page."""
+    """What every page shares: the URL, the top bar, the held-study banner, this browser's command ids, the page."""
     return html.Div([
         dcc.Location(id=ids.URL, refresh="callback-nav"),
         dcc.Store(id=ids.MY_COMMANDS, storage_type="session", data=[]),
@@ -94,6 +98,7 @@ def frame() -> html.Div:
                      id=ids.STUDY_PICKER_BOX, className="picker", style={"display": "none"}),
             html.Span(f"live, polling every {C.POLL_MS / 1000:g} s", className="live-dot"),
         ], className="nav"),
+        *held.banner(),
         html.Div(id=ids.PAGE),
     ])
 
@@ -121,7 +126,7 @@ def register_router(app: dash.Dash, studies: Studies) -> None:
         return page, nav(name, where), names, name, picker
 
     def _page(pathname: str, search: str | None, names: list[str]) -> tuple[Any, str | None, str]:
-        wanted = parse_qs((search or "").lstrip("?")).get("study", [None])[0]
+        wanted = study_in(search)
         if wanted is None and studies.default is None and len(names) > 1:
             return C.message_page("Pick a study", "This storage holds several studies: pick one at the top "
                                   "right."), None, ""
@@ -144,7 +149,7 @@ def register_router(app: dash.Dash, studies: Studies) -> None:
     @app.callback(Output(ids.URL, "href"), Input(ids.STUDY_PICKER, "value"), State(ids.URL, "search"),
                   prevent_initial_call=True)
     def pick_study(name: str | None, search: str | None):
-        current = parse_qs((search or "").lstrip("?")).get("study", [None])[0]
+        current = study_in(search)
         try:
             shown = studies.resolve(current)  # a URL without ?study= shows the default study
         except UserError:

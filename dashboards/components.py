@@ -11,6 +11,7 @@ POLL_MS = 500  # every page polls the control plane at about 2 Hz
 
 STATE_COLORS = {"RUNNING": "#2563eb", "COMPLETE": "#16a34a", "PRUNED": "#d97706", "FAIL": "#dc2626",
                 "WAITING": "#6b7280"}
+PAUSED_COLOR = "#b45309"  # paused trials, a held study
 COMMAND_COLORS = {"pending": "#2563eb", "applied": "#16a34a", "rejected": "#dc2626", "expired": "#6b7280"}
 
 
@@ -90,6 +91,19 @@ figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
                         margin: 12px 0 4px 0; text-transform: uppercase; letter-spacing: .04em; }
 .controls .line { display: flex; gap: 8px; align-items: center; }
 .controls .lr-value { font-size: 20px; font-weight: 700; font-variant-numeric: tabular-nums; min-width: 90px; }
+.controls .steps .btn { padding: 3px 0; flex: 1 1 0; font-variant-numeric: tabular-nums; }
+.controls .line .btn { flex: none; }
+.field-error { color: #b91c1c; font-size: 13px; margin-top: 4px; }
+.field-error:empty { display: none; }
+.note-paused { color: #b45309; font-weight: 600; }
+.note-kept { color: #047857; font-weight: 600; }
+.held-banner { display: flex; align-items: center; gap: 14px; padding: 8px 24px; background: #fef3c7;
+               color: #92400e; font-weight: 600; border-bottom: 1px solid #fcd34d; }
+.held-status { color: #b91c1c; padding: 0 24px; font-size: 13px; }
+.held-status:empty { display: none; }
+.page-head { display: flex; align-items: center; gap: 12px; margin-bottom: 14px; }
+.page-head h2 { margin: 4px 0 0 0; }
+.page-head .spacer { flex: 1; }
 .controls .line .dash-input-container, .controls .line input { max-width: 190px; }
 .btn { border: 1px solid var(--line); background: #fff; border-radius: 7px; padding: 6px 11px; cursor: pointer;
        font-size: 13px; font-weight: 500; }
@@ -102,6 +116,9 @@ figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
 .status-list li { padding: 5px 0; border-bottom: 1px solid #f3f4f6; font-size: 13px; }
 .status-list li .state { font-weight: 600; }
 .wall { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 14px; }
+.wall-cell { position: relative; }
+.wall-pause { position: absolute; top: 16px; right: 16px; padding: 3px 9px; font-size: 12px; opacity: .92; }
+.wall-card.paused { border-color: #fcd34d; }
 .wall-card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 10px;
              display: block; color: var(--fg); }
 .wall-card:hover { border-color: var(--accent); text-decoration: none; }

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 from typing import Any, Callable
+from urllib.parse import parse_qs
 
 import dash
 import flask
@@ -40,6 +41,11 @@ def skip_when_database_busy(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise dash.exceptions.PreventUpdate from None
 
     return wrapper
+
+
+def study_in(search: str | None) -> str | None:
+    """The study a URL's query names (`?study=NAME`), or None: the router resolves it (`Studies.resolve`)."""
+    return parse_qs((search or "").lstrip("?")).get("study", [None])[0]
 
 
 def requester() -> str:

@@ -1,4 +1,5 @@
-"""The study page: summary, best-so-far PSNR, the active pins (with unpin), and every trial."""
+"""The study page: summary, best-so-far PSNR, the active pins (with unpin), every trial, and the hold button
+(its callback, with the held-study banner every page shows, is in `held.py`)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,28 @@ import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html
 
 from steer.dashboards import components as C
-from steer.dashboards import figures, ids, views
+from steer.dashboards import figures, held, ids, views
 from steer.dashboards.polling import digest, requester, skip_when_database_busy
 from steer.dashboards.studies import Studies
 
 
 def layout(studies: Studies, study: str) -> html.Div:
-    return build(study, studies.control(study).has_target())  # the first poll fills it
+    control = studies.control(study)
+    return build(study, control.has_target(), control.held() is not None)  # the first poll fills it
 
 
 def validation_layout() -> html.Div:
-    return build("", True)
+    return build("", True, False)
 
 
-def build(study: str, images: bool) -> html.Div:
+def build(study: str, images: bool, is_held: bool) -> html.Div:
     value = views.value_name(images)
     return html.Div([
         dcc.Store(id=ids.PAGE_CTX, data={"study": study, "images": images}),
         dcc.Store(id=ids.STUDY_SEEN, data={}),
         dcc.Interval(id=ids.STUDY_TICK, interval=C.POLL_MS),
-        html.H2(f"Study {study}"),
+        html.Div([html.H2(f"Study {study}"), html.Span(className="spacer"), held.button(ids.HOLD, is_held)],
+                 className="page-head"),
         C.card(None, html.Div(id=ids.STUDY_SUMMARY, className="stats")),
         html.Div([
             C.card(f"Best {value.name} so far", dcc.Graph(
@@ -58,18 +61,22 @@ def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None
         origin = ["baseline"] if r["baseline"] else []
         if r["promoted_from"] is not None:
             origin.append(f"promoted from #{r['promoted_from']}")
+        if r.get("paused") is not None:
+            origin.append(f"paused at step {r['paused']}")
+        if r.get("kept"):
+            origin.append("kept")
         body.append(html.Tr([
             html.Td(dcc.Link(f"#{r['number']}", href=C.href(f"/trial/{r['number']}", study))),
             html.Td(C.state_badge(r["state"])),
             html.Td(f"{r['psnr']:{value.spec}}" if r["psnr"] is not None else
                     html.Span(f"{r['live_psnr']:{value.spec}} now", className="muted") if r["live_psnr"] is not None else "",
                     className="num"),
-            html.Td(views.fmt(p.get("lr")), className="num"),
+            html.Td(views.fmt_param("lr", p.get("lr")), className="num"),
             html.Td(p.get("optimizer", "")), html.Td(p.get("loss", "")),
             html.Td(views.fmt(p.get("weight_decay")), className="num"),
-            html.Td([html.Span(f"{k}={views.fmt(v)}", className="chip") for k, v in r["searched"].items()]),
+            html.Td([html.Span(f"{k}={views.fmt_param(k, v)}", className="chip") for k, v in r["searched"].items()]),
             html.Td(steered),
-            html.Td([html.Span(f"{k}={views.fmt(v)}", className="chip pin") for k, v in r["pinned"].items()]),
+            html.Td([html.Span(f"{k}={views.fmt_param(k, v)}", className="chip pin") for k, v in r["pinned"].items()]),
             html.Td("" if r["duration_s"] is None else f"{r['duration_s']:.0f} s", className="num"),
             html.Td("; ".join(filter(None, [*origin, r["note"]])), className="muted"),
         ], className="best" if r["number"] == best_number else ""))
@@ -87,7 +94,7 @@ def pins_list(pins: list[dict[str, Any]]) -> list:
     for p in pins:
         source = f" from trial {p['source_trial']}" if p["source_trial"] is not None else ""
         out.append(html.Div([
-            html.Span(f"{p['param']} = {views.fmt(p['value'])}", className="chip pin"),
+            html.Span(f"{p['param']} = {p['shown']}", className="chip pin"),
             html.Span(f"by {p['by']}{source}", className="muted"),
             html.Button("unpin", id={"type": ids.UNPIN, "param": p["param"]}, className="btn", n_clicks=0),
         ], className="pin-row"))

@@ -1,15 +1,21 @@
 """The trial page: target and live prediction, loss and PSNR curves, the steering controls, the log.
 
-Two callbacks. `tick` polls the control plane (about 2 Hz) and sends only what
-changed: the image URL when a new preview exists, new metric rows as a patch
-that extends the curves, the requests and interventions when they changed.
-`send` turns a control the person touched into one `Control.request`, and
-keeps the command's id in the browser (`MY_COMMANDS`), where the requests list
-marks it.
+Three callbacks. `tick` polls the control plane (about 2 Hz; faster while a
+request of this browser is pending) and sends only what changed: the image URL
+when a new preview exists, new metric rows as a patch that extends the curves,
+the requests and interventions when they changed; it also renews the trial's
+watch (`Control.watch`), so its worker does not prune it while the page is
+open. `send` turns a control the person touched into one `Control.request`,
+and keeps the command's id in the browser (`MY_COMMANDS`), where the requests
+list marks it. `edit_lr` is the LR control: slider, steppers and the typed
+value change the LR shown (exactly what is sent), checked by the action
+table's rules with the server's message, and it asks to confirm big changes;
+it records nothing.
 
 The controls show the value last set by hand (by anyone: another browser, the
-CLI). When `tick` moves a control to such a value, `send` fires too, sees the
-value it already knows (`KNOWN`) and asks for nothing.
+CLI); the LR control shows the trial's current LR whenever nothing is being
+edited. When `tick` moves a control to such a value, `send` (or `edit_lr`)
+fires too, sees the value it already knows and asks for nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html
 from optuna.trial import TrialState
 
 from steer import record
-from steer.actions import PINNABLE, SETTING_ACTIONS
+from steer.actions import ACTIONS, PINNABLE, SETTING_ACTIONS
 from steer.dashboards import components as C
 from steer.dashboards import figures, ids, views
 from steer.dashboards.polling import digest, requester, skip_when_database_busy
@@ -32,11 +38,22 @@ from steer.spec import DEFAULT_PARAMS, PARAMS
 # How the built-in names read in a dropdown; a trial's own names (steer.steering(optimizers=...)) read as given.
 NAME_LABELS = {"adam": "Adam", "sgd": "SGD (momentum 0.9)", "adamw": "AdamW", "mse": "MSE", "l1": "L1",
                "huber": "Huber (delta 0.1)"}
-RUNNING_ONLY = (ids.LR_SLIDER, ids.LR_INPUT, ids.OPTIMIZER, ids.LOSS, ids.WEIGHT_DECAY, ids.PRUNE_BUTTON,
-                ids.RESET_BUTTON)  # controls that change a running trial: disabled once it ends
-VALUE_CONTROLS = {ids.LR_SLIDER: "lr", ids.OPTIMIZER: "optimizer", ids.LOSS: "loss", ids.WEIGHT_DECAY: "weight_decay"}
-BUTTONS = {ids.PRUNE: "prune", ids.RESET: "reset", ids.PROMOTE: "promote"}  # button -> action
+LR_STEPS = {f"{ids.LR_STEP}-{key}": step for key, step in views.LR_STEPS.items()}  # stepper id -> (label, factor)
+# A control that sends a setting -> the setting. The LR is sent from its typed value (Enter), its send
+# button or its confirmation, always as the value `views.check_lr` makes of it.
+VALUE_CONTROLS = {ids.LR_INPUT: "lr", ids.OPTIMIZER: "optimizer", ids.LOSS: "loss", ids.WEIGHT_DECAY: "weight_decay"}
+SYNCED = {cid: p for cid, p in VALUE_CONTROLS.items() if p != "lr"}  # `tick` sets these to the value last set by hand
+LR_SENDERS = (ids.LR_INPUT, ids.LR_SEND, ids.LR_CONFIRM)
+BUTTONS = {ids.PRUNE: "prune", ids.RESET: "reset", ids.PROMOTE: "promote", ids.PAUSE: "pause",
+           ids.RESUME: "resume", ids.KEEP: "keep"}  # button -> action
+RUNNING_ONLY = (ids.LR_SLIDER, ids.LR_INPUT, ids.LR_SEND, ids.LR_REVERT, *LR_STEPS, ids.OPTIMIZER, ids.LOSS,
+                ids.WEIGHT_DECAY, ids.PRUNE_BUTTON, ids.RESET_BUTTON, ids.PAUSE,
+                ids.RESUME)  # controls that change a running trial: disabled once it ends
 SHOWN_REQUESTS = 12
+FAST_POLL_MS = 150  # while a request of this browser waits for the worker: the click shows applied sooner
+WATCH_S, WATCH_RENEW_S = 6.0, 2.0  # the page keeps its trial watched for 6 s, renewed every 2 s
+SENT_MARGIN_S = 2.0  # a request sent at most this long before the LR shown was set is the one that sent it
+HIDDEN = {"display": "none"}
 
 
 def options(setting: str, names: tuple[str, ...] | None, builtin: bool) -> list[dict[str, str]]:
@@ -52,10 +69,12 @@ def layout(studies: Studies, study: str, number: int) -> html.Div:
     if trial is None:
         return C.message_page("No such trial", f"study {study!r} has no trial {number}.", study)
     current = views.current_settings(trial, views.latest_metric(control, control.live(number)))
-    shown = views.synced_controls(current, record.read(trial).interventions)
+    rec = record.read(trial)
+    shown = {**views.synced_controls(current, rec.interventions), "lr": current["lr"]}
     choices = {s: record.choices(trial, s) for s in ("optimizer", "loss")}
     return build(study, number, shown, views.total_steps(control), trial.state == TrialState.RUNNING,
-                 choices, images=control.has_target())
+                 choices, images=control.has_target(), paused=rec.paused is not None, kept=rec.kept,
+                 searched=views.lr_search(trial))
 
 
 def validation_layout() -> html.Div:
@@ -63,7 +82,8 @@ def validation_layout() -> html.Div:
 
 
 def build(study: str, number: int, shown: dict[str, Any], steps: int | None, running: bool,
-          choices: dict[str, tuple[str, ...] | None], images: bool) -> html.Div:
+          choices: dict[str, tuple[str, ...] | None], images: bool, paused: bool = False, kept: bool = False,
+          searched: tuple[float, float] | None = None) -> html.Div:
     """The page. A study without images (a training loop that publishes no preview, no target)
     keeps the image elements, hidden, so the polling callback has the same outputs."""
     pictures = html.Div([
@@ -78,7 +98,8 @@ def build(study: str, number: int, shown: dict[str, Any], steps: int | None, run
         pictures)
     return html.Div([
         dcc.Store(id=ids.PAGE_CTX, data={"study": study, "trial": number, "steps": steps,
-                                         "value_label": value_label}),
+                                         "value_label": value_label,
+                                         "lr_search": list(searched) if searched else None}),
         dcc.Store(id=ids.TRIAL_CURSOR, data={}),
         dcc.Store(id=ids.KNOWN, data=shown),
         dcc.Interval(id=ids.TRIAL_TICK, interval=C.POLL_MS),
@@ -90,9 +111,9 @@ def build(study: str, number: int, shown: dict[str, Any], steps: int | None, run
                     id=ids.CURVES, config={"displaylogo": False},
                     figure=figures.curves_figure(views.curve_points([]), [], value_label))),
             ], className="grow"),
-            html.Div([C.card("Steer this trial", controls(number, shown, running, choices, images),
-                            class_name="controls")],
-                     style={"flex": "0 1 380px"}),
+            html.Div([C.card("Steer this trial", controls(number, shown, running, choices, images, paused, kept),
+                             class_name="controls")],
+                     style={"flex": "0 1 420px"}),
         ], className="row"),
         html.Div([
             C.card("Requests to this trial", html.Ul(id=ids.REQUESTS, className="status-list"), class_name="grow"),
@@ -101,20 +122,50 @@ def build(study: str, number: int, shown: dict[str, Any], steps: int | None, run
     ], className="page")
 
 
-def controls(number: int, shown: dict[str, Any], running: bool,
-             choices: dict[str, tuple[str, ...] | None], images: bool = True) -> html.Div:
+def lr_control(lr: float, off: bool) -> list:
+    """The LR: the number that `send` sends, a log slider over x/÷10 around it, steppers, a typed value."""
+    shown = views.round_lr(lr)
+    low, high = views.lr_window(shown)
+    return [
+        html.Label("Learning rate", className="field"),
+        html.Div([html.Div(views.fmt_lr(shown), id=ids.LR_VALUE, className="lr-value"),
+                  html.Span(lr_hint(None, False, lr, not off), id=ids.LR_HINT, className="muted")],
+                 className="line"),
+        dcc.Slider(id=ids.LR_SLIDER, min=low, max=high, step=10.0 ** -views.LR_GRID, value=views.lr_to_slider(shown),
+                   updatemode="mouseup", allow_direct_input=False, marks=views.lr_marks(low, high), disabled=off),
+        html.Div([html.Button(label, id=cid, n_clicks=0, className="btn step", disabled=off,
+                              title=f"the LR shown {label} (sent with send)")
+                  for cid, (label, _) in LR_STEPS.items()], className="btn-row steps"),
+        html.Div([dcc.Input(id=ids.LR_INPUT, type="text", placeholder="exact LR, e.g. 3e-4", debounce=True,
+                            disabled=off),
+                  html.Button("send", id=ids.LR_SEND, n_clicks=0, className="btn primary", disabled=off,
+                              title=f"{ACTIONS['set_lr'].help}: the LR shown; a change of more than 10x, or "
+                                    "outside the searched range, asks first"),
+                  html.Button("revert", id=ids.LR_REVERT, n_clicks=0, className="btn", disabled=off,
+                              title="show the trial's current LR again; nothing is sent")],
+                 className="line"),
+        html.Div(id=ids.LR_ERROR, className="field-error"),
+        dcc.ConfirmDialog(id=ids.LR_CONFIRM),
+        dcc.Store(id=ids.LR_PENDING, data=None),
+    ]
+
+
+def lr_hint(pending: dict[str, Any] | None, sent: bool, now: float | None, running: bool) -> str:
+    """What the LR shown is: the trial's, an edit not sent yet (and how it compares), or sent."""
+    if pending is None:
+        return "the trial's LR now" if running else "the trial's last LR"
+    if sent:
+        return "sent: waiting for the trial's next step boundary"
+    change = views.lr_change(pending["value"], now, named=False)
+    return f"not sent yet: {change}" if change else "not sent yet"
+
+
+def controls(number: int, shown: dict[str, Any], running: bool, choices: dict[str, tuple[str, ...] | None],
+             images: bool = True, paused: bool = False, kept: bool = False) -> html.Div:
     off = not running
     return html.Div([
         html.Div(id=ids.CURRENT, className="muted"),
-        html.Label("Learning rate (log scale)", className="field"),
-        html.Div(views.fmt_lr(views.slider_to_lr(views.lr_to_slider(shown["lr"]))), id=ids.LR_VALUE,
-                 className="lr-value"),
-        dcc.Slider(id=ids.LR_SLIDER, min=views.LR_MIN_LOG10, max=views.LR_MAX_LOG10, step=0.01,
-                   value=views.lr_to_slider(shown["lr"]), updatemode="mouseup", allow_direct_input=False,
-                   marks={i: f"1e{i}" if i else "1" for i in range(views.LR_MIN_LOG10, views.LR_MAX_LOG10 + 1)}, disabled=off),
-        html.Div([dcc.Input(id=ids.LR_INPUT, type="text", placeholder="exact LR, e.g. 3e-4", debounce=True,
-                            disabled=off),
-                  html.Span("Enter sends it", className="muted")], className="line"),
+        *lr_control(shown["lr"], off),
         html.Label("Optimizer (weights kept, state reset)", className="field"),
         dcc.Dropdown(id=ids.OPTIMIZER, options=options("optimizer", choices.get("optimizer"), images),
                      value=shown["optimizer"], clearable=False,
@@ -129,6 +180,15 @@ def controls(number: int, shown: dict[str, Any], running: bool,
         html.Label("Pin this trial's value for later trials", className="field"),
         html.Div([html.Button(f"pin {SETTING_ACTIONS[p].label}", id={"type": ids.PIN, "param": p}, n_clicks=0,
                               className="btn") for p in PINNABLE], className="btn-row"),
+        html.Label("The person's pace", className="field"),
+        html.Div([
+            html.Button(ACTIONS["pause"].label, id=ids.PAUSE, n_clicks=0, className="btn", disabled=off,
+                        title=ACTIONS["pause"].help, style=HIDDEN if paused else None),
+            html.Button(ACTIONS["resume"].label, id=ids.RESUME, n_clicks=0, className="btn primary", disabled=off,
+                        title=ACTIONS["resume"].help, style=None if paused else HIDDEN),
+            html.Button(keep_label(kept), id=ids.KEEP, n_clicks=0, className="btn", disabled=off or kept,
+                        title=ACTIONS["keep"].help),
+        ], className="btn-row"),
         html.Label("The whole trial", className="field"),
         html.Div([
             dcc.ConfirmDialogProvider(
@@ -144,27 +204,43 @@ def controls(number: int, shown: dict[str, Any], running: bool,
     ])
 
 
+def keep_label(kept: bool) -> str:
+    return "kept" if kept else ACTIONS["keep"].label
+
+
 # ---- what a touched control asks for ------------------------------------------- #
 
 
-def request_for(trigger: str | dict[str, Any] | None, value: Any, known: dict[str, Any]) -> dict[str, Any] | None:
+def request_for(trigger: str | dict[str, Any] | None, value: Any, known: dict[str, Any],
+                shown_lr: str | None = None, searched: list[float] | None = None) -> dict[str, Any] | None:
     """The `Control.request` arguments for the control that fired, or None when there is nothing to ask.
 
     A value control that fired with the value it already shows (because `tick`
-    synced it) asks for nothing; buttons ask only when clicked.
+    synced it) asks for nothing; buttons ask only when clicked. The LR is sent
+    as `views.check_lr` makes it of the typed value (Enter) or of the LR shown
+    (`shown_lr`: send, or the confirmation): nothing when it is malformed or out
+    of range (`edit_lr` shows why), nor when it needs a confirmation not given.
     """
-    if isinstance(trigger, str) and trigger in VALUE_CONTROLS:
-        param = VALUE_CONTROLS[trigger]
+    if trigger in LR_SENDERS:
+        if trigger == ids.LR_INPUT:
+            asked = (value or "").strip()
+        else:
+            asked = shown_lr if value else None
+        if not asked:
+            return None
+        check = views.check_lr(asked, known.get("lr"), searched)
+        if check.value is None or (check.confirm and trigger != ids.LR_CONFIRM):
+            return None
+        if trigger != ids.LR_INPUT and known.get("lr") and check.value == views.round_lr(known["lr"]):
+            return None  # the LR the trial has
+        return {"action": "set_lr", "value": check.value}
+    if isinstance(trigger, str) and trigger in SYNCED:
+        param = SYNCED[trigger]
         if value is None:
             return None
-        if trigger == ids.LR_SLIDER:
-            value = views.slider_to_lr(value)
         if views.same_value(param, value, known.get(param)):
             return None
         return {"action": SETTING_ACTIONS[param].name, "value": value}
-    if trigger == ids.LR_INPUT:
-        text = (value or "").strip()
-        return {"action": "set_lr", "value": text} if text else None
     if not value:  # a button drawn, not clicked
         return None
     if isinstance(trigger, dict) and trigger.get("type") == ids.PIN:
@@ -172,6 +248,66 @@ def request_for(trigger: str | dict[str, Any] | None, value: Any, known: dict[st
     if trigger in BUTTONS:
         return {"action": BUTTONS[trigger], **({"reason": "from the dash app"} if trigger == ids.PRUNE else {})}
     return None
+
+
+def lr_edit(trigger: str, fired: Any, shown_lr: str | None, pending: dict[str, Any] | None, now: float | None,
+            searched: list[float] | None, window: tuple[float, float] | None,
+            trial: int | None = None) -> dict[str, Any] | None:
+    """What touching the LR control does to the LR shown, as plain data (None: nothing).
+
+    `shown_lr` is the LR shown (text: steppers scale it), `pending` the LR
+    being edited (`LR_PENDING`), `now` the trial's current LR, `window` the
+    slider's range. Keys: `error` (refused: the server's message, nothing else
+    changes), `value` (the new LR shown), `window` (a new slider range, or
+    None), `position` (the slider's new position, or None), `confirm` (the
+    question to ask before it is sent), `send` (this touch sends it), `revert`.
+    """
+    try:
+        base = float(shown_lr) if shown_lr else None
+    except ValueError:
+        base = None
+    base = base or (views.round_lr(now) if now else None)
+    if trigger == ids.LR_REVERT:
+        if not fired or not now:
+            return None
+        value = views.round_lr(now)
+        return {"revert": True, "value": value, "position": views.lr_to_slider(value),
+                "window": views.lr_window(value) if views.lr_off_centre(value, window) else None}
+    if trigger == ids.LR_SLIDER:
+        if fired is None:
+            return None
+        asked: Any = views.slider_to_lr(fired)
+        held = pending["value"] if pending else views.round_lr(now) if now else None
+        if held is not None and views.same_value("lr", asked, held):
+            return None  # `tick` moved the slider to the LR being edited, or to the trial's
+    elif trigger in LR_STEPS:
+        if not fired or base is None:
+            return None
+        asked = base * LR_STEPS[trigger][1]
+    elif trigger == ids.LR_INPUT:
+        asked = (fired or "").strip()
+        if not asked:
+            return None
+    elif trigger == ids.LR_SEND:
+        if not fired:
+            return None
+        asked = shown_lr
+        if not asked or (now and base == views.round_lr(now)):
+            return {"error": "Nothing to send: this is the trial's LR. Move the slider, step or type an LR first."}
+    else:
+        return None
+    check = views.check_lr(asked, now, searched)
+    if check.value is None:
+        return {"error": check.error}
+    moved = trigger != ids.LR_SLIDER
+    out = {"value": check.value, "error": None, "send": trigger in (ids.LR_INPUT, ids.LR_SEND),
+           "position": views.lr_to_slider(check.value) if moved else None,
+           "window": views.lr_window(check.value) if moved and views.lr_off_centre(check.value, window) else None,
+           "confirm": None}
+    if out["send"] and check.confirm:
+        out["send"] = False
+        out["confirm"] = check.question(trial, now)
+    return out
 
 
 # ---- polling -------------------------------------------------------------------- #
@@ -186,6 +322,13 @@ def header(trial: Any, latest_psnr: float | None, step: int | None, steps: int |
     if step is not None:
         parts.append(f" · step {step}" + (f" of {steps}" if steps else ""))
     rec = record.read(trial)
+    paused = views.paused_words(rec.paused) if trial.state == TrialState.RUNNING else None
+    if paused:
+        parts += [" · ", html.Span(paused, className="note-paused")]
+    if rec.kept:
+        parts += [" · ", html.Span("kept", className="note-kept", title=ACTIONS["keep"].help)]
+    if rec.spared:
+        parts.append(html.Span(f" · {rec.spared}", className="muted"))
     n = rec.steering_count
     if n:
         parts.append(f" · steered ({n} intervention{'s' if n != 1 else ''})")
@@ -194,8 +337,8 @@ def header(trial: Any, latest_psnr: float | None, step: int | None, steps: int |
     if rec.note:
         parts.append(html.Span(f" · {rec.note}", className="muted"))
     chips = [html.Span("sampled ", className="muted")]
-    chips += [html.Span(f"{k}={views.fmt(v)}", className="chip") for k, v in trial.params.items()]
-    chips += [html.Span(f"pinned {k}={views.fmt(v)}", className="chip pin")
+    chips += [html.Span(f"{k}={views.fmt_param(k, v)}", className="chip") for k, v in trial.params.items()]
+    chips += [html.Span(f"pinned {k}={views.fmt_param(k, v)}", className="chip pin")
               for k, v in rec.pinned.items()]
     return [html.Div(parts), html.Div(chips, style={"marginTop": "6px"})]
 
@@ -213,7 +356,7 @@ def requests_list(statuses: list[dict[str, Any]]) -> list:
         C.badge(s["state"], C.COMMAND_COLORS.get(s["state"], "#6b7280")), " ",
         html.B(s["what"]), f" · {s['status']}",
         html.Span(f" · #{s['id']} by {s['by']}" + (" (this browser)" if s["mine"] else "") + " at "
-                  + time.strftime("%H:%M:%S", time.localtime(s["at"])), className="muted"),
+                  + views.clock(s["at"]), className="muted"),
     ], className=f"cmd-{s['state']}", **{"data-command": str(s["id"])}) for s in statuses]
 
 
@@ -222,23 +365,35 @@ def intervention_table(marks: list[dict[str, Any]]) -> Any:
         return html.P("No intervention yet: this trial trains as the sampler suggested.", className="muted")
     head = html.Tr([html.Th(h) for h in ("step", "action", "change", "by", "at")])
     rows = [html.Tr([html.Td(m["step"], className="num"), html.Td(m["action"]), html.Td(m["change"]),
-                     html.Td(m["by"]),
-                     html.Td(time.strftime("%H:%M:%S", time.localtime(m["at"])) if m["at"] else "")])
+                     html.Td(m["by"]), html.Td(views.clock(m["at"]) if m["at"] else "")])
             for m in reversed(marks)]
     return html.Table([html.Thead(head), html.Tbody(rows)], className="data")
 
 
+def poll_ms(statuses: list[dict[str, Any]]) -> int:
+    """How often the page polls: faster while a request of this browser waits for the worker."""
+    return FAST_POLL_MS if any(s["mine"] and s["state"] == "pending" for s in statuses) else C.POLL_MS
+
+
+def sent_lr(pending: dict[str, Any] | None, commands: list[Any], mine: set[int]) -> list[Any]:
+    """This browser's set_lr requests that sent the LR shown (edited at `pending["at"]`)."""
+    if not pending:
+        return []
+    return [c for c in commands if c.id in mine and c.action == "set_lr" and c.args.get("value") == pending["value"]
+            and c.requested_at >= pending["at"] - SENT_MARGIN_S]
+
+
 def register(app: dash.Dash, studies: Studies) -> None:
+    # While the slider is dragged, the number follows it (as `views.fmt_lr(views.slider_to_lr(x))` prints
+    # it); a position set by a callback moves `drag_value` too, and leaves the number to that callback.
     app.clientside_callback(
         """function(drag, value) {
-            var fired = dash_clientside.callback_context.triggered.map(function(t) { return t.prop_id; });
-            var v = fired.indexOf('SLIDER_ID.drag_value') >= 0 ? drag : value;
-            if (v === null || v === undefined) { return dash_clientside.no_update; }
-            var lr = Number(Math.pow(10, v).toPrecision(3));
+            if (drag === null || drag === undefined || drag === value) { return dash_clientside.no_update; }
+            var lr = Number(Math.pow(10, drag).toPrecision(3));
             return lr.toExponential(2).replace(/e([+-])0*(\\d)/, 'e$1$2');
-        }""".replace("SLIDER_ID", ids.LR_SLIDER),
-        Output(ids.LR_VALUE, "children"), Input(ids.LR_SLIDER, "drag_value"), Input(ids.LR_SLIDER, "value"),
-        prevent_initial_call=True,
+        }""",
+        Output(ids.LR_VALUE, "children", allow_duplicate=True), Input(ids.LR_SLIDER, "drag_value"),
+        State(ids.LR_SLIDER, "value"), prevent_initial_call=True,
     )
 
     outputs = {
@@ -246,18 +401,29 @@ def register(app: dash.Dash, studies: Studies) -> None:
         "caption": Output(ids.LIVE_CAPTION, "children"), "figure": Output(ids.CURVES, "figure"),
         "current": Output(ids.CURRENT, "children"), "requests": Output(ids.REQUESTS, "children"),
         "log": Output(ids.INTERVENTIONS, "children"), "cursor": Output(ids.TRIAL_CURSOR, "data"),
-        "known": Output(ids.KNOWN, "data"),
-        **{f"value:{cid}": Output(cid, "value") for cid in VALUE_CONTROLS},
+        "known": Output(ids.KNOWN, "data"), "interval": Output(ids.TRIAL_TICK, "interval"),
+        "lr_value": Output(ids.LR_VALUE, "children"), "lr_hint": Output(ids.LR_HINT, "children"),
+        "lr_pending": Output(ids.LR_PENDING, "data"), "lr_position": Output(ids.LR_SLIDER, "value"),
+        "lr_min": Output(ids.LR_SLIDER, "min"), "lr_max": Output(ids.LR_SLIDER, "max"),
+        "lr_marks": Output(ids.LR_SLIDER, "marks"),
+        "pause_style": Output(ids.PAUSE, "style"), "resume_style": Output(ids.RESUME, "style"),
+        "keep_label": Output(ids.KEEP, "children"), "keep_disabled": Output(ids.KEEP, "disabled"),
+        **{f"value:{cid}": Output(cid, "value") for cid in SYNCED},
         **{f"disabled:{cid}": Output(cid, "disabled") for cid in RUNNING_ONLY},
     }
 
     @app.callback(output=outputs, inputs={
         "_n": Input(ids.TRIAL_TICK, "n_intervals"), "page": State(ids.PAGE_CTX, "data"),
         "cursor": State(ids.TRIAL_CURSOR, "data"), "known": State(ids.KNOWN, "data"),
-        "mine": State(ids.MY_COMMANDS, "data"),
+        "mine": State(ids.MY_COMMANDS, "data"), "pending": State(ids.LR_PENDING, "data"),
+        "lr_shown": State(ids.LR_VALUE, "children"), "hint_shown": State(ids.LR_HINT, "children"),
+        "position": State(ids.LR_SLIDER, "value"), "drag": State(ids.LR_SLIDER, "drag_value"),
+        "low": State(ids.LR_SLIDER, "min"), "high": State(ids.LR_SLIDER, "max"),
     })
     @skip_when_database_busy
-    def tick(_n: int, page: dict[str, Any], cursor: dict[str, Any], known: dict[str, Any], mine: list[int]):
+    def tick(_n: int, page: dict[str, Any], cursor: dict[str, Any], known: dict[str, Any], mine: list[int],
+             pending: dict[str, Any] | None, lr_shown: str | None, hint_shown: str | None, position: float | None,
+             drag: float | None, low: float | None, high: float | None):
         control = studies.control(page["study"])
         number = page["trial"]
         trial = views.load_trial(control, number)
@@ -265,6 +431,7 @@ def register(app: dash.Dash, studies: Studies) -> None:
             raise dash.exceptions.PreventUpdate
         out: dict[str, Any] = {key: dash.no_update for key in outputs}
         cursor = cursor or {}
+        known = known or {}
         first = not cursor
         new = dict(cursor)
         live = control.live(number)
@@ -272,11 +439,19 @@ def register(app: dash.Dash, studies: Studies) -> None:
         if rows:
             new["step"] = rows[-1].step
             new["psnr"] = next((m.psnr for m in reversed(rows) if m.psnr is not None), cursor.get("psnr"))
-        current = views.current_settings(trial, rows[-1]) if rows else cursor.get("current") or \
-            views.current_settings(trial, None)
+            new["base"] = views.metric_settings(rows[-1])
+        current = views.current_settings(trial, new.get("base"))  # with changes applied since that row
         new["current"] = current
+        rec = record.read(trial)
         marks = views.interventions(trial)
         running = trial.state == TrialState.RUNNING
+        paused = rec.paused if running else None
+
+        # the page is open: the trial's worker spares it (renewed from here, nothing kept in the app)
+        now = time.time()
+        if running and now - cursor.get("watched", 0.0) > WATCH_RENEW_S:
+            control.watch(number, seconds=WATCH_S)
+            new["watched"] = now
 
         # the curves: the whole figure once, then patches with the new rows / the new markers
         if first:
@@ -288,35 +463,65 @@ def register(app: dash.Dash, studies: Studies) -> None:
         new["n_int"] = len(marks)
 
         # the prediction: a new URL only when a new preview was published
+        caption = "prediction: none published yet"
         if live is not None and live.png is not None:
             version = f"{live.wall_time:.3f}"
             if version != cursor.get("img"):
                 out["src"] = C.href("/steer/live.png", page["study"], trial=number, v=version)
-                out["caption"] = f"prediction at step {live.step}" + ("" if live.running else " (final)")
                 new["img"] = version
-        elif first:
-            out["caption"] = "prediction: none published yet"
+            caption = f"prediction at step {live.step}" + (" (paused)" if paused and live.running else "") + \
+                ("" if live.running else " (final)")
+        if caption != cursor.get("caption"):
+            out["caption"] = caption
+            new["caption"] = caption
 
-        # the controls: synced to values set by hand; disabled once the trial ends
-        shown = views.synced_controls(current, record.read(trial).interventions)
+        # the controls: synced to values set by hand (the LR: to the trial's); disabled once the trial ends
+        shown = {**views.synced_controls(current, rec.interventions), "lr": current["lr"]}
         changed = {p: v for p, v in shown.items() if not views.same_value(p, v, known.get(p))}
         if changed:
             out["known"] = {**known, **changed}
-            for cid, param in VALUE_CONTROLS.items():
+            for cid, param in SYNCED.items():
                 if param in changed:
-                    out[f"value:{cid}"] = views.lr_to_slider(changed[param]) if cid == ids.LR_SLIDER else changed[param]
+                    out[f"value:{cid}"] = changed[param]
         if running != cursor.get("running"):
             for cid in RUNNING_ONLY:
                 out[f"disabled:{cid}"] = not running
             new["running"] = running
+        buttons = (bool(paused), rec.kept, running)
+        if list(buttons) != cursor.get("buttons"):
+            out["pause_style"], out["resume_style"] = (HIDDEN, None) if paused else (None, HIDDEN)
+            out["keep_label"], out["keep_disabled"] = keep_label(rec.kept), rec.kept or not running
+            new["buttons"] = list(buttons)
+
+        # the LR shown: what is being edited or was sent, else the trial's LR now
+        commands = control.commands(trial=number)
+        sent = sent_lr(pending, commands, set(mine or []))
+        if pending and ((sent and all(c.done for c in sent)) or not running):  # applied, refused or ended:
+            out["lr_pending"] = pending = None  # the trial's LR again
+        dragging = drag is not None and position is not None and abs(drag - position) > 1e-9
+        if not dragging:
+            target = pending["value"] if pending else views.round_lr(current["lr"])
+            if lr_shown != views.fmt_lr(target):
+                out["lr_value"] = views.fmt_lr(target)
+            if position is None or not views.same_value("lr", views.slider_to_lr(position), target):
+                out["lr_position"] = views.lr_to_slider(target)
+                window = (low, high) if low is not None and high is not None else None
+                if views.lr_off_centre(target, window):
+                    out["lr_min"], out["lr_max"] = views.lr_window(target)
+                    out["lr_marks"] = views.lr_marks(out["lr_min"], out["lr_max"])
+            hint = lr_hint(pending, bool(sent), current["lr"], running)
+            if hint != hint_shown:
+                out["lr_hint"] = hint
 
         # the words: header, current settings, requests, log; each only when it changed
-        statuses = views.request_statuses(control.commands(trial=number), mine or [])[:SHOWN_REQUESTS]
+        everything = views.request_statuses(commands, mine or [])
+        statuses = everything[:SHOWN_REQUESTS]
         parts = {
             "header": (lambda: header(trial, new.get("psnr"), live.step if live else None, page.get("steps"),
                                       page.get("value_label", "PSNR (dB)") == "PSNR (dB)"),
                        (trial.state.name, trial.value if trial.values else None, new.get("psnr"),
-                        live.step if live else None, len(marks), trial.user_attrs.get(record.PRUNED_REASON))),
+                        live.step if live else None, len(marks), trial.user_attrs.get(record.PRUNED_REASON),
+                        paused, rec.kept, rec.spared)),
             "current": (lambda: current_line(current), current),
             "requests": (lambda: requests_list(statuses), statuses),
             "log": (lambda: intervention_table(marks), marks),
@@ -326,6 +531,11 @@ def register(app: dash.Dash, studies: Studies) -> None:
             if fingerprint != cursor.get(f"seen:{key}"):
                 out[key] = render()
                 new[f"seen:{key}"] = fingerprint
+
+        interval = poll_ms(everything)
+        if interval != cursor.get("interval", C.POLL_MS):
+            out["interval"] = interval
+            new["interval"] = interval
         if new != cursor:
             out["cursor"] = new
         if all(v is dash.no_update for v in out.values()):
@@ -333,18 +543,57 @@ def register(app: dash.Dash, studies: Studies) -> None:
         return out
 
     @app.callback(
+        Output(ids.LR_PENDING, "data", allow_duplicate=True), Output(ids.LR_VALUE, "children", allow_duplicate=True),
+        Output(ids.LR_HINT, "children", allow_duplicate=True), Output(ids.LR_ERROR, "children"),
+        Output(ids.LR_SLIDER, "value", allow_duplicate=True), Output(ids.LR_SLIDER, "min", allow_duplicate=True),
+        Output(ids.LR_SLIDER, "max", allow_duplicate=True), Output(ids.LR_SLIDER, "marks", allow_duplicate=True),
+        Output(ids.LR_CONFIRM, "displayed"), Output(ids.LR_CONFIRM, "message"),
+        Input(ids.LR_SLIDER, "value"), *(Input(cid, "n_clicks") for cid in LR_STEPS), Input(ids.LR_INPUT, "value"),
+        Input(ids.LR_SEND, "n_clicks"), Input(ids.LR_REVERT, "n_clicks"),
+        State(ids.LR_VALUE, "children"), State(ids.LR_PENDING, "data"), State(ids.KNOWN, "data"),
+        State(ids.PAGE_CTX, "data"), State(ids.LR_SLIDER, "min"), State(ids.LR_SLIDER, "max"),
+        prevent_initial_call=True,
+    )
+    def edit_lr(*args: Any):
+        shown_lr, pending, known, page, low, high = args[-6:]
+        if not ctx.triggered_id:
+            raise dash.exceptions.PreventUpdate
+        now = (known or {}).get("lr")
+        window = (low, high) if low is not None and high is not None else None
+        edit = lr_edit(ctx.triggered_id, ctx.triggered[0]["value"], shown_lr, pending, now,
+                       (page or {}).get("lr_search"), window, (page or {}).get("trial"))
+        if edit is None:
+            raise dash.exceptions.PreventUpdate
+        nu = dash.no_update
+        if edit.get("error"):
+            return nu, nu, nu, edit["error"], nu, nu, nu, nu, nu, nu
+        value = edit["value"]
+        pending = None if edit.get("revert") else {"value": value, "at": time.time()}
+        hint = lr_hint(pending, bool(edit.get("send")), now, True)
+        low_high = edit["window"]
+        return (pending, views.fmt_lr(value), hint, "",
+                nu if edit["position"] is None else edit["position"],
+                low_high[0] if low_high else nu, low_high[1] if low_high else nu,
+                views.lr_marks(*low_high) if low_high else nu,
+                bool(edit.get("confirm")) or nu, edit.get("confirm") or nu)
+
+    @app.callback(
         Output(ids.MY_COMMANDS, "data"),
-        Input(ids.LR_SLIDER, "value"), Input(ids.LR_INPUT, "value"), Input(ids.OPTIMIZER, "value"),
-        Input(ids.LOSS, "value"), Input(ids.WEIGHT_DECAY, "value"), Input({"type": ids.PIN, "param": ALL}, "n_clicks"),
+        Input(ids.LR_INPUT, "value"), Input(ids.LR_SEND, "n_clicks"), Input(ids.LR_CONFIRM, "submit_n_clicks"),
+        Input(ids.OPTIMIZER, "value"), Input(ids.LOSS, "value"), Input(ids.WEIGHT_DECAY, "value"),
+        Input({"type": ids.PIN, "param": ALL}, "n_clicks"),
+        Input(ids.PAUSE, "n_clicks"), Input(ids.RESUME, "n_clicks"), Input(ids.KEEP, "n_clicks"),
         Input(ids.PRUNE, "submit_n_clicks"), Input(ids.RESET, "submit_n_clicks"), Input(ids.PROMOTE, "n_clicks"),
         State(ids.PAGE_CTX, "data"), State(ids.KNOWN, "data"), State(ids.MY_COMMANDS, "data"),
+        State(ids.LR_VALUE, "children"),
         prevent_initial_call=True,
     )
     def send(*args: Any):
-        page, known, mine = args[-3:]
+        page, known, mine, shown_lr = args[-4:]
         if not ctx.triggered:
             raise dash.exceptions.PreventUpdate
-        ask = request_for(ctx.triggered_id, ctx.triggered[0]["value"], known or {})
+        ask = request_for(ctx.triggered_id, ctx.triggered[0]["value"], known or {}, shown_lr,
+                          page.get("lr_search"))
         if ask is None:
             raise dash.exceptions.PreventUpdate
         cmd = studies.control(page["study"]).request(trial=page["trial"], by=requester(), **ask)

@@ -14,15 +14,23 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import optuna
+from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from steer import record
-from steer.actions import ACTIONS, PINNABLE, SETTINGS
+from steer.actions import ACTIONS, PINNABLE, SETTINGS, check_setting
 from steer.control import Command, Control, LiveState, Metric, Pin
 from steer.spec import PARAMS
 
-LR_MIN_LOG10 = round(math.log10(PARAMS["lr"].low))  # -7: the slider's range is the allowed range
-LR_MAX_LOG10 = round(math.log10(PARAMS["lr"].high))  # 0
+LR_LOW, LR_HIGH = PARAMS["lr"].low, PARAMS["lr"].high  # what the action table allows: 1e-7..1
+LR_MIN_LOG10 = round(math.log10(LR_LOW))  # -7: no slider goes beyond the allowed range
+LR_MAX_LOG10 = round(math.log10(LR_HIGH))  # 0
+LR_SPAN = 1.0  # the slider spans the LR shown x/÷ 10^LR_SPAN: two decades, about 190 px each on the trial page
+LR_GRID = 3  # the slider moves in steps of 10^-3 decades (0.23 %)
+# The LR steppers: id suffix -> (label, factor).
+LR_STEPS = {"div10": ("÷10", 0.1), "div2": ("÷2", 0.5), "div125": ("÷1.25", 0.8), "mul125": ("×1.25", 1.25),
+            "mul2": ("×2", 2.0), "mul10": ("×10", 10.0)}
+CONFIRM_RATIO = 10.0  # an LR change of more than this factor asks to confirm
 MAX_CURVE_POINTS = 2000  # a full reload of a long trial's curves is thinned to about this many points
 CONTROLLED = SETTINGS  # what the trial page's controls set
 
@@ -67,16 +75,113 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def fmt_param(param: str, value: Any) -> str:
+    """A value of a named param: an LR as every LR is shown (`fmt_lr`), anything else as `fmt`."""
+    if param == "lr" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fmt_lr(float(value))
+    return fmt(value)
+
+
+# ---- the LR control: one number format, the page's checks are the server's ----------- #
+
+
+def round_lr(lr: float) -> float:
+    """An LR as it is shown and sent: 3 significant digits, exactly the number `fmt_lr` prints."""
+    return float(f"{lr:.3g}")
+
+
 def lr_to_slider(lr: float) -> float:
-    """The slider position (log10 of the learning rate, clamped to the slider's range)."""
+    """The slider position (log10 of the learning rate on the slider's grid, clamped to the allowed range)."""
     if not lr or lr <= 0 or not math.isfinite(lr):
         return float(LR_MIN_LOG10)
-    return round(min(max(math.log10(lr), LR_MIN_LOG10), LR_MAX_LOG10), 2)
+    return round(min(max(math.log10(lr), LR_MIN_LOG10), LR_MAX_LOG10), LR_GRID)
 
 
 def slider_to_lr(position: float) -> float:
     """The learning rate a slider position asks for, rounded to 3 significant digits."""
-    return float(f"{10.0 ** position:.3g}")
+    return round_lr(10.0 ** position)
+
+
+def lr_window(lr: float) -> tuple[float, float]:
+    """The slider's range (log10) around `lr`: x/÷ 10^LR_SPAN, moved to stay inside the allowed range."""
+    centre = min(max(lr_to_slider(lr), LR_MIN_LOG10 + LR_SPAN), LR_MAX_LOG10 - LR_SPAN)
+    low = round(centre - LR_SPAN, LR_GRID)
+    return low, round(low + 2 * LR_SPAN, LR_GRID)
+
+
+def lr_marks(low: float, high: float) -> dict[float, str]:
+    """Slider marks at 1 and 3 times a power of ten between two positions, labelled as every LR is."""
+    marks = {}
+    for exponent in range(math.floor(low) - 1, math.ceil(high) + 1):
+        for mantissa in (1, 3):
+            position = round(math.log10(mantissa) + exponent, 4)
+            if low - 1e-9 <= position <= high + 1e-9:
+                marks[position] = fmt_lr(mantissa * 10.0 ** exponent)
+    return marks
+
+
+def lr_off_centre(lr: float, window: tuple[float, float] | list[float] | None) -> bool:
+    """Whether `lr` lies outside the middle half of the slider's range (the slider should move to it)."""
+    if not window:
+        return True
+    low, high = window
+    quarter = (high - low) / 4
+    return not low + quarter <= lr_to_slider(lr) <= high - quarter
+
+
+def lr_search(trial: FrozenTrial) -> tuple[float, float] | None:
+    """The LR range the trial's sampler searched, or None when it did not search the LR."""
+    dist = trial.distributions.get("lr")
+    return (float(dist.low), float(dist.high)) if isinstance(dist, FloatDistribution) else None
+
+
+@dataclass(frozen=True)
+class LrCheck:
+    """An LR asked for in the page: checked by the action table's rules, as the server checks it."""
+
+    value: float | None  # what is sent (3 significant digits); None when refused
+    error: str | None = None  # why it is refused, in the server's words
+    confirm: tuple[str, ...] = ()  # why sending it asks to confirm first
+
+    def question(self, trial: int | None, now: float | None) -> str:
+        """What the page asks before sending it."""
+        whose = f"trial {trial}'s" if trial is not None else "the trial's"
+        shown = f" from {fmt_lr(round_lr(now))}" if now else ""
+        return f"Set {whose} learning rate{shown} to {fmt_lr(self.value)}? It is {' and '.join(self.confirm)}."
+
+
+def check_lr(asked: Any, now: float | None, searched: Sequence[float] | None) -> LrCheck:
+    """`asked` (typed text or a number) checked with `steer.actions.check_setting`, the server's one rule,
+    then rounded as it is shown; a change of more than 10x from `now`, or outside the range the trial
+    searched (`searched`, else the allowed one), asks to confirm."""
+    if isinstance(asked, str):
+        asked = asked.strip()
+    try:
+        value = round_lr(check_setting("lr", asked))
+        check_setting("lr", value)
+    except ValueError as exc:
+        return LrCheck(None, str(exc))
+    reasons = []
+    if now and now > 0:
+        base = round_lr(now)
+        ratio = max(value / base, base / value)
+        if ratio > CONFIRM_RATIO * (1 + 1e-9):
+            reasons.append(f"{ratio:.3g}x {'above' if value > base else 'below'} the current {fmt_lr(base)}")
+    low, high = searched or (LR_LOW, LR_HIGH)
+    if not low * (1 - 1e-9) <= value <= high * (1 + 1e-9):
+        reasons.append(f"outside the range this trial's sampler searched ({fmt_lr(low)} to {fmt_lr(high)})")
+    return LrCheck(value, None, tuple(reasons))
+
+
+def lr_change(value: float, now: float | None, named: bool = True) -> str:
+    """How an LR compares with the trial's: "2x above the current 1.00e-3" (`named`), else "2x above now"."""
+    if not now or now <= 0:
+        return ""
+    base = round_lr(now)
+    if math.isclose(value, base, rel_tol=1e-9):
+        return f"the current {fmt_lr(base)}" if named else "the LR now"
+    ratio = max(value / base, base / value)
+    return f"{ratio:.3g}x {'above' if value > base else 'below'} " + (f"the current {fmt_lr(base)}" if named else "now")
 
 
 def same_value(param: str, a: Any, b: Any) -> bool:
@@ -84,7 +189,7 @@ def same_value(param: str, a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is b
     if param == "lr":
-        return abs(math.log10(float(a)) - math.log10(float(b))) < 0.006
+        return abs(math.log10(float(a)) - math.log10(float(b))) < 0.003
     if param == "weight_decay":
         return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-12)
     return a == b
@@ -116,6 +221,8 @@ def trial_rows(trials: Sequence[FrozenTrial], now: float | None = None,
             row["duration_s"] = max(0.0, now - t.datetime_start.timestamp())
         row.update({
             "live_psnr": latest.psnr if latest is not None else None,
+            "paused": rec.paused.get("step") if rec.paused and t.state == TrialState.RUNNING else None,
+            "kept": rec.kept,
             "interventions": rec.steering_count,
             "pinned": rec.pinned,
             "params": {k: params[k] for k in CONTROLLED if k in params},
@@ -158,7 +265,8 @@ def summary_stats(rows: Sequence[dict[str, Any]], best: dict[str, list[Any]],
 def pin_rows(pins: dict[str, Pin]) -> list[dict[str, Any]]:
     """The study's pins in the order of the controls."""
     order = {p: i for i, p in enumerate(PINNABLE)}
-    return [{"param": p.param, "value": p.value, "by": p.pinned_by, "at": p.pinned_at,
+    return [{"param": p.param, "value": p.value, "shown": fmt_param(p.param, p.value), "by": p.pinned_by,
+             "at": p.pinned_at,
              "source_trial": p.source_trial}
             for p in sorted(pins.values(), key=lambda p: order.get(p.param, len(order)))]
 
@@ -185,13 +293,28 @@ def total_steps(control: Control) -> int | None:
     return spec.get("steps")
 
 
-def current_settings(trial: FrozenTrial, latest: Metric | None) -> dict[str, Any]:
-    """The trial's lr / optimizer / loss / weight decay now: its latest metric, else what it recorded."""
+def metric_settings(latest: Metric) -> dict[str, Any]:
+    """The settings a metrics row was published with, and when (`at`)."""
+    return {"lr": latest.lr, "optimizer": latest.optimizer, "loss": latest.loss_name,
+            "weight_decay": latest.weight_decay, "at": latest.wall_time}
+
+
+def current_settings(trial: FrozenTrial, latest: Metric | dict[str, Any] | None) -> dict[str, Any]:
+    """The trial's lr / optimizer / loss / weight decay now: its latest metric row (or `metric_settings`
+    of it), else what it recorded; a change applied after that row was published shows at once, before
+    the next row does."""
+    if isinstance(latest, Metric):
+        latest = metric_settings(latest)
     if latest is not None:
-        return {"lr": latest.lr, "optimizer": latest.optimizer, "loss": latest.loss_name,
-                "weight_decay": latest.weight_decay}
-    params = {**{k: PARAMS[k].default for k in CONTROLLED}, **record.read(trial).effective}
-    return {k: params[k] for k in CONTROLLED}
+        values, since = {k: latest[k] for k in CONTROLLED}, latest.get("at")
+    else:
+        params = {**{k: PARAMS[k].default for k in CONTROLLED}, **record.read(trial).effective}
+        values, since = {k: params[k] for k in CONTROLLED}, None
+    for e in record.read(trial).interventions:
+        param = ACTIONS[e["action"]].setting if e.get("action") in ACTIONS else None
+        if param in values and (since is None or (e.get("at") or 0) > since):
+            values[param] = e.get("new")
+    return values
 
 
 def curve_points(metrics: Sequence[Metric], cap: int | None = MAX_CURVE_POINTS) -> dict[str, list[Any]]:
@@ -219,7 +342,12 @@ def interventions(trial: FrozenTrial) -> list[dict[str, Any]]:
             change = "stopped"
         elif action == "pin":
             param = (e.get("args") or {}).get("param", "")
-            change = f"{param}: {fmt(e.get('old'))} -> {fmt(e.get('new'))}"
+            change = f"{param}: {fmt_param(param, e.get('old'))} -> {fmt_param(param, e.get('new'))}"
+        elif action in ACTIONS and ACTIONS[action].setting:
+            param = ACTIONS[action].setting
+            change = f"{fmt_param(param, e.get('old'))} -> {fmt_param(param, e.get('new'))}"
+        elif action in ("pause", "resume", "keep"):
+            change = {"pause": "held at this step", "resume": "trains on", "keep": "never pruned automatically"}[action]
         else:
             change = f"{fmt(e.get('old'))} -> {fmt(e.get('new'))}"
         out.append({"command": e.get("command"), "step": e.get("step"), "action": action, "change": change,
@@ -236,8 +364,11 @@ def command_status(cmd: Command) -> dict[str, Any]:
     else:
         status = f"{cmd.state}: {cmd.reason}" if cmd.reason else cmd.state
     args = cmd.args
+    setting = args.get("param") or (ACTIONS[cmd.action].setting if cmd.action in ACTIONS else None)
+    value = args.get("value")
+    shown = fmt_param(setting, value) if isinstance(value, (int, float)) else fmt(value)  # as it was asked
     what = cmd.action + (f" {fmt(args.get('param'))}" if "param" in args else "") + \
-        (f" {fmt(args['value'])}" if "value" in args else "") + \
+        (f" {shown}" if "value" in args else "") + \
         (f" seed {args['seed']}" if "seed" in args else "")
     return {"id": cmd.id, "trial": cmd.trial, "action": cmd.action, "what": what, "state": cmd.state,
             "status": status, "by": cmd.requested_by, "at": cmd.requested_at}
@@ -264,7 +395,7 @@ def synced_controls(current: dict[str, Any], applied: Sequence[dict[str, Any]]) 
 
 
 def fmt_lr(lr: float | None) -> str:
-    """A learning rate as the slider shows it: 3.16e-4."""
+    """A learning rate as every LR is shown, on every page: 3.16e-4 (3 significant digits)."""
     return "-" if lr is None else _compact_exponent(f"{lr:.2e}")
 
 
@@ -272,17 +403,44 @@ def _compact_exponent(text: str) -> str:
     return re.sub(r"e([+-])0*(\d)", r"e\1\2", text)
 
 
+# ---- the person's pace -------------------------------------------------------- #
+
+
+def clock(at: float | None) -> str:
+    """A time of day as the pages show it: 14:03:27 (the app's local time)."""
+    return time.strftime("%H:%M:%S", time.localtime(at)) if at else "?"
+
+
+def paused_words(paused: dict[str, Any] | None) -> str | None:
+    """A paused trial in words: "paused since 14:03:27 at step 1200 (by alice)"; None when it is not."""
+    if not paused:
+        return None
+    return f"paused since {clock(paused.get('since'))} at step {paused.get('step', '?')} (by {paused.get('by', '?')})"
+
+
+def held_words(held: dict[str, Any] | None) -> str | None:
+    """A held study in words, for the banner every page shows; None when it is not held."""
+    if not held:
+        return None
+    return f"Study held by {held.get('by', '?')} since {clock(held.get('at'))}: no new trial starts"
+
+
 # ---- the wall ----------------------------------------------------------------- #
 
 
-def wall_cards(lives: Sequence[LiveState], latest: dict[int, Metric | None]) -> list[dict[str, Any]]:
-    """One card per running trial: its step and the settings and PSNR of its latest metric row."""
+def wall_cards(lives: Sequence[LiveState], latest: dict[int, Metric | None],
+               paused: dict[int, dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
+    """One card per running trial: its step, the settings and PSNR of its latest metric row, and
+    whether it is paused (`paused`: the trials' `steer.paused`)."""
     cards = []
+    paused = paused or {}
     for live in sorted(lives, key=lambda s: s.trial):
         m = latest.get(live.trial)
+        held = paused.get(live.trial)
         cards.append({
             "trial": live.trial, "step": live.step, "wall_time": live.wall_time, "has_image": live.png is not None,
             "psnr": m.psnr if m else None, "lr": m.lr if m else None, "optimizer": m.optimizer if m else None,
             "loss": m.loss_name if m else None, "weight_decay": m.weight_decay if m else None,
+            "paused": held.get("step", live.step) if held else None,
         })
     return cards

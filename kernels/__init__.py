@@ -9,68 +9,45 @@ optimizers, optimizer switches, weight decay and resets work unchanged.
     triton   FusedCoordMLP: fused Triton kernels (CUDA; CPU only under TRITON_INTERPRET=1)
     auto     triton on CUDA when triton is installed and the shape is supported, else torch
 
-Importing this package does not import triton.
+Importing this package imports neither torch nor triton: the option values (BACKENDS,
+PRECISIONS, DEFAULT_PRECISION, ...) and BackendError are plain Python, so `steer.spec`
+and every `steer --help` stay fast; the other names load torch on first use.
 """
 
 from __future__ import annotations
 
-import torch
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .compiled import CompiledCoordMLP
+from .choices import ACTIVATIONS, BACKENDS, DEFAULT_PRECISION, ENCODINGS, OUTPUTS, PRECISIONS
 from .errors import BackendError
-from .fused import (
-    DEFAULT_PRECISION, PRECISIONS, FusedCoordMLP, interpreter_requested, triton_importable, unsupported_reason,
-)
-from .reference import ACTIVATIONS, ENCODINGS, OUTPUTS, CoordMLP, MLPConfig, reference_forward
 
-BACKENDS = ("auto", "torch", "compile", "triton")
+if TYPE_CHECKING:
+    from .backends import build_model, resolve_backend
+    from .compiled import CompiledCoordMLP
+    from .fused import FusedCoordMLP, interpreter_requested, triton_importable, unsupported_reason
+    from .reference import CoordMLP, MLPConfig, reference_forward
 
-
-def resolve_backend(backend: str, config: MLPConfig, device: torch.device | str) -> str:
-    """Turn `auto` into a concrete backend, and check that the one asked for can run here."""
-    if backend not in BACKENDS:
-        raise BackendError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    device = torch.device(device)
-    if backend == "auto":
-        usable = device.type == "cuda" and triton_importable() and unsupported_reason(config) is None
-        return "triton" if usable else "torch"
-    if backend == "triton":
-        reason = unsupported_reason(config)
-        if reason is not None:
-            raise BackendError(reason)
-        if not triton_importable():
-            raise BackendError("backend 'triton' needs the 'triton' package, which is not installed")
-        if device.type != "cuda" and not interpreter_requested():
-            raise BackendError(
-                f"backend 'triton' needs a CUDA device; got device '{device}' "
-                "(use backend 'auto' or 'torch' on the CPU; tests set TRITON_INTERPRET=1 to interpret the kernels)"
-            )
-    return backend
+# The names that need torch, and the module each comes from (imported on first use, PEP 562).
+_NEEDS_TORCH = {
+    "build_model": "backends", "resolve_backend": "backends",
+    "CompiledCoordMLP": "compiled",
+    "FusedCoordMLP": "fused", "interpreter_requested": "fused", "triton_importable": "fused",
+    "unsupported_reason": "fused",
+    "CoordMLP": "reference", "MLPConfig": "reference", "reference_forward": "reference",
+}
 
 
-def build_model(
-    config: MLPConfig,
-    backend: str = "auto",
-    device: torch.device | str = "cpu",
-    generator: torch.Generator | None = None,
-    precision: str = DEFAULT_PRECISION,
-) -> tuple[CoordMLP, str]:
-    """Build the MLP for `backend` on `device`; returns the module and the resolved backend name.
+def __getattr__(name: str) -> Any:
+    if name not in _NEEDS_TORCH:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_NEEDS_TORCH[name]}", __name__), name)
+    globals()[name] = value  # once: later lookups don't come back here
+    return value
 
-    `precision` (one of PRECISIONS: "fp32", "tf32x3", "tf32", "bf16"; DEFAULT_PRECISION when
-    not given) is the input precision of the triton backend's matrix products (fp32
-    accumulation always); the other backends ignore it.
-    """
-    if precision not in PRECISIONS:
-        raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    resolved = resolve_backend(backend, config, device)
-    if resolved == "triton":
-        model: CoordMLP = FusedCoordMLP(config, generator=generator, precision=precision)
-    elif resolved == "compile":
-        model = CompiledCoordMLP(config, generator=generator)
-    else:
-        model = CoordMLP(config, generator=generator)
-    return model.to(device), resolved
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_NEEDS_TORCH})
 
 
 __all__ = [

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import DEFAULT_PRECISION, BackendError, MLPConfig, build_model
+from .bench_args import add_arguments
 
 GPU_POINTS = tuple(2**k for k in range(14, 21))
 CPU_POINTS = (2**10, 2**12, 2**14)
@@ -233,20 +234,6 @@ def save_plot(rows: list[dict], path: str | Path, title: str | None = None) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's flags: shared by `steer bench` and `python -m steer.kernels.bench`."""
-    parser.add_argument("--json", type=Path, help="write the environment and rows as JSON here")
-    parser.add_argument("--plot", type=Path, help="write a PNG plot here (needs matplotlib)")
-    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
-    parser.add_argument("--points", type=int, nargs="+", help="point counts (default: by device)")
-    parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128])
-    parser.add_argument("--hidden-layers", type=int, default=3)
-    parser.add_argument("--backends", nargs="+", help="e.g. torch compile triton:tf32 (default: by device)")
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--warmup", type=int)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads) for this run")
 
 
 def run(args: argparse.Namespace) -> int:

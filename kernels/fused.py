@@ -25,6 +25,7 @@ from functools import lru_cache
 import torch
 from torch.autograd.function import once_differentiable
 
+from .choices import DEFAULT_PRECISION, PRECISIONS
 from .errors import BackendError
 from .reference import CoordMLP, MLPConfig
 
@@ -33,13 +34,6 @@ MAX_HIDDEN_LAYERS = 8
 MAX_FOURIER_FEATURES = 64  # 2F <= 128 encoded features
 MAX_IN_FEATURES = 4
 MAX_OUT_FEATURES = 16
-# Inputs of tl.dot; accumulation is always fp32. "fp32" is IEEE fp32 (CUDA cores, slow at
-# width 128), "tf32x3" splits each fp32 input in three tf32 parts: about fp32 accuracy on
-# tensor cores; "tf32" and "bf16" are the fast, lossy ones.
-PRECISIONS = ("fp32", "tf32x3", "tf32", "bf16")
-# The one default for every layer (spec, trainer, build_model, the kernels, the benchmark):
-# fp32-like accuracy at tensor-core speed; the interpreter computes it as exact fp32.
-DEFAULT_PRECISION = "tf32x3"
 _DOT_PRECISION = {"fp32": "ieee", "tf32x3": "tf32x3", "tf32": "tf32", "bf16": "bf16"}
 # Per width: (BLOCK_M points per forward/backward program, BLOCK_K points per weight-gradient
 # step, num_warps). Chosen from ptxas register and spill counts for sm_90 at tf32/bf16

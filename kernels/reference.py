@@ -14,9 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-ACTIVATIONS = ("relu", "sine")
-ENCODINGS = ("none", "fourier")
-OUTPUTS = ("sigmoid", "linear")
+from .choices import ACTIVATIONS, ENCODINGS, OUTPUTS
 
 
 @dataclass(frozen=True)

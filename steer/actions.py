@@ -69,6 +69,16 @@ _ROWS = (
            takes="PARAM", example="lr"),
     Action("promote", "promote", "promote", "enqueue a fresh trial of this trial's effective params, so the "
            "sampler learns from a clean run of them", "trial", "trial or control", example="--trial 3"),
+    # The person's pace: none of these changes a number, so none steers and replay skips them.
+    Action("pause", "pause", "pause", "hold a running trial at its next step boundary (heartbeat alive, never "
+           "pruned while paused)", "trial", "trial", example="--trial 3 --wait"),
+    Action("resume", "resume", "resume", "let a paused trial train on", "trial", "trial", example="--trial 3"),
+    Action("keep", "keep", "keep", "exempt a running trial from automatic pruning for the rest of its run",
+           "trial", "trial", example="--trial 3"),
+    Action("hold", "hold", "hold the study", "start no new trial until released (running ones go on)", "study",
+           "control", example="--by alice"),
+    Action("release", "release", "release the study", "let workers start new trials again", "study", "control",
+           example="--wait"),
 )
 ACTIONS: dict[str, Action] = {a.name: a for a in _ROWS}
 BY_CLI: dict[str, Action] = {a.cli: a for a in _ROWS}

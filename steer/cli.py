@@ -70,9 +70,26 @@ def _start_app(url: str, study_name: str, port: int, console: Any):
     import os
     import subprocess
 
-    console.print(f"steering app: [bold]http://127.0.0.1:{port}/[/] (watch and steer the trials as they run)")
-    return subprocess.Popen([sys.executable, "-m", "steer", "dash", "--storage", url, "--study", study_name,
-                             "--port", str(port)], stdout=subprocess.DEVNULL, env=os.environ.copy())
+    app = subprocess.Popen([sys.executable, "-m", "steer", "dash", "--storage", url, "--study", study_name,
+                            "--port", str(port)], stdout=subprocess.DEVNULL, env=os.environ.copy())
+    _wait_until_serving(app, port)  # the app first: the page is there before the first trial starts
+    console.print(f"steering app: [bold]http://127.0.0.1:{port}/[/] (click a running trial to steer it)")
+    return app
+
+
+def _wait_until_serving(app: Any, port: int, timeout: float = 30.0) -> None:
+    """Return once the app answers on `port` (or has exited, or `timeout` passed: the workers start anyway)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while app.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
 
 
 def _keep_serving(app: Any, port: int, console: Any) -> None:
@@ -391,11 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="run the replay here instead of the recorded device (cpu, cuda)")
     p.add_argument("--json", action="store_true", help='print {"original": ..., "replay": ...}')
 
-    from steer.kernels import bench
+    from steer.kernels import bench_args  # not .bench, which imports torch
 
     p = add("bench", cmd_bench, "time a full training step per MLP backend (fused Triton needs CUDA)",
             "steer bench --json docs/kernels-bench-gpu.json --plot docs/kernels-bench-gpu.png")
-    bench.add_arguments(p)
+    bench_args.add_arguments(p)
     return parser
 
 

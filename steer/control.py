@@ -163,6 +163,23 @@ def _promote_now(control: Control, args: dict[str, Any], trial: FrozenTrial | No
     return lambda s: result
 
 
+@applies_now("hold")
+def _hold_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None, by: str) -> Write:
+    held = control.held()
+    if held is not None:
+        raise ValueError(f"the study is held already (by {held['by']})")
+    control.storage.set_study_user_attr(control.study_id, record.HELD, {"by": by, "at": time.time()})
+    return lambda s: {"action": "hold", "old": None, "new": "held"}
+
+
+@applies_now("release")
+def _release_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None, by: str) -> Write:
+    if control.held() is None:
+        raise ValueError("the study is not held")
+    control.storage.set_study_user_attr(control.study_id, record.HELD, None)
+    return lambda s: {"action": "release", "old": "held", "new": None}
+
+
 _OPENED: dict[tuple[int, str], "Control"] = {}  # Control.open(study)'s, by (storage, study name)
 
 
@@ -326,6 +343,26 @@ class Control:
 
     def pin_values(self) -> dict[str, Any]:
         return {name: pin.value for name, pin in self.pins().items()}
+
+    # ---- the person's pace ------------------------------------------------- #
+    def held(self) -> dict[str, Any] | None:
+        """Who held the study and when, while it is held (no worker starts a new trial); else None."""
+        return self.storage.get_study_user_attrs(self.study_id).get(record.HELD)
+
+    def watch(self, trial: int, seconds: float = 6.0) -> None:
+        """A person has the trial's page open: its worker does not prune it automatically for `seconds`.
+
+        The app renews this while the page stays open; nothing lives in the app process.
+        """
+        until = time.time() + seconds
+        self.db.run(lambda s: T.upsert(s, T.watch, {"study_id": self.study_id, "trial_number": trial,
+                                                   "until": until}))
+
+    def watched(self, trial: int) -> bool:
+        """Whether the trial's page is open in the app now."""
+        return self.db.run(lambda s: s.execute(select(T.watch.c.until).where(and_(
+            T.watch.c.study_id == self.study_id, T.watch.c.trial_number == trial,
+            T.watch.c.until > time.time()))).first()) is not None
 
     # ---- reading commands ----------------------------------------------- #
     def command(self, command_id: int) -> Command:

@@ -200,7 +200,7 @@ class Objective:
         if control is not None:
             control.sweep(trial.study)  # another worker may have died since this one started
             control.store_target(to_png(self.target), self.target.shape[1], self.target.shape[0])
-        cadence = {k: spec.steering[k] for k in ("poll_interval", "publish_interval", "preview_size")}
+        cadence = {k: spec.steering[k] for k in ("poll_interval", "publish_interval", "preview_size", "spare_watched")}
         started = time.perf_counter()
         # The same public steering API as any training loop's (steer.steering): no private path.
         with steering(trial, **trainer.steering_kwargs(), enabled=spec.steering_enabled, **cadence) as s:
@@ -234,7 +234,7 @@ class Objective:
             # Applies pending commands at this step boundary (may raise TrialPruned) and publishes
             # the preview and full-image PSNR at its cadence, and at every report.
             s.step(step, loss=loss, value=psnr if report else trainer.psnr, preview=trainer.predict, publish=report)
-            if report and step < spec.steps and (s.should_prune() if exempt else trial.should_prune()):
+            if report and step < spec.steps and s.should_prune(exempt_steered=exempt):
                 reason = f"pruned by {type(trial.study.pruner).__name__} at step {step} (PSNR {psnr:.2f} dB)"
                 trial.set_user_attr(record.PRUNED_REASON, reason)
                 raise optuna.TrialPruned(reason)

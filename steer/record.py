@@ -24,6 +24,7 @@ PREFIX = "steer."
 # ---- study attributes ------------------------------------------------------- #
 SPEC = "steer.spec"  # what a replay and the app need of the spec (image, size, steps, ...)
 ARTIFACTS = "steer.artifacts"  # the study's artifact folder (images)
+HELD = "steer.held"  # {"by", "at"} while the study is held (no new trial starts), else None
 
 # ---- trial attributes: how it started ---------------------------------------- #
 PARAMS = "steer.params"  # every param the built-in objective trained with at step 0 (a replay starts here)
@@ -43,6 +44,9 @@ STEERED = "steer.steered"  # True once an intervention changed what trains
 EFFECTIVE_PARAMS = "steer.effective_params"  # the params as they stood at the end
 FINAL_STEP = "steer.final_step"
 TRAIN_SECONDS = "steer.train_seconds"
+PAUSED = "steer.paused"  # {"since", "step", "by"} while the trial is paused, else None
+PAUSED_SECONDS = "steer.paused_seconds"  # how long it was paused in all
+SPARED = "steer.spared"  # why the pruner's verdict was overruled (kept, watched), with the step
 PRUNED_REASON = "steer.pruned_reason"
 DIVERGED = "steer.diverged"
 FAIL_REASON = "steer.fail_reason"
@@ -77,6 +81,14 @@ class TrialRecord:
     note: str | None = None  # why it was pruned, diverged or failed
     duration_s: float | None = None
     marked_steered: bool = False  # `steer.steered` as written
+    paused: dict[str, Any] | None = None  # since when, at which step, by whom; None when not paused
+    paused_seconds: float = 0.0
+    spared: str | None = None  # "would be pruned at step N (watched)"
+
+    @property
+    def kept(self) -> bool:
+        """Exempt from automatic pruning by a person (`keep`)."""
+        return any(e.get("action") == "keep" for e in self.interventions)
 
     @property
     def steered(self) -> bool:
@@ -111,6 +123,7 @@ def read(trial: FrozenTrial) -> TrialRecord:
         note=attrs.get(PRUNED_REASON) or attrs.get(DIVERGED) or attrs.get(FAIL_REASON),
         duration_s=round((trial.datetime_complete - trial.datetime_start).total_seconds(), 2) if done else None,
         marked_steered=bool(attrs.get(STEERED, False)),
+        paused=attrs.get(PAUSED), paused_seconds=float(attrs.get(PAUSED_SECONDS) or 0.0), spared=attrs.get(SPARED),
     )
 
 

@@ -1,7 +1,8 @@
 """Re-running a recorded trial: same params, seed and interventions at the same steps.
 
 On the CPU the replay is bitwise identical to the original run, which is what
-makes a steered study auditable: the record is complete.
+makes a steered study auditable: the record is complete. Importing this module
+does not import torch (`steer show --trial` uses `find_trial`); `replay_trial` does.
 """
 
 from __future__ import annotations
@@ -10,15 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
 from steer import record
 from steer.actions import ACTIONS
 from steer.errors import UserError
-from steer.image import load_target
 from steer.kernels import DEFAULT_PRECISION
-from steer.steering import Steering
-from steer.trainer import Diverged, Trainer
 
 
 def find_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
@@ -30,6 +27,12 @@ def find_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
 
 def replay_trial(study: optuna.Study, number: int, device: str | None = None) -> dict[str, Any]:
     """Re-run trial `number`; returns original and replayed final PSNR and per-report PSNRs."""
+    import torch
+
+    from steer.image import load_target
+    from steer.steering import Steering
+    from steer.trainer import Diverged, Trainer
+
     trial = find_trial(study, number)
     if not trial.state.is_finished():
         raise UserError(f"trial {number} is {trial.state.name}: only finished trials can be replayed")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any, Callable, Iterator
 
 import optuna
@@ -68,10 +69,31 @@ def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], s
         if stopping.requested.is_set():
             study.stop()  # start no further trial; `check()` below reports the stop
 
-    callbacks += [on_trial, stop_if_asked]
+    def wait_if_held(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if control is not None and (budget is None or finished_count(study) < budget):
+            wait_while_held(control)
+
+    callbacks += [on_trial, stop_if_asked, wait_if_held]
+    if control is not None:
+        wait_while_held(control)  # a held study starts no trial, the first one included
     with progress, _short_interrupt_logs():
         study.optimize(_with_fail_reason(objective), n_trials=remaining, timeout=spec.timeout,
                        callbacks=callbacks, gc_after_trial=False)
+    stopping.check()
+
+
+HOLD_POLL = 0.5  # seconds between two looks at a held study
+
+
+def wait_while_held(control: Control) -> None:
+    """Return once the study is not held (`steer ctl hold`); a stop request ends the wait."""
+    said = False
+    while (held := control.held()) is not None:
+        if not said:
+            log.warning("the study is held by %s: no new trial starts until `steer ctl release`", held.get("by"))
+            said = True
+        stopping.check()
+        time.sleep(HOLD_POLL)
     stopping.check()
 
 

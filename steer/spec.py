@@ -145,7 +145,7 @@ _PRUNER_KEYS = {
 }
 _STEERING_KEYS = {
     "enabled": bool, "poll_interval": float, "publish_interval": float, "exempt_steered_from_pruning": bool,
-    "preview_size": int, "heartbeat_interval": int, "grace_period": int,
+    "spare_watched": bool, "preview_size": int, "heartbeat_interval": int, "grace_period": int,
 }
 
 
@@ -321,7 +321,7 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
 
     steering_sec = _Section(where, "steering", top.table.pop("steering", {}))
     steering = {"enabled": True, "poll_interval": 0.2, "publish_interval": 0.5,
-                "exempt_steered_from_pruning": True, "preview_size": 128,
+                "exempt_steered_from_pruning": True, "spare_watched": True, "preview_size": 128,
                 "heartbeat_interval": 5, "grace_period": 20}
     steering.update(_typed_table(steering_sec, _STEERING_KEYS))
     for key in ("poll_interval", "publish_interval"):

@@ -154,6 +154,34 @@ def _promote(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
     return None, params
 
 
+@handles("pause")
+def _pause(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    if s.paused is not None:
+        raise InvalidChange(f"trial {s.trial.number} is paused already (since step {s.paused['step']})")
+    s.paused = {"since": time.time(), "step": s.step_count, "by": s._current_by}
+    s.trial.set_user_attr(record.PAUSED, s.paused)
+    return None, "paused"
+
+
+@handles("resume")
+def _resume(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    if s.paused is None:
+        raise InvalidChange(f"trial {s.trial.number} is not paused")
+    s.paused_seconds += time.time() - s.paused["since"]
+    s.paused = None
+    s.trial.set_user_attr(record.PAUSED, None)
+    s.trial.set_user_attr(record.PAUSED_SECONDS, round(s.paused_seconds, 3))
+    return "paused", "running"
+
+
+@handles("keep")
+def _keep(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    if s.kept:
+        raise InvalidChange(f"trial {s.trial.number} is kept already")
+    s.kept = True
+    return False, True
+
+
 def _switch_in_place(opt: torch.optim.Optimizer, factory: OptimizerFactory, lr: float, weight_decay: float) -> None:
     """Turn `opt` into the optimizer `factory` makes for the same parameter groups.
 
@@ -227,7 +255,7 @@ class Steering:
                  optimizer_name: str | None = None,
                  effective_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  control: Control | None = None, poll_interval: float = 0.2, publish_interval: float = 0.5,
-                 preview_size: int = 128) -> None:
+                 preview_size: int = 128, spare_watched: bool = True) -> None:
         self.trial = trial
         self.optimizer = optimizer
         self.model = model
@@ -242,6 +270,10 @@ class Steering:
         self.poll_interval = poll_interval
         self.publish_interval = publish_interval
         self.preview_size = preview_size
+        self.spare_watched = spare_watched
+        self.paused: dict[str, Any] | None = None  # since when, at which step, by whom, while paused
+        self.paused_seconds = 0.0
+        self.kept = False  # a person exempted this trial from automatic pruning
         self.interventions: list[dict[str, Any]] = []
         self.step_count = 0
         self._last_loss: Any = None  # a tensor is kept as it is: reading it waits for the GPU
@@ -285,9 +317,30 @@ class Steering:
         params = dict(self.trial.params) if self.trial is not None else {}
         return {**params, **{k: v for k, v in self.settings().items() if v is not None}}
 
-    def should_prune(self) -> bool:
-        """`trial.should_prune()`, except for a steered trial: its curve no longer compares with the others'."""
-        return self.trial is not None and not self.steered and self.trial.should_prune()
+    def should_prune(self, exempt_steered: bool = True) -> bool:
+        """`trial.should_prune()`, except for a trial a person has a stake in.
+
+        A steered trial's curve no longer compares with the others' (unless
+        `exempt_steered` is False); a kept one was exempted by hand; one whose
+        page is open in the app is being watched. The last two are recorded
+        as spared (`steer.spared`) when the pruner would have stopped them.
+        """
+        if self.trial is None or (exempt_steered and self.steered) or not self.trial.should_prune():
+            return False
+        why = "kept" if self.kept else "watched" if self._watched() else None
+        if why is None:
+            return True
+        self.trial.set_user_attr(record.SPARED, f"would be pruned at step {self.step_count} ({why})")
+        return False
+
+    def _watched(self) -> bool:
+        if not self.spare_watched or self.control is None:
+            return False
+        try:
+            return self.control.watched(self.trial.number)
+        except ControlError as exc:  # cannot tell: the pruner decides, as without steering
+            log.warning("trial %d: cannot read who watches it: %s", self.trial.number, exc)
+            return False
 
     # ---- the loop's one call -------------------------------------------------------------- #
     def step(self, step: int, loss: Any = None, *, value: Any = None, preview: Any = None,
@@ -312,6 +365,12 @@ class Steering:
         if now >= self._next_poll:
             self._next_poll = now + self.poll_interval
             self.poll()
+            if self.paused is not None:  # held at this step boundary until resumed, pruned or stopped
+                self.publish(value=value, preview=preview)  # the live view shows where it stopped
+                while self.paused is not None:
+                    time.sleep(self.poll_interval)
+                    stopping.check()
+                    self.poll()
         if publish or now >= self._next_publish:
             self._next_publish = now + self.publish_interval
             self.publish(value=value, preview=preview)
@@ -414,7 +473,8 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
              optimizers: Mapping[str, OptimizerFactory] | None = None, losses: Mapping[str, LossFn] | None = None,
              loss: str | None = None, optimizer_name: str | None = None,
              effective_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None, enabled: bool = True,
-             poll_interval: float = 0.2, publish_interval: float = 0.5, preview_size: int = 128) -> Steering:
+             poll_interval: float = 0.2, publish_interval: float = 0.5, preview_size: int = 128,
+             spare_watched: bool = True) -> Steering:
     """Make `trial` steerable; use it as a context manager around the training loop.
 
     optimizer       the optimizer the loop steps; `set_lr` / `set_weight_decay` change its param_groups,
@@ -427,6 +487,7 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
     effective_params  `(settings) -> params`: what trains now, given the current settings, as the
                     record and `promote` should say (default: the trial's params with the settings over them)
     enabled         False: commands are neither read nor applied (the trial still records its end)
+    spare_watched   `s.should_prune()` spares the trial while its page is open in the app
 
     Studies on an RDB storage (SQLite, PostgreSQL, MySQL) are steerable; an
     in-memory study trains unsteered, with a warning. Later trials honour the
@@ -442,7 +503,8 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
             trial.study.sampler = PinnedSampler(trial.study.sampler, control.pin_values)
     return Steering(trial, optimizer, model=model, optimizers=optimizers, losses=losses, loss=loss,
                     optimizer_name=optimizer_name, effective_params=effective_params, control=control,
-                    poll_interval=poll_interval, publish_interval=publish_interval, preview_size=preview_size)
+                    poll_interval=poll_interval, publish_interval=publish_interval, preview_size=preview_size,
+                    spare_watched=spare_watched)
 
 
 def _finite(x: Any) -> float | None:

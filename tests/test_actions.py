@@ -17,7 +17,7 @@ from steer import actions
 from steer.actions import ACTIONS, BY_CLI, SETTING_ACTIONS
 from steer.cli import main as cli_main
 from steer.control import IMMEDIATE, Control
-from steer.dashboards import ids, trial_page
+from steer.dashboards import held, ids, trial_page
 from steer.dashboards.app import create_app
 from steer.steering import HANDLERS
 from steer.storage import open_storage
@@ -26,6 +26,7 @@ from steer.storage import open_storage
 def test_every_row_has_its_handlers_a_cli_spelling_and_an_app_control():
     app_triggers = {SETTING_ACTIONS[p].name for p in trial_page.VALUE_CONTROLS.values()}
     app_triggers |= set(trial_page.BUTTONS.values()) | {"pin", "unpin"}  # pin buttons; unpin on the study page
+    app_triggers |= set(held.BUTTONS.values())  # hold and release, in every page's frame
     for a in ACTIONS.values():
         assert (a.name in HANDLERS) == a.by_trial, a.name
         assert (a.name in IMMEDIATE) == a.by_control, a.name
@@ -38,8 +39,9 @@ def test_every_row_has_its_handlers_a_cli_spelling_and_an_app_control():
 # action: (CLI words, control plane kwargs, app trigger) for a good request and for a bad one, and
 # the reason the bad one gets. `N` stands for the running trial; 999 is a trial the study lacks.
 CASES = {
+    # The page checks a typed LR itself with the same rule and sends nothing bad (tests/test_dash_pace.py).
     "set_lr": (["3e-4"], {"value": "3e-4"}, ("lr-input.value", "3e-4"),
-               ["-1"], {"value": "-1"}, ("lr-input.value", "-1"), "lr: got -1.0; allowed: float in [1e-07, 1]"),
+               ["-1"], {"value": "-1"}, None, "lr: got -1.0; allowed: float in [1e-07, 1]"),
     "set_optimizer": (["sgd"], {"value": "sgd"}, ("optimizer.value", "sgd"),
                       ["rmsprop"], {"value": "rmsprop"}, ("optimizer.value", "rmsprop"),
                       "optimizer: got 'rmsprop'; allowed: adam | sgd | adamw"),
@@ -58,7 +60,18 @@ CASES = {
               ["loss"], {"param": "loss"}, ("unpin:loss", 1), "loss is not pinned"),
     "promote": ([], {}, ("promote.n_clicks", 1),
                 ["--trial", "999"], {"trial": 999}, ("promote.n_clicks", 999), "no trial 999 in study 'acts'"),
+    "pause": ([], {}, ("pause-button.n_clicks", 1),
+              ["--trial", "999"], {"trial": 999}, ("pause-button.n_clicks", 999), "no trial 999 in study 'acts'"),
+    "resume": ([], {}, ("resume-button.n_clicks", 1),
+               ["--trial", "999"], {"trial": 999}, ("resume-button.n_clicks", 999), "no trial 999 in study 'acts'"),
+    "keep": ([], {}, ("keep-button.n_clicks", 1),
+             ["--trial", "999"], {"trial": 999}, ("keep-button.n_clicks", 999), "no trial 999 in study 'acts'"),
+    # hold is checked against a study someone ("test") already held; release against a free one
+    "hold": ([], {}, ("study:hold", 1), [], {}, ("study:hold", 1), "the study is held already (by test)"),
+    "release": ([], {}, ("study:release", 1), [], {}, ("study:release", 1), "the study is not held"),
 }
+TRIAL_BUTTONS = ("prune.submit_n_clicks", "promote.n_clicks", "pause-button.n_clicks", "resume-button.n_clicks",
+                 "keep-button.n_clicks")
 
 
 @pytest.fixture
@@ -91,11 +104,28 @@ def via_app(client, app, control: Control, trial: int, action: str, trigger: tup
     """Post what the browser posts when the control is touched; return what the request became."""
     before = len(control.commands())
     key, value = trigger
-    if key.startswith("unpin:"):
+    if key.startswith("study:"):  # the hold / release buttons of every page's frame
+        button = key.split(":")[1]
+        outputs = [{"id": ids.HELD_TEXT, "property": "children"}, {"id": ids.HELD_BANNER, "property": "style"},
+                   [{"id": {"type": ids.STUDY_BUTTON, "button": b}, "property": "style"} for b in held.BUTTONS],
+                   {"id": ids.HELD_SEEN, "property": "data"}, {"id": ids.HELD_STATUS, "property": "children"}]
+        spec = next(v for k, v in app.callback_map.items() if ids.HELD_TEXT in k)
+        body = {"output": next(k for k in app.callback_map if ids.HELD_TEXT in k), "outputs": outputs,
+                "inputs": [{"id": ids.HELD_TICK, "property": "n_intervals", "value": 1},
+                           {"id": ids.URL, "property": "search", "value": "?study=acts"},
+                           [{"id": {"type": ids.STUDY_BUTTON, "button": b}, "property": "n_clicks",
+                             "value": value if b == button else 0} for b in held.BUTTONS]],
+                "changedPropIds": [json.dumps({"button": button, "type": ids.STUDY_BUTTON},
+                                              separators=(",", ":")) + ".n_clicks"],
+                "state": [{"id": ids.HELD_SEEN, "property": "data", "value": None}]}
+        assert len(spec["inputs"]) == 3
+        response = client.post("/_dash-update-component", json=body)
+        assert response.status_code == 200, response.get_data(as_text=True)
+    elif key.startswith("unpin:"):
         fire(client, app, "study-status.children", {"unpin": [(key.split(":")[1], value)]}, {"page-ctx.data": {"study": "acts"}},
              changed=json.dumps({"param": key.split(":")[1], "type": ids.UNPIN}, separators=(",", ":")) + ".n_clicks")
     else:
-        number = value if key in ("prune.submit_n_clicks", "promote.n_clicks") and value == 999 else trial
+        number = value if key in TRIAL_BUTTONS and value == 999 else trial
         value = 1 if value == 999 else value
         pins = [(key.split(":")[1], value)] if key.startswith("pin:") else [("lr", 0)]
         changed = (json.dumps({"param": pins[0][0], "type": ids.PIN}, separators=(",", ":")) + ".n_clicks"
@@ -140,9 +170,13 @@ def test_action_is_accepted_everywhere_and_rejected_alike(action, running, capsy
     app = create_app(url)
     client = app.server.test_client()
 
-    def repin():
+    def repin():  # what the good request needs: a pin to remove, a held study to release
         if action == "unpin":
             control.request("pin", param="lr", value=1e-3, by="test")
+        if action == "release" and control.held() is None:
+            control.request("hold", by="test")
+        if action == "hold" and control.held() is not None:
+            control.request("release", by="test")
 
     accepted = ("pending", "applied")
     repin()
@@ -152,7 +186,18 @@ def test_action_is_accepted_everywhere_and_rejected_alike(action, running, capsy
     repin()
     assert via_app(client, app, control, trial, action, app_good)[0] in accepted
 
+    def spoil():  # what the bad request meets: a study held by "test", or a free one
+        if action == "hold" and (control.held() or {}).get("by") != "test":
+            if control.held() is not None:
+                control.request("release", by="test")
+            control.request("hold", by="test")
+        if action == "release" and control.held() is not None:
+            control.request("release", by="test")
+
+    spoil()
     assert via_control(control, trial, action, api_bad) == ("rejected", reason)
+    spoil()
     assert via_cli(url, trial, action, cli_bad, capsys) == ("rejected", reason)
-    if app_bad is not None:  # the app has no way to give a reset seed
+    spoil()
+    if app_bad is not None:  # the app has no way to give a reset seed, and refuses a bad LR before sending
         assert via_app(client, app, control, trial, action, app_bad) == ("rejected", reason)

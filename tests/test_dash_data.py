@@ -17,10 +17,12 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from steer.actions import check_setting
 from steer.control import Control, Metric
 from steer.dashboards import figures, ids, views, server
 from steer.dashboards.app import create_app, is_loopback
-from steer.dashboards.trial_page import request_for
+from steer.dashboards import trial_page
+from steer.dashboards.trial_page import lr_edit, request_for
 from steer.errors import UserError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -65,14 +67,88 @@ def test_formats_and_the_log_slider_round_trip():
     assert views.fmt(True) == "yes" and views.fmt(None) == "-" and views.fmt({"a": 1e-5}) == "a=1.00e-5"
     assert views.fmt_lr(3.16e-4) == "3.16e-4" and views.fmt_lr(1.0) == "1.00e+0" and views.fmt_lr(None) == "-"
     assert (views.LR_MIN_LOG10, views.LR_MAX_LOG10) == (-7, 0)  # the spec's allowed range, 1e-7..1
-    assert views.lr_to_slider(2e-3) == -2.7 and views.lr_to_slider(1e-9) == -7 and views.lr_to_slider(5.0) == 0
+    assert views.lr_to_slider(2e-3) == -2.699 and views.lr_to_slider(1e-9) == -7 and views.lr_to_slider(5.0) == 0
     assert views.lr_to_slider(0) == -7
     assert views.slider_to_lr(-3.5) == 3.16e-4 and views.slider_to_lr(-4) == 1e-4
     assert views.same_value("lr", views.slider_to_lr(views.lr_to_slider(2e-3)), 2e-3)  # within slider resolution
+    for lr in (9.99e-4, 1.0e-3, 3.16e-4, 7.77e-2):  # a position set from an LR reads back as that LR
+        assert views.slider_to_lr(views.lr_to_slider(lr)) == pytest.approx(lr, rel=6e-3)
+    assert views.fmt_param("lr", 0.05) == "5.00e-2" and views.fmt_param("weight_decay", 0.05) == "0.05"
+    assert views.fmt_param("lr", None) == "-" and views.round_lr(3.14159e-4) == 3.14e-4
     assert not views.same_value("lr", 1e-3, 1.1e-3)
     assert views.same_value("optimizer", "adam", "adam") and not views.same_value("loss", "mse", "l1")
     assert views.same_value("weight_decay", 0.0, 0) and not views.same_value("weight_decay", 0.0, 1e-4)
     assert views.same_value("lr", None, None) and not views.same_value("lr", None, 1e-3)
+
+
+def test_the_lr_slider_spans_two_decades_around_the_lr_with_marks_as_every_lr_reads():
+    assert views.lr_window(1e-3) == (-4.0, -2.0)
+    assert views.lr_window(2e-3) == (-3.699, -1.699)
+    assert views.lr_window(0.5) == (-2.0, 0.0) and views.lr_window(1e-7) == (-7.0, -5.0)  # inside 1e-7..1
+    assert views.lr_marks(-4.0, -2.0) == {-4.0: "1.00e-4", -3.5229: "3.00e-4", -3.0: "1.00e-3", -2.5229: "3.00e-3",
+                                          -2.0: "1.00e-2"}
+    assert not views.lr_off_centre(1.2e-3, (-4.0, -2.0)) and views.lr_off_centre(1.1e-4, (-4.0, -2.0))
+    assert views.lr_off_centre(1e-3, None)
+    searched = frozen(0, state=TrialState.RUNNING)
+    assert views.lr_search(searched) == (1e-4, 1e-2)
+    assert views.lr_search(frozen(1, params={"optimizer": "adam"})) == (1e-4, 1e-2)  # its distributions say
+    pinned = FrozenTrial(number=2, state=TrialState.RUNNING, value=None, datetime_start=T0, datetime_complete=None,
+                         params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
+                         trial_id=2)
+    assert views.lr_search(pinned) is None
+
+
+def test_lr_checks_are_the_servers_and_big_changes_ask_first():
+    ok = views.check_lr(" 3.14159e-4 ", 1e-3, (1e-4, 1e-2))
+    assert (ok.value, ok.error, ok.confirm) == (3.14e-4, None, ())  # rounded as it is shown
+    assert views.check_lr("abc", 1e-3, None).error == "lr: got 'abc'; expected a number, float in [1e-07, 1]"
+    assert views.check_lr("50", 1e-3, None).error == "lr: got 50.0; allowed: float in [1e-07, 1]"
+    assert views.check_lr(-1, 1e-3, None).error == "lr: got -1.0; allowed: float in [1e-07, 1]"
+    for bad in ("abc", "50", "nan", "-1", ""):  # the same message as the control plane's
+        with pytest.raises(ValueError) as server:
+            check_setting("lr", bad.strip())
+        assert views.check_lr(bad, 1e-3, None).error == str(server.value)
+    assert views.check_lr("1e-2", 1e-3, None).confirm == ()  # 10x exactly: no question
+    big = views.check_lr("2e-2", 1e-3, None)
+    assert big.confirm == ("20x above the current 1.00e-3",)
+    assert big.question(7, 1e-3) == ("Set trial 7's learning rate from 1.00e-3 to 2.00e-2? "
+                                     "It is 20x above the current 1.00e-3.")
+    assert views.check_lr("1.56e-4", 1.5634e-3, None).confirm == ()  # ÷10 of the LR shown (1.56e-3)
+    outside = views.check_lr("2e-4", 1e-3, (5e-4, 5e-3))
+    assert outside.confirm == ("outside the range this trial's sampler searched (5.00e-4 to 5.00e-3)",)
+    assert len(views.check_lr("1e-5", 1e-3, (5e-4, 5e-3)).confirm) == 2
+    assert views.lr_change(2e-3, 1e-3) == "2x above the current 1.00e-3"
+    assert views.lr_change(8e-4, 1e-3) == "1.25x below the current 1.00e-3"
+    assert views.lr_change(1e-3, 1e-3) == "the current 1.00e-3" and views.lr_change(1e-3, None) == ""
+    assert views.lr_change(4e-3, 1e-3, named=False) == "4x above now"
+
+
+def test_lr_edits_change_the_lr_shown_and_send_nothing_malformed():
+    now, window, searched = 1e-3, (-4.0, -2.0), [1e-4, 1e-2]
+    step = lr_edit(f"{ids.LR_STEP}-mul2", 1, "1.00e-3", None, now, searched, window)
+    assert (step["value"], step["position"], step["window"], step["send"], step["confirm"]) == (
+        2e-3, -2.699, None, False, None)
+    assert lr_edit(f"{ids.LR_STEP}-div125", 1, "2.00e-3", {"value": 2e-3}, now, searched, window)["value"] == 1.6e-3
+    far = lr_edit(f"{ids.LR_STEP}-div10", 1, "1.00e-3", None, now, searched, window)
+    assert far["value"] == 1e-4 and far["window"] == (-5.0, -3.0)  # the slider moves to it
+    assert lr_edit(f"{ids.LR_STEP}-mul10", 0, "1.00e-3", None, now, searched, window) is None  # drawn
+    assert lr_edit(f"{ids.LR_STEP}-mul10", 1, "0.5", None, now, searched, window)["error"] == \
+        "lr: got 5.0; allowed: float in [1e-07, 1]"
+    assert lr_edit(ids.LR_SLIDER, -3.0, "1.00e-3", None, now, searched, window) is None  # `tick` synced it
+    moved = lr_edit(ids.LR_SLIDER, -3.301, "1.00e-3", None, now, searched, window)
+    assert moved["value"] == 5e-4 and moved["position"] is None and not moved["send"]
+    assert lr_edit(ids.LR_INPUT, "abc", "1.00e-3", None, now, searched, window) == {
+        "error": "lr: got 'abc'; expected a number, float in [1e-07, 1]"}
+    typed = lr_edit(ids.LR_INPUT, "3e-3", "1.00e-3", None, now, searched, window)
+    assert typed["send"] and typed["value"] == 3e-3 and typed["confirm"] is None
+    jump = lr_edit(ids.LR_INPUT, "2e-2", "1.00e-3", None, now, searched, window, trial=7)
+    assert not jump["send"] and jump["confirm"] == (  # the question: send waits for it
+        "Set trial 7's learning rate from 1.00e-3 to 2.00e-2? It is 20x above the current 1.00e-3 and outside the "
+        "range this trial's sampler searched (1.00e-4 to 1.00e-2).")
+    assert lr_edit(ids.LR_SEND, 1, "1.00e-3", None, now, searched, window)["error"].startswith("Nothing to send")
+    assert lr_edit(ids.LR_SEND, 1, "4.00e-3", {"value": 4e-3}, now, searched, window)["send"]
+    back = lr_edit(ids.LR_REVERT, 1, "4.00e-3", {"value": 4e-3}, now, searched, window)
+    assert back["revert"] and back["value"] == 1e-3
 
 
 # ---- study page ----------------------------------------------------------------------- #
@@ -106,6 +182,11 @@ def test_trial_rows_say_state_psnr_steering_pins_and_duration():
                                                                  "weight_decay": 0.0}  # what it trains with now
     assert now[0]["live_psnr"] is None and now[0]["params"] == r0["params"]  # finished: a stale live row is ignored
     assert r3["note"] == "pruned by dash at step 40" and r3["promoted_from"] == 1
+    assert (r2["paused"], r2["kept"], r0["paused"]) == (None, False, None)
+    held = views.trial_rows([frozen(5, state=TrialState.RUNNING, attrs={
+        "steer.paused": {"since": 1.0, "step": 77, "by": "a"},
+        "steer.interventions": [{"action": "keep", "new": True}, {"action": "pause", "new": "paused"}]})])[0]
+    assert (held["paused"], held["kept"], held["steered"]) == (77, True, False)  # neither steers
 
 
 def test_best_so_far_counts_only_completed_trials():
@@ -128,8 +209,8 @@ def test_pins_in_the_order_of_the_controls(study_db):
     control.request("pin", param="weight_decay", value=0.01, by="t")
     control.request("pin", param="lr", value="3e-4", by="t")
     rows = views.pin_rows(control.pins())
-    assert [(p["param"], p["value"], p["by"], p["source_trial"]) for p in rows] == [
-        ("lr", 3e-4, "t", None), ("weight_decay", 0.01, "t", None)]
+    assert [(p["param"], p["value"], p["shown"], p["by"], p["source_trial"]) for p in rows] == [
+        ("lr", 3e-4, "3.00e-4", "t", None), ("weight_decay", 0.01, "0.01", "t", None)]
 
 
 # ---- trial page ------------------------------------------------------------------------ #
@@ -171,6 +252,34 @@ def test_current_and_synced_controls():
     assert now == {"lr": 4e-4, "optimizer": "sgd", "loss": "huber", "weight_decay": 0.1}
     applied = [{"action": "set_lr", "new": 5e-4}, {"action": "reset", "new": 3}, {"action": "set_loss", "new": "l1"}]
     assert views.synced_controls(now, applied) == {"lr": 5e-4, "optimizer": "sgd", "loss": "l1", "weight_decay": 0.1}
+    # a change applied after the latest metrics row shows at once, before the next row does
+    steered = frozen(0, state=TrialState.RUNNING, params={"lr": 1e-3}, attrs={"steer.interventions": [
+        {"action": "set_lr", "new": 5e-4, "at": 1000.0 + 40}, {"action": "set_loss", "new": "l1", "at": 1000.0 + 60},
+        {"action": "pause", "new": "paused", "at": 1000.0 + 61}]})
+    assert views.current_settings(steered, metric(50, lr=5e-4, loss_name="mse")) == {
+        "lr": 5e-4, "optimizer": "adam", "loss": "l1", "weight_decay": 0.0}
+    assert views.current_settings(steered, views.metric_settings(metric(70, lr=5e-4, loss_name="huber")))["loss"] \
+        == "huber"  # the row after it says what trains
+
+
+def test_pace_in_words_and_on_the_wall(study_db):
+    _, _, control, running = study_db
+    at = datetime(2026, 1, 1, 14, 3, 27).timestamp()
+    assert views.paused_words({"since": at, "step": 1200, "by": "alice"}) == \
+        "paused since 14:03:27 at step 1200 (by alice)"
+    assert views.paused_words(None) is None
+    assert views.held_words({"by": "dash:127.0.0.1", "at": at}) == \
+        "Study held by dash:127.0.0.1 since 14:03:27: no new trial starts"
+    assert views.held_words(None) is None
+    live = control.live_all()
+    assert views.wall_cards(live, {}, {running: {"since": at, "step": 38, "by": "x"}})[0]["paused"] == 38
+    assert views.wall_cards(live, {})[0]["paused"] is None
+    marks = views.interventions(frozen(0, state=TrialState.RUNNING, attrs={"steer.interventions": [
+        {"action": "pause", "new": "paused", "step": 5, "at": 1.0, "by": "a"},
+        {"action": "keep", "new": True, "step": 6, "at": 2.0, "by": "a"},
+        {"action": "pin", "args": {"param": "lr"}, "old": None, "new": 0.05, "step": 7, "at": 3.0, "by": "a"}]}))
+    assert [m["label"] for m in marks] == ["pause held at this step", "keep never pruned automatically",
+                                           "pin lr: - -> 5.00e-2"]
 
 
 def test_command_statuses_from_the_control_plane(study_db):
@@ -188,6 +297,12 @@ def test_command_statuses_from_the_control_plane(study_db):
     assert by_id[bad.id]["status"] == "rejected: lr: got 10.0; allowed: float in [1e-07, 1]"
     assert by_id[done.id]["status"] == "applied at step 77" and not by_id[done.id]["mine"]
     assert by_id[gone.id]["state"] == "rejected" and "COMPLETE" in by_id[gone.id]["status"]
+    assert trial_page.poll_ms(statuses) == trial_page.FAST_POLL_MS == 150  # this browser's set_lr is pending
+    control.resolve(pending.id, "applied", step=80)
+    assert trial_page.poll_ms(views.request_statuses(control.commands(), mine=[pending.id])) == 500
+    mine = trial_page.sent_lr({"value": 1e-4, "at": pending.requested_at}, control.commands(), {pending.id, bad.id})
+    assert [c.id for c in mine] == [pending.id]  # the request that sent the LR shown
+    assert trial_page.sent_lr({"value": 1e-4, "at": pending.requested_at + 60}, control.commands(), {pending.id}) == []
 
 
 def test_trial_reads_from_the_control_plane(study_db):
@@ -201,7 +316,7 @@ def test_trial_reads_from_the_control_plane(study_db):
     assert views.latest_metric(control, None) is None
     cards = views.wall_cards(control.live_all(), {running: latest})
     assert cards == [{"trial": running, "step": 40, "wall_time": live.wall_time, "has_image": True, "psnr": 18.5,
-                      "lr": 3e-3, "optimizer": "adam", "loss": "mse", "weight_decay": 0.0}]
+                      "lr": 3e-3, "optimizer": "adam", "loss": "mse", "weight_decay": 0.0, "paused": None}]
 
 
 # ---- what a touched control asks for --------------------------------------------------- #
@@ -209,10 +324,20 @@ def test_trial_reads_from_the_control_plane(study_db):
 
 def test_controls_ask_only_for_changes():
     known = {"lr": 2e-3, "optimizer": "adam", "loss": "mse", "weight_decay": 0.0}
-    assert request_for(ids.LR_SLIDER, -4.0, known) == {"action": "set_lr", "value": 1e-4}
-    assert request_for(ids.LR_SLIDER, views.lr_to_slider(2e-3), known) is None  # the value tick synced
-    assert request_for(ids.LR_INPUT, " 3e-4 ", known) == {"action": "set_lr", "value": "3e-4"}
+    assert request_for(ids.LR_SLIDER, -4.0, known) is None  # the slider only moves the LR shown
+    assert request_for(ids.LR_INPUT, " 3e-3 ", known) == {"action": "set_lr", "value": 3e-3}
     assert request_for(ids.LR_INPUT, "", known) is None
+    assert request_for(ids.LR_INPUT, "abc", known) is None and request_for(ids.LR_INPUT, "50", known) is None
+    assert request_for(ids.LR_INPUT, "1e-4", known) is None  # 20x: only once confirmed
+    assert request_for(ids.LR_CONFIRM, 1, known, "1.00e-4") == {"action": "set_lr", "value": 1e-4}
+    assert request_for(ids.LR_SEND, 1, known, "4.00e-3") == {"action": "set_lr", "value": 4e-3}  # as shown
+    assert request_for(ids.LR_SEND, 1, known, "2.00e-3") is None  # the trial's LR: nothing to send
+    assert request_for(ids.LR_SEND, 1, known, "1.00e-4") is None  # 20x: the question first
+    assert request_for(ids.LR_SEND, 1, known, "1.00e-3", searched=[1.5e-3, 1e-2]) is None  # outside the search
+    assert request_for(ids.LR_SEND, 0, known, "4.00e-3") is None  # drawn, not clicked
+    for button, action in (("pause-button", "pause"), ("resume-button", "resume"), ("keep-button", "keep")):
+        assert request_for(button, 1, known) == {"action": action} and request_for(button, 0, known) is None
+    assert set(trial_page.BUTTONS.values()) >= {"pause", "resume", "keep"}
     assert request_for(ids.OPTIMIZER, "sgd", known) == {"action": "set_optimizer", "value": "sgd"}
     assert request_for(ids.OPTIMIZER, "adam", known) is None
     assert request_for(ids.LOSS, "huber", known) == {"action": "set_loss", "value": "huber"}

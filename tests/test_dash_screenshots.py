@@ -1,7 +1,8 @@
 """Screenshots of the three pages for docs/, from the real app on a real running study.
 
 Opt-in (about two minutes): STEER_DASH_SCREENSHOTS=docs pytest tests/test_dash_screenshots.py
-writes app-study.png, app-trial.png and app-wall.png into that folder.
+writes app-study.png, app-trial.png and app-wall.png into that folder, and for the person's pace
+app-pace-trial.png (a paused, kept trial with an LR edit not sent yet) and app-held.png (a held study).
 """
 
 from __future__ import annotations
@@ -84,12 +85,13 @@ def test_screenshots(tmp_path):
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(30_000)
+            page.on("dialog", lambda d: d.accept())
             a = running[0]
             open_trial(page, base, a, study="demo")
-            track = page.locator(f"#{ids.LR_SLIDER} .dash-slider-track").bounding_box()
-            mark = page.locator(f"#{ids.LR_SLIDER} .dash-slider-mark", has_text="1e-4").bounding_box()
-            x = mark["x"] + mark["width"] / 2 + 0.5 * (track["width"] / 7)  # log10(lr) = -3.5
-            page.mouse.click(x, track["y"] + track["height"] / 2)
+            page.get_by_role("button", name="÷2", exact=True).click()
+            page.get_by_role("button", name="÷1.25", exact=True).click()
+            page.locator(f"#{ids.LR_HINT}", has_text="not sent yet").wait_for()
+            page.get_by_role("button", name="send", exact=True).click()
             page.locator(f"#{ids.REQUESTS} li.cmd-applied", has_text="set_lr").wait_for()
             time.sleep(4)
             other = "Adam" if control.metrics(a)[-1].optimizer == "adamw" else "AdamW"
@@ -98,20 +100,43 @@ def test_screenshots(tmp_path):
             page.locator(f"#{ids.REQUESTS} li.cmd-applied", has_text="set_optimizer").wait_for()
             page.get_by_role("button", name="pin LR").click()
             page.locator(f"#{ids.REQUESTS} li.cmd-applied", has_text="pin lr").wait_for()
-            page.fill(f"#{ids.LR_INPUT}", "3")
+            page.fill(f"#{ids.LR_INPUT}", "3")  # refused in the page, with the server's reason
             page.press(f"#{ids.LR_INPUT}", "Enter")
-            page.locator(f"#{ids.REQUESTS} li.cmd-rejected").wait_for()
-            page.fill(f"#{ids.LR_INPUT}", "")
-            page.locator(f"#{ids.LR_INPUT}").blur()
+            page.locator(f"#{ids.LR_ERROR}", has_text="lr: got 3.0").wait_for()
             time.sleep(5)
             page.mouse.move(0, 0)
             page.screenshot(path=str(out / "app-trial.png"), full_page=True)
+            # the person's pace: paused and kept, an LR edit shown but not sent yet
+            page.reload()
+            page.locator(f"#{ids.TRIAL_HEADER} .badge").wait_for()
+            page.locator(f"#{ids.KEEP}").click()
+            page.locator(f"#{ids.TRIAL_HEADER} .note-kept").wait_for()
+            page.locator(f"#{ids.PAUSE}").click()
+            page.locator(f"#{ids.LIVE_CAPTION}", has_text="(paused)").wait_for()
+            page.get_by_role("button", name="×2", exact=True).click()
+            page.locator(f"#{ids.LR_HINT}", has_text="not sent yet").wait_for()
+            time.sleep(2)
+            page.mouse.move(0, 0)
+            page.screenshot(path=str(out / "app-pace-trial.png"), full_page=True)
+            page.locator(f"#{ids.RESUME}").click()
+            page.locator(f"#{ids.PAUSE}").wait_for(state="visible")
             page.goto(f"{base}/?study=demo")
             page.locator(f"#{ids.PINS}", has_text="lr = ").wait_for()
             time.sleep(2)
             page.screenshot(path=str(out / "app-study.png"), full_page=True)
+            page.get_by_role("button", name="hold the study").click()
+            page.locator(f"#{ids.HELD_BANNER}", has_text="Study held by").wait_for()
+            time.sleep(2)
+            page.set_viewport_size({"width": 1400, "height": 700})
+            page.screenshot(path=str(out / "app-held.png"))
+            page.set_viewport_size({"width": 1400, "height": 1000})
+            page.get_by_role("button", name="release the study").click()
+            page.locator(f"#{ids.HELD_BANNER}").wait_for(state="hidden")
             page.goto(f"{base}/wall?study=demo")
             page.locator(f"#{ids.WALL_GRID} a.wall-card").nth(2).wait_for()
+            last = page.locator(f"#{ids.WALL_GRID} .wall-cell").nth(2)
+            last.get_by_role("button", name="pause").click()
+            last.locator(".badge", has_text="paused").wait_for()
             page.wait_for_function(f"() => [...document.querySelectorAll('#{ids.WALL_GRID} img')]"
                                    ".every(img => img.complete && img.naturalWidth > 0)")
             time.sleep(1)

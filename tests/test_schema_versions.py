@@ -1,6 +1,7 @@
 """Old studies keep working: a study database from each steer schema version opens, continues and is steered.
 
-`fixtures/schema-v1.db` was made by steer's main of 2026-11-25 (schema 1) from
+`fixtures/schema-v1.db` was made by steer's main of 2026-11-25 (schema 1; schema 2 added
+`steer_watch`, which opening it creates) from
 `fixtures/schema-v1.toml`: trial 0 steered (set_lr at step 2460, then its
 loss pinned and the trial promoted after it finished), trials 1 and 2 plain,
 trial 3 the promoted run, still WAITING, and two rejected commands.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -37,7 +39,10 @@ def v1(tmp_path):
 def test_v1_reads_as_it_was_recorded(v1):
     folder, url = v1
     control = Control.open(url)
-    assert SCHEMA_VERSION == 1  # a new version needs a migration and a fixture of its own
+    assert SCHEMA_VERSION == 2  # a new version needs a migration and a fixture of its own
+    with sqlite3.connect(folder / "fixture.db") as db:  # migrated in place when opened
+        assert db.execute("SELECT version FROM steer_schema").fetchall() == [(2,)]
+        assert db.execute("SELECT count(*) FROM steer_watch").fetchone() == (0,)
     assert [(c.action, c.state) for c in control.commands()] == [
         ("set_lr", "applied"), ("set_loss", "rejected"), ("pin", "applied"), ("set_lr", "rejected"),
         ("promote", "applied")]
@@ -78,3 +83,28 @@ def test_v1_continues_and_is_steered(v1):
     assert trial.state.name == "PRUNED" and rec.promoted_from == 0
     assert [e["action"] for e in rec.interventions] == ["set_lr", "prune"]
     assert rec.started_with["loss"] == "mse"  # the v1 pin, honoured
+
+
+@pytest.fixture
+def v2(tmp_path):
+    """`fixtures/schema-v2.db`, made by this round's code: trial 0 paused at step 45 (its LR set while
+    paused), resumed, kept; the study held after it and released; trials 1 and 2 plain."""
+    shutil.copy(FIXTURES / "schema-v2.toml", tmp_path / "fixture.toml")
+    shutil.copy(FIXTURES / "schema-v2.db", tmp_path / "fixture.db")
+    return tmp_path, f"sqlite:///{tmp_path / 'fixture.db'}"
+
+
+def test_v2_reads_replays_and_continues(v2):
+    folder, url = v2
+    control = Control.open(url)
+    assert [(c.action, c.state, c.requested_by) for c in control.commands()] == [
+        ("pause", "applied", "alice"), ("set_lr", "applied", "alice"), ("resume", "applied", "alice"),
+        ("keep", "applied", "bob"), ("hold", "applied", "bob"), ("release", "applied", "bob")]
+    assert control.held() is None
+    rec = record.read(control.study().trials[0])
+    assert rec.steered and rec.kept and rec.paused is None and rec.paused_seconds > 0
+    replay = run_cli("replay", "--trial", "0", "--storage", url, "--json")
+    assert replay.returncode == 0 and json.loads(replay.stdout)["identical"], replay.stdout + replay.stderr
+    more = run_cli("run", "fixture.toml", "--storage", url, "--trials", "4", "--steps", "60", cwd=folder)
+    assert more.returncode == 0, more.stderr
+    assert [t.state.name for t in optuna.load_study(study_name="fixture", storage=url).trials][-1] == "COMPLETE"

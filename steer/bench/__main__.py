@@ -13,12 +13,13 @@ from typing import Any, Callable
 import optuna
 
 import steer.bench
+from steer.bench.click import click_to_applied
 from steer.bench.report import markdown
 from steer.bench.scale import faults, readers, throughput
 from steer.bench.steering import concurrency, latency, overhead
 
 # The groups a benchmark belongs to, besides its own name.
-GROUPS = {"latency": "all", "overhead": "all", "concurrency": "all",
+GROUPS = {"latency": "all", "overhead": "all", "concurrency": "all", "click": "app",
           "throughput": "scale", "readers": "scale", "faults": "scale"}
 
 
@@ -27,9 +28,10 @@ def _parser() -> argparse.ArgumentParser:
                                      epilog="example: python -m steer.bench all --json docs/steering-bench.json")
     parser.add_argument("which", choices=(*GROUPS, *sorted(set(GROUPS.values()))),
                         help="one benchmark, or a group: all (latency, overhead, concurrency), "
-                             "scale (throughput, readers, faults)")
+                             "scale (throughput, readers, faults), app (click: needs Playwright and Chromium)")
     parser.add_argument("--json", type=Path, help="write the results here (after each benchmark)")
     parser.add_argument("--requests", type=int, default=60, help="latency: set_lr requests")
+    parser.add_argument("--clicks", type=int, default=20, help="click: LR changes sent from the trial page")
     parser.add_argument("--workers", type=int, default=4, help="concurrency, readers, faults: worker processes")
     parser.add_argument("--seconds", type=float, default=60.0, help="concurrency, readers: duration")
     parser.add_argument("--storages", nargs="+", default=["sqlite", "postgresql"], choices=("sqlite", "postgresql"),
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     measures: dict[str, Callable[[], Any]] = {
         "latency": lambda: latency(args.requests),
         "overhead": overhead,
+        "click": lambda: click_to_applied(args.clicks),
         "concurrency": lambda: concurrency(args.workers, args.seconds),
         "throughput": lambda: throughput(storages=tuple(args.storages), trials=args.trials, repeats=args.repeats,
                                          pg_url=args.pg_url),

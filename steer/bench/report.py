@@ -11,6 +11,12 @@ def _latency(r: dict[str, Any]) -> list[str]:
             f"| p95 | {r['p95_s'] * 1000:.0f} ms |", f"| max | {r['max_s'] * 1000:.0f} ms |"]
 
 
+def _click(r: dict[str, Any]) -> list[str]:
+    return ["| click to applied, on the trial page (Chromium) | value |", "|---|---:|",
+            f"| clicks | {r['clicks']} |", f"| p50 | {r['p50_s'] * 1000:.0f} ms |",
+            f"| p95 | {r['p95_s'] * 1000:.0f} ms |", f"| max | {r['max_s'] * 1000:.0f} ms |"]
+
+
 def _overhead(r: dict[str, Any]) -> list[str]:
     return ["| training speed, same trial | steps / s |", "|---|---:|",
             f"| steering off | {r['steps_per_s_off']:.1f} |", f"| steering on | {r['steps_per_s_on']:.1f} |",
@@ -68,7 +74,7 @@ def _faults(runs: list[dict[str, Any]]) -> list[str]:
 
 # In the order the tables are printed; the keys are those of the results dict.
 TABLES: dict[str, Callable[[Any], list[str]]] = {
-    "latency": _latency, "overhead": _overhead, "concurrency": _concurrency,
+    "click": _click, "latency": _latency, "overhead": _overhead, "concurrency": _concurrency,
     "throughput": _throughput, "readers": _readers, "faults": _faults,
 }
 

@@ -27,7 +27,12 @@ from sqlalchemy.orm import Session
 
 from steer.storage._engine import ControlError, Database
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What each version added. A database of an older version is brought up to date in place when it is
+# opened: `create_all` adds the missing tables, then the recorded version moves up. Versions that
+# change an existing table need a step here too (none yet).
+#   1  steer_schema, steer_commands, steer_live, steer_metrics, steer_pins, steer_targets
+#   2  steer_watch: the trials a person has open in the app (not pruned automatically while watched)
 
 metadata = MetaData()
 
@@ -92,6 +97,13 @@ pins = Table(
     Column("source_trial", Integer, nullable=True),
 )
 
+watch = Table(
+    "steer_watch", metadata,
+    Column("study_id", Integer, primary_key=True),
+    Column("trial_number", Integer, primary_key=True),
+    Column("until", Float, nullable=False),  # unix seconds: watched until then unless the page renews it
+)
+
 targets = Table(
     "steer_targets", metadata,
     Column("study_id", Integer, primary_key=True),
@@ -129,7 +141,10 @@ def ensure_schema(db: Database) -> None:
 
     def record_version(s: Session) -> int:
         upsert(s, schema, {"id": 1, "version": SCHEMA_VERSION}, replace=False)
-        return s.execute(select(schema.c.version)).scalar()
+        found = s.execute(select(schema.c.version)).scalar()
+        if found < SCHEMA_VERSION:  # an older database: its new tables exist now (create_all above)
+            s.execute(schema.update().where(schema.c.id == 1).values(version=SCHEMA_VERSION))
+        return found
 
     version = db.run(record_version)
     if version > SCHEMA_VERSION:

@@ -1,0 +1,58 @@
+"""Choosing and building a backend: `resolve_backend` and `build_model` (see the package docstring)."""
+
+from __future__ import annotations
+
+import torch
+
+from .choices import BACKENDS, DEFAULT_PRECISION, PRECISIONS
+from .compiled import CompiledCoordMLP
+from .errors import BackendError
+from .fused import FusedCoordMLP, interpreter_requested, triton_importable, unsupported_reason
+from .reference import CoordMLP, MLPConfig
+
+
+def resolve_backend(backend: str, config: MLPConfig, device: torch.device | str) -> str:
+    """Turn `auto` into a concrete backend, and check that the one asked for can run here."""
+    if backend not in BACKENDS:
+        raise BackendError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    device = torch.device(device)
+    if backend == "auto":
+        usable = device.type == "cuda" and triton_importable() and unsupported_reason(config) is None
+        return "triton" if usable else "torch"
+    if backend == "triton":
+        reason = unsupported_reason(config)
+        if reason is not None:
+            raise BackendError(reason)
+        if not triton_importable():
+            raise BackendError("backend 'triton' needs the 'triton' package, which is not installed")
+        if device.type != "cuda" and not interpreter_requested():
+            raise BackendError(
+                f"backend 'triton' needs a CUDA device; got device '{device}' "
+                "(use backend 'auto' or 'torch' on the CPU; tests set TRITON_INTERPRET=1 to interpret the kernels)"
+            )
+    return backend
+
+
+def build_model(
+    config: MLPConfig,
+    backend: str = "auto",
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+    precision: str = DEFAULT_PRECISION,
+) -> tuple[CoordMLP, str]:
+    """Build the MLP for `backend` on `device`; returns the module and the resolved backend name.
+
+    `precision` (one of PRECISIONS: "fp32", "tf32x3", "tf32", "bf16"; DEFAULT_PRECISION when
+    not given) is the input precision of the triton backend's matrix products (fp32
+    accumulation always); the other backends ignore it.
+    """
+    if precision not in PRECISIONS:
+        raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    resolved = resolve_backend(backend, config, device)
+    if resolved == "triton":
+        model: CoordMLP = FusedCoordMLP(config, generator=generator, precision=precision)
+    elif resolved == "compile":
+        model = CompiledCoordMLP(config, generator=generator)
+    else:
+        model = CoordMLP(config, generator=generator)
+    return model.to(device), resolved

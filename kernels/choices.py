@@ -1,0 +1,20 @@
+"""The values the kernels' options take, in plain Python: no torch here.
+
+`steer.spec` checks a study spec against these, and every `steer --help` builds the
+spec's parser; neither should wait for torch to load.
+"""
+
+from __future__ import annotations
+
+BACKENDS = ("auto", "torch", "compile", "triton")
+# Inputs of tl.dot; accumulation is always fp32. "fp32" is IEEE fp32 (CUDA cores, slow at
+# width 128), "tf32x3" splits each fp32 input in three tf32 parts: about fp32 accuracy on
+# tensor cores; "tf32" and "bf16" are the fast, lossy ones.
+PRECISIONS = ("fp32", "tf32x3", "tf32", "bf16")
+# The one default for every layer (spec, trainer, build_model, the kernels, the benchmark):
+# fp32-like accuracy at tensor-core speed; the interpreter computes it as exact fp32.
+DEFAULT_PRECISION = "tf32x3"
+# MLPConfig's choices (see reference.py).
+ACTIVATIONS = ("relu", "sine")
+ENCODINGS = ("none", "fourier")
+OUTPUTS = ("sigmoid", "linear")
