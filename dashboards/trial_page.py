@@ -14,13 +14,30 @@ it records nothing.
 
 The controls show the value last set by hand (by anyone: another browser, the
 CLI); the LR control shows the trial's current LR whenever nothing is being
-edited. When `tick` moves a control to such a value, `send` (or `edit_lr`)
-fires too, sees the value it already knows and asks for nothing.
+edited. When a poll moves a control to such a value, `send` (or `edit_lr`)
+fires too, sees the value it already knows (`KNOWN`) and asks for nothing.
+
+A poll never writes a control a person touches. Its answer is computed from
+the page as it was when the poll left, and a person may have stepped, typed
+or picked since: written back, that answer would put the old value over the
+new one. (Dash holds a callback back while one in flight may still change
+what it reads, so a value picked while a poll is out is sent after that
+poll's answer is applied, as that answer left the control: when the poll
+wrote the controls, it put the old value back and nothing was sent.) So
+`tick` only reports what it read (`POLLED`), and two clientside callbacks
+apply it in the browser against what the page shows *when the answer
+arrives*: `SYNC_SHOW` moves a value control to the value last set by hand
+unless the person changed it and that change is on its way (or not yet
+refused), and `LR_SHOW` shows the trial's LR again only when the edit shown
+is still the one whose request is done (every LR edit has an id,
+`LR_PENDING`).
 """
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from typing import Any
 
 import dash
@@ -52,8 +69,11 @@ RUNNING_ONLY = (ids.LR_SLIDER, ids.LR_INPUT, ids.LR_SEND, ids.LR_REVERT, *LR_STE
 SHOWN_REQUESTS = 12
 FAST_POLL_MS = 150  # while a request of this browser waits for the worker: the click shows applied sooner
 WATCH_S, WATCH_RENEW_S = 6.0, 2.0  # the page keeps its trial watched for 6 s, renewed every 2 s
-SENT_MARGIN_S = 2.0  # a request sent at most this long before the LR shown was set is the one that sent it
+SENT_MARGIN_S = 2.0  # an edit made by send: a request at most this long before the edit is the one it sent
 HIDDEN = {"display": "none"}
+# `ids.TRIAL_POLLED` is written by `tick` only: what the poll read for the controls; `SYNC_SHOW` and `LR_SHOW`
+# apply it against what the page shows when it arrives.
+POLLED = ids.TRIAL_POLLED
 
 
 def options(setting: str, names: tuple[str, ...] | None, builtin: bool) -> list[dict[str, str]]:
@@ -102,6 +122,7 @@ def build(study: str, number: int, shown: dict[str, Any], steps: int | None, run
                                          "lr_search": list(searched) if searched else None}),
         dcc.Store(id=ids.TRIAL_CURSOR, data={}),
         dcc.Store(id=ids.KNOWN, data=shown),
+        dcc.Store(id=POLLED, data=None),
         dcc.Interval(id=ids.TRIAL_TICK, interval=C.POLL_MS),
         html.Div([html.H2(f"Trial {number}"), html.Div(id=ids.TRIAL_HEADER)]),
         html.Div([
@@ -376,11 +397,142 @@ def poll_ms(statuses: list[dict[str, Any]]) -> int:
 
 
 def sent_lr(pending: dict[str, Any] | None, commands: list[Any], mine: set[int]) -> list[Any]:
-    """This browser's set_lr requests that sent the LR shown (edited at `pending["at"]`)."""
+    """This browser's set_lr requests that sent the LR shown (edited at `pending["at"]`).
+
+    An edit made by send (or Enter) and its request are made by two callbacks
+    at once, in either order: a request up to `SENT_MARGIN_S` older counts. An
+    edit made by a step, the slider or a typed value not yet sent is sent
+    later (send makes a new edit; a confirmation sends this one): only a later
+    request counts, so an earlier request of the same LR does not end the edit.
+    """
     if not pending:
         return []
+    since = pending["at"] - (SENT_MARGIN_S if pending.get("sent", True) else 0.0)
     return [c for c in commands if c.id in mine and c.action == "set_lr" and c.args.get("value") == pending["value"]
-            and c.requested_at >= pending["at"] - SENT_MARGIN_S]
+            and c.requested_at >= since]
+
+
+def new_edit(value: float, sent: bool) -> dict[str, Any]:
+    """An LR edit (`LR_PENDING`): the value shown, when it was set, whether send made it (its request is made
+    at the same time), and an id no other edit of the page has."""
+    return {"id": uuid.uuid4().hex[:12], "value": value, "at": time.time(), "sent": sent}
+
+
+def polled(shown: dict[str, Any], pending: dict[str, Any] | None, commands: list[Any], mine: list[int] | None,
+           running: bool) -> dict[str, Any]:
+    """What a poll tells the controls (`POLLED`), as plain data; `SYNC_SHOW` and `LR_SHOW` apply it.
+
+    `known`: the values last set by hand (the LR: the trial's now), what the
+    controls show and `KNOWN` holds; `waiting`: the settings this browser asked
+    for that the worker has not applied yet; `refused`: setting -> the value
+    of this browser's latest request for it, when that request was rejected
+    (or expired); `mine`: the newest request of this browser the poll knew of
+    (a newer one was sent while it was out); `lr`: `lr_polled`.
+    """
+    mine = list(mine or [])
+    ours = set(mine)
+    latest: dict[str, Any] = {}  # setting -> this browser's latest request for it
+    waiting: set[str] = set()
+    for c in commands:  # oldest first
+        setting = ACTIONS[c.action].setting if c.id in ours and c.action in ACTIONS else None
+        if setting in SYNCED.values():
+            latest[setting] = c
+            if not c.done:
+                waiting.add(setting)
+    refused = {p: c.args.get("value") for p, c in latest.items() if c.done and c.state != "applied"}
+    return {"known": shown, "waiting": sorted(waiting), "refused": refused, "mine": max(mine, default=0),
+            "lr": lr_polled(pending, commands, ours, shown["lr"], running)}
+
+
+def lr_polled(pending: dict[str, Any] | None, commands: list[Any], mine: set[int], now: float,
+              running: bool) -> dict[str, Any]:
+    """What a poll tells the LR control (`POLLED`'s `lr`), as plain data; `LR_SHOW` applies it in the browser.
+
+    `pending` is the edit the page showed when the poll left, maybe replaced
+    since, so everything said of it is keyed by its id: `edit` and `hint` (what
+    the hint says of that edit: not sent yet, or sent), `done` (that edit's
+    command was applied or refused, or the trial ended: the control shows the
+    trial's LR again, if that edit is still the one shown). `idle` is the
+    control with nothing edited: the trial's LR now, its hint, the slider's
+    position and the range around it.
+    """
+    target = views.round_lr(now)
+    low, high = views.lr_window(target)
+    out: dict[str, Any] = {"idle": {"value": views.fmt_lr(target), "hint": lr_hint(None, False, now, running),
+                                    "position": views.lr_to_slider(target), "window": [low, high],
+                                    "marks": views.lr_marks(low, high)},
+                           "edit": None, "hint": None, "done": None}
+    if pending and pending.get("id"):
+        sent = sent_lr(pending, commands, mine)
+        out["edit"] = pending["id"]
+        if (sent and all(c.done for c in sent)) or not running:  # applied, refused or ended
+            out["done"] = pending["id"]
+        else:
+            out["hint"] = lr_hint(pending, bool(sent), now, running)
+    return out
+
+
+# Applies `POLLED` to the value controls and `KNOWN` in the browser, against the values shown when the
+# poll's answer arrives. A control the person changed since the last sync (its value is not `KNOWN`'s)
+# keeps their value: it is being sent (Dash sends it only after this poll: it reads what this callback
+# leaves), or waits for the worker; only once refused does it show the value last set by hand again. An
+# untouched control shows the value last set by hand. Outputs: `KNOWN`, then `SYNCED`'s values.
+SYNC_SHOW = """function(polled, known, mine) {
+    var values = Array.prototype.slice.call(arguments, 3);
+    var nu = dash_clientside.no_update;
+    var out = [nu].concat(values.map(function () { return nu; }));
+    if (!polled) { return out; }
+    var params = %s;
+    var same = function (param, a, b) {
+        if (a === null || a === undefined || b === null || b === undefined) { return a === b; }
+        if (param === 'weight_decay') { return Math.abs(Number(a) - Number(b)) <= 1e-12 + 1e-6 * Math.abs(Number(b)); }
+        return a === b;
+    };
+    known = known || {};
+    var sending = Math.max.apply(null, [0].concat(mine || [])) > (polled.mine || 0);
+    params.forEach(function (param, i) {
+        var value = values[i], now = polled.known[param];
+        if (value !== null && value !== undefined && !same(param, value, known[param])) {  // the person's
+            var refused = polled.refused[param];
+            if (sending || polled.waiting.indexOf(param) >= 0 || refused === undefined ||
+                    !same(param, value, refused)) { return; }
+        }
+        if (!same(param, value, now)) { out[i + 1] = now; }
+    });
+    if (JSON.stringify(known) !== JSON.stringify(polled.known)) { out[0] = polled.known; }
+    return out;
+}""" % json.dumps(list(SYNCED.values()))
+
+# Applies `POLLED`'s `lr` to the LR control in the browser, against the edit shown when the poll's answer
+# arrives (not the one it was computed from): the one writer of the control besides the person's own
+# touches (`edit_lr`) and the slider's drag.
+LR_SHOW = """function(polled, pending, shown, hint, position, drag, low, high) {
+    var nu = dash_clientside.no_update;
+    var out = [nu, nu, nu, nu, nu, nu, nu];  // edit, value, hint, slider position, min, max, marks
+    polled = polled && polled.lr;
+    if (!polled) { return out; }
+    if (pending && pending.id !== polled.done) {
+        // an edit is shown: the poll may only say what became of it, and only of this very edit
+        if (pending.id === polled.edit && polled.hint && polled.hint !== hint) { out[2] = polled.hint; }
+        return out;
+    }
+    if (pending) { out[0] = null; }  // this edit's command is done: the trial's LR again
+    var dragging = drag !== null && drag !== undefined && position !== null && position !== undefined &&
+        Math.abs(drag - position) > 1e-9;
+    if (dragging) { return out; }  // the number follows the drag
+    var idle = polled.idle;
+    if (shown !== idle.value) { out[1] = idle.value; }
+    if (hint !== idle.hint) { out[2] = idle.hint; }
+    if (position === null || position === undefined || !(Math.abs(position - idle.position) < 0.003)) {
+        out[3] = idle.position;
+        var quarter = (high - low) / 4;
+        if (low === null || low === undefined || high === null || high === undefined ||
+                !(low + quarter <= idle.position && idle.position <= high - quarter)) {
+            out[4] = idle.window[0]; out[5] = idle.window[1]; out[6] = idle.marks;
+        }
+    }
+    return out;
+}"""
 
 
 def register(app: dash.Dash, studies: Studies) -> None:
@@ -401,37 +553,31 @@ def register(app: dash.Dash, studies: Studies) -> None:
         "caption": Output(ids.LIVE_CAPTION, "children"), "figure": Output(ids.CURVES, "figure"),
         "current": Output(ids.CURRENT, "children"), "requests": Output(ids.REQUESTS, "children"),
         "log": Output(ids.INTERVENTIONS, "children"), "cursor": Output(ids.TRIAL_CURSOR, "data"),
-        "known": Output(ids.KNOWN, "data"), "interval": Output(ids.TRIAL_TICK, "interval"),
-        "lr_value": Output(ids.LR_VALUE, "children"), "lr_hint": Output(ids.LR_HINT, "children"),
-        "lr_pending": Output(ids.LR_PENDING, "data"), "lr_position": Output(ids.LR_SLIDER, "value"),
-        "lr_min": Output(ids.LR_SLIDER, "min"), "lr_max": Output(ids.LR_SLIDER, "max"),
-        "lr_marks": Output(ids.LR_SLIDER, "marks"),
+        "interval": Output(ids.TRIAL_TICK, "interval"), "polled": Output(POLLED, "data"),
         "pause_style": Output(ids.PAUSE, "style"), "resume_style": Output(ids.RESUME, "style"),
         "keep_label": Output(ids.KEEP, "children"), "keep_disabled": Output(ids.KEEP, "disabled"),
-        **{f"value:{cid}": Output(cid, "value") for cid in SYNCED},
         **{f"disabled:{cid}": Output(cid, "disabled") for cid in RUNNING_ONLY},
     }
 
     @app.callback(output=outputs, inputs={
-        "_n": Input(ids.TRIAL_TICK, "n_intervals"), "page": State(ids.PAGE_CTX, "data"),
-        "cursor": State(ids.TRIAL_CURSOR, "data"), "known": State(ids.KNOWN, "data"),
-        "mine": State(ids.MY_COMMANDS, "data"), "pending": State(ids.LR_PENDING, "data"),
-        "lr_shown": State(ids.LR_VALUE, "children"), "hint_shown": State(ids.LR_HINT, "children"),
-        "position": State(ids.LR_SLIDER, "value"), "drag": State(ids.LR_SLIDER, "drag_value"),
-        "low": State(ids.LR_SLIDER, "min"), "high": State(ids.LR_SLIDER, "max"),
+        "_n": Input(ids.TRIAL_TICK, "n_intervals"), "every": State(ids.TRIAL_TICK, "interval"),
+        "page": State(ids.PAGE_CTX, "data"),
+        "cursor": State(ids.TRIAL_CURSOR, "data"), "mine": State(ids.MY_COMMANDS, "data"),
+        "pending": State(ids.LR_PENDING, "data"),
     })
     @skip_when_database_busy
-    def tick(_n: int, page: dict[str, Any], cursor: dict[str, Any], known: dict[str, Any], mine: list[int],
-             pending: dict[str, Any] | None, lr_shown: str | None, hint_shown: str | None, position: float | None,
-             drag: float | None, low: float | None, high: float | None):
+    def tick(_n: int, every: int | None, page: dict[str, Any], cursor: dict[str, Any], mine: list[int],
+             pending: dict[str, Any] | None):
         control = studies.control(page["study"])
         number = page["trial"]
+        # the commands before the trial: a worker records a change in the trial before it marks the command
+        # applied, so a command read as applied has its change in the trial read next
+        commands = control.commands(trial=number)
         trial = views.load_trial(control, number)
         if trial is None:
             raise dash.exceptions.PreventUpdate
         out: dict[str, Any] = {key: dash.no_update for key in outputs}
         cursor = cursor or {}
-        known = known or {}
         first = not cursor
         new = dict(cursor)
         live = control.live(number)
@@ -475,14 +621,7 @@ def register(app: dash.Dash, studies: Studies) -> None:
             out["caption"] = caption
             new["caption"] = caption
 
-        # the controls: synced to values set by hand (the LR: to the trial's); disabled once the trial ends
-        shown = {**views.synced_controls(current, rec.interventions), "lr": current["lr"]}
-        changed = {p: v for p, v in shown.items() if not views.same_value(p, v, known.get(p))}
-        if changed:
-            out["known"] = {**known, **changed}
-            for cid, param in SYNCED.items():
-                if param in changed:
-                    out[f"value:{cid}"] = changed[param]
+        # the controls: disabled once the trial ends
         if running != cursor.get("running"):
             for cid in RUNNING_ONLY:
                 out[f"disabled:{cid}"] = not running
@@ -493,25 +632,15 @@ def register(app: dash.Dash, studies: Studies) -> None:
             out["keep_label"], out["keep_disabled"] = keep_label(rec.kept), rec.kept or not running
             new["buttons"] = list(buttons)
 
-        # the LR shown: what is being edited or was sent, else the trial's LR now
-        commands = control.commands(trial=number)
-        sent = sent_lr(pending, commands, set(mine or []))
-        if pending and ((sent and all(c.done for c in sent)) or not running):  # applied, refused or ended:
-            out["lr_pending"] = pending = None  # the trial's LR again
-        dragging = drag is not None and position is not None and abs(drag - position) > 1e-9
-        if not dragging:
-            target = pending["value"] if pending else views.round_lr(current["lr"])
-            if lr_shown != views.fmt_lr(target):
-                out["lr_value"] = views.fmt_lr(target)
-            if position is None or not views.same_value("lr", views.slider_to_lr(position), target):
-                out["lr_position"] = views.lr_to_slider(target)
-                window = (low, high) if low is not None and high is not None else None
-                if views.lr_off_centre(target, window):
-                    out["lr_min"], out["lr_max"] = views.lr_window(target)
-                    out["lr_marks"] = views.lr_marks(out["lr_min"], out["lr_max"])
-            hint = lr_hint(pending, bool(sent), current["lr"], running)
-            if hint != hint_shown:
-                out["lr_hint"] = hint
+        # the controls' values: those set by hand (the LR: the trial's now, or what became of the edit
+        # shown). Reported, not written: `SYNC_SHOW` and `LR_SHOW` apply it to what the page shows when this
+        # answer arrives (a person may have picked, typed or stepped since the poll left)
+        shown = {**views.synced_controls(current, rec.interventions), "lr": current["lr"]}
+        report = polled(shown, pending, commands, mine, running)
+        fingerprint = digest(report)
+        if fingerprint != cursor.get("seen:polled"):
+            out["polled"] = report
+            new["seen:polled"] = fingerprint
 
         # the words: header, current settings, requests, log; each only when it changed
         everything = views.request_statuses(commands, mine or [])
@@ -532,15 +661,31 @@ def register(app: dash.Dash, studies: Studies) -> None:
                 out[key] = render()
                 new[f"seen:{key}"] = fingerprint
 
-        interval = poll_ms(everything)
-        if interval != cursor.get("interval", C.POLL_MS):
+        interval = poll_ms(everything)  # a request sent makes it fast at once (see `register`)
+        if interval != every:
             out["interval"] = interval
-            new["interval"] = interval
         if new != cursor:
             out["cursor"] = new
         if all(v is dash.no_update for v in out.values()):
             raise dash.exceptions.PreventUpdate
         return out
+
+    app.clientside_callback(
+        SYNC_SHOW, Output(ids.KNOWN, "data"), *(Output(cid, "value") for cid in SYNCED),
+        Input(POLLED, "data"), State(ids.KNOWN, "data"), State(ids.MY_COMMANDS, "data"),
+        *(State(cid, "value") for cid in SYNCED), prevent_initial_call=True,
+    )
+
+    app.clientside_callback(
+        LR_SHOW,
+        Output(ids.LR_PENDING, "data", allow_duplicate=True), Output(ids.LR_VALUE, "children", allow_duplicate=True),
+        Output(ids.LR_HINT, "children", allow_duplicate=True), Output(ids.LR_SLIDER, "value", allow_duplicate=True),
+        Output(ids.LR_SLIDER, "min", allow_duplicate=True), Output(ids.LR_SLIDER, "max", allow_duplicate=True),
+        Output(ids.LR_SLIDER, "marks", allow_duplicate=True),
+        Input(POLLED, "data"), State(ids.LR_PENDING, "data"), State(ids.LR_VALUE, "children"),
+        State(ids.LR_HINT, "children"), State(ids.LR_SLIDER, "value"), State(ids.LR_SLIDER, "drag_value"),
+        State(ids.LR_SLIDER, "min"), State(ids.LR_SLIDER, "max"), prevent_initial_call=True,
+    )
 
     @app.callback(
         Output(ids.LR_PENDING, "data", allow_duplicate=True), Output(ids.LR_VALUE, "children", allow_duplicate=True),
@@ -568,7 +713,7 @@ def register(app: dash.Dash, studies: Studies) -> None:
         if edit.get("error"):
             return nu, nu, nu, edit["error"], nu, nu, nu, nu, nu, nu
         value = edit["value"]
-        pending = None if edit.get("revert") else {"value": value, "at": time.time()}
+        pending = None if edit.get("revert") else new_edit(value, bool(edit.get("send")))
         hint = lr_hint(pending, bool(edit.get("send")), now, True)
         low_high = edit["window"]
         return (pending, views.fmt_lr(value), hint, "",
@@ -576,6 +721,14 @@ def register(app: dash.Dash, studies: Studies) -> None:
                 low_high[0] if low_high else nu, low_high[1] if low_high else nu,
                 views.lr_marks(*low_high) if low_high else nu,
                 bool(edit.get("confirm")) or nu, edit.get("confirm") or nu)
+
+    # a request of this browser was sent: poll fast from now on, not from the next poll that finds it
+    # waiting (up to `C.POLL_MS` later); the poll makes it slow again once nothing of this browser waits
+    app.clientside_callback(
+        f"function(mine) {{ return {FAST_POLL_MS}; }}",
+        Output(ids.TRIAL_TICK, "interval", allow_duplicate=True), Input(ids.MY_COMMANDS, "data"),
+        prevent_initial_call=True,
+    )
 
     @app.callback(
         Output(ids.MY_COMMANDS, "data"),

@@ -20,9 +20,9 @@ import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, requires_browser
 from steer import record
 from steer.control import Control
-from steer.dashboards import ids
+from steer.dashboards import ids, trial_page
 from steer.dashboards.app import create_app
-from steer.dashboards.views import fmt_lr, round_lr
+from steer.dashboards.views import fmt, fmt_lr, round_lr
 from test_dash_browser import WORKER, open_trial, serve, wait_for
 
 pytestmark = requires_browser
@@ -132,6 +132,11 @@ def shown_lr(page):
     return page.inner_text(f"#{ids.LR_VALUE}")
 
 
+def lr_edit_shown(page):
+    """The LR shown and the first words of its hint."""
+    return shown_lr(page), page.inner_text(f"#{ids.LR_HINT}")[:12]
+
+
 def trial(study):
     return study["control"].trial(study["n"])
 
@@ -221,6 +226,98 @@ def test_malformed_and_out_of_range_lrs_are_refused_in_the_page(study, base, pag
     page.wait_for_timeout(1000)
     assert len(commands(study)) == before  # nothing was stored
     assert page.dialogs == []
+
+
+# The moment the page lists a request newer than `after` as applied, step the LR (in the same turn of the
+# page's event loop as that update) and keep the LR the step started from.
+STEP_WHEN_APPLIED = """([after, stepper]) => {
+    window.__stepped = null;
+    const list = document.getElementById('%s');
+    const applied = () => [...list.querySelectorAll('li.cmd-applied[data-command]')]
+        .some(li => Number(li.dataset.command) > after);
+    const observer = new MutationObserver(() => {
+        if (!applied()) { return; }
+        observer.disconnect();
+        const from = document.getElementById('%s').innerText;
+        document.getElementById(stepper).click();
+        window.__stepped = from;
+    });
+    observer.observe(list, {childList: true, subtree: true, attributes: true});
+}""" % (ids.REQUESTS, ids.LR_VALUE)
+
+
+def test_a_step_right_as_the_last_lr_is_applied_is_kept(study, base, page):
+    """Send, and the moment the page shows it applied, step (x1.25 and /1.25 in turn, as a person tuning
+    does): every step is an edit not sent yet, kept over the next polls, though its LR may be one this page
+    sent a second ago (a poll once took that older request, applied, for this edit's: it showed the trial's
+    LR over the step and the next send said "Nothing to send")."""
+    open_trial(page, base, study["n"], study="pace")
+    page.locator(f"#{ids.LR_HINT}", has_text="the trial's LR now").wait_for()
+    page.get_by_role("button", name="×1.25", exact=True).click()
+    page.locator(f"#{ids.LR_HINT}", has_text="not sent yet").wait_for()
+    for i in range(4):
+        key, factor = [("div125", 0.8), ("mul125", 1.25)][i % 2]
+        sent = shown_lr(page)
+        after = max([c.id for c in commands(study)], default=0)
+        page.evaluate(STEP_WHEN_APPLIED, [after, f"{ids.LR_STEP}-{key}"])
+        page.get_by_role("button", name="send", exact=True).click()
+        page.wait_for_function("() => window.__stepped !== null")
+        assert commands(study, "set_lr")[-1].args == {"value": float(sent)}
+        stepped = fmt_lr(round_lr(float(page.evaluate("() => window.__stepped")) * factor))
+        page.wait_for_timeout(1200)  # the polls after "applied" (every 0.5 s once nothing of this page waits)
+        assert lr_edit_shown(page) == (stepped, "not sent yet"), f"round {i}"
+        assert page.inner_text(f"#{ids.LR_ERROR}") == ""
+
+
+# Once armed (`window.__hold = value`), the trial page's poll whose answer moves the weight-decay box to
+# `value` (the value last set by hand, as that poll read it) is held on its way until `window.__release`.
+HOLD_THE_SYNC = """() => {
+    window.__hold = null; window.__held = false; window.__release = false;
+    const syncs = (answer, value) => {
+        const box = answer['%(box)s'];
+        const polled = answer['%(polled)s'] && answer['%(polled)s'].data;
+        return (box && box.value === value) || (polled && polled.known && polled.known.weight_decay === value);
+    };
+    const realFetch = window.fetch;
+    window.fetch = function(url, options) {
+        const answer = realFetch.apply(this, arguments);
+        const body = options && typeof options.body === 'string' ? options.body : '';
+        if (!String(url).includes('_dash-update-component') || !body.includes('%(cursor)s.data')) { return answer; }
+        return answer.then(async response => {
+            if (window.__hold === null) { return response; }
+            let parsed = null;
+            try { parsed = JSON.parse(await response.clone().text()); } catch (e) { return response; }
+            if (!syncs(parsed.response || {}, window.__hold)) { return response; }
+            window.__hold = null;
+            window.__held = true;
+            while (!window.__release) { await new Promise(resolve => setTimeout(resolve, 5)); }
+            return response;
+        });
+    };
+}""" % {"box": ids.WEIGHT_DECAY, "polled": trial_page.POLLED, "cursor": ids.TRIAL_CURSOR}
+
+
+def test_a_value_typed_while_a_poll_is_out_is_sent_and_kept(study, base, page):
+    """Weight decay 0.0011 is sent and applied; the poll that reads it applied is out when the person sends
+    0.0022. That poll's answer must neither keep 0.0022 from being sent nor put 0.0011 over it (it once did
+    both: the request waited for the poll, then read the box the poll had put back)."""
+    page.add_init_script(f"({HOLD_THE_SYNC})();")
+    open_trial(page, base, study["n"], study="pace")
+    box = f"#{ids.WEIGHT_DECAY}"
+    page.evaluate("() => { window.__hold = 0.0011; }")
+    page.fill(box, "0.0011")
+    page.press(box, "Enter")
+    page.wait_for_function("() => window.__held")
+    assert commands(study, "set_weight_decay")[-1].args == {"value": 0.0011}
+    page.fill(box, "0.0022")
+    page.press(box, "Enter")
+    page.wait_for_timeout(300)
+    page.evaluate("() => { window.__release = true; }")
+    in_page(page, "0.0022 to be applied", lambda: commands(study, "set_weight_decay")[-1].args == {"value": 0.0022}
+            and commands(study, "set_weight_decay")[-1].state == "applied", timeout=5)
+    page.locator(f"#{ids.CURRENT}", has_text=f"weight decay {fmt(0.0022)}").wait_for()
+    page.wait_for_timeout(1200)  # the polls after it
+    assert page.input_value(box) == "0.0022"
 
 
 # ---- pause, resume, keep, watch ------------------------------------------------------- #
