@@ -32,6 +32,16 @@ requires_browser = pytest.mark.skipif(
     reason="needs Debian's chromium (apt-get install chromium); `make test` installs it when run as root",
 )
 
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for the browser tests of one module."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
 PG_URL_ENV = "STEER_TEST_PG_URL"
 PG_REQUIRED_ENV = "STEER_TEST_PG_REQUIRED"
 

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, requires_browser
+from conftest import requires_browser
 from steer import record
 from steer.control import Control
 from steer.dashboards import ids, trial_page
@@ -92,15 +92,6 @@ def base(study):
     srv, url = serve(create_app(study["url"]))
     yield url
     srv.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -29,11 +29,16 @@ from steer.storage import SCHEMA_VERSION
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def copy_fixture(folder: Path, version: int) -> tuple[Path, str]:
+    """The schema-N fixture study copied into `folder` (opening it migrates it): (folder, its URL)."""
+    shutil.copy(FIXTURES / f"schema-v{version}.toml", folder / "fixture.toml")
+    shutil.copy(FIXTURES / f"schema-v{version}.db", folder / "fixture.db")
+    return folder, f"sqlite:///{folder / 'fixture.db'}"
+
+
 @pytest.fixture
 def v1(tmp_path):
-    shutil.copy(FIXTURES / "schema-v1.toml", tmp_path / "fixture.toml")
-    shutil.copy(FIXTURES / "schema-v1.db", tmp_path / "fixture.db")
-    return tmp_path, f"sqlite:///{tmp_path / 'fixture.db'}"
+    return copy_fixture(tmp_path, 1)
 
 
 def test_v1_reads_as_it_was_recorded(v1):
@@ -89,9 +94,7 @@ def test_v1_continues_and_is_steered(v1):
 def v2(tmp_path):
     """`fixtures/schema-v2.db`, made by this round's code: trial 0 paused at step 45 (its LR set while
     paused), resumed, kept; the study held after it and released; trials 1 and 2 plain."""
-    shutil.copy(FIXTURES / "schema-v2.toml", tmp_path / "fixture.toml")
-    shutil.copy(FIXTURES / "schema-v2.db", tmp_path / "fixture.db")
-    return tmp_path, f"sqlite:///{tmp_path / 'fixture.db'}"
+    return copy_fixture(tmp_path, 2)
 
 
 def test_v2_reads_replays_and_continues(v2):

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import optuna
@@ -22,19 +21,9 @@ from steer import record
 from steer.control import Control
 from steer.dashboards import ids, server
 from steer.dashboards.app import create_app
+from test_control import wait_for
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "regression.py"
-
-
-def wait_for(what, check, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -67,7 +56,7 @@ def running_control(proc: subprocess.Popen, url: str) -> Control:
             return None
         live = control.live(0)
         return control if live is not None and live.running else None
-    return wait_for("the example's first trial to run", ready)
+    return wait_for(ready, what="the example's first trial to run")
 
 
 @requires_browser
@@ -80,8 +69,8 @@ def test_a_users_training_loop_is_steered_recorded_and_shown(example, tmp_path):
     assert "applied at step" in ctl(url, "set-optimizer", "sgd")
     assert "applied at step" in ctl(url, "set-loss", "huber")
     # The optimizer's param_groups now say so: every metrics row is read from them.
-    latest = wait_for("a metrics row after the changes",
-                      lambda: (m := control.metrics(0)[-1]).optimizer == "sgd" and m.loss_name == "huber" and m)
+    latest = wait_for(lambda: (m := control.metrics(0)[-1]).optimizer == "sgd" and m.loss_name == "huber" and m,
+                      what="a metrics row after the changes")
     assert latest.lr == 3e-3
     # A name the loop did not offer is rejected by the control plane with the trial's own names.
     bad = run_cli("ctl", "set-loss", "--trial", "0", "ssim", "--storage", url)
