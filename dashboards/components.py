@@ -74,7 +74,7 @@ table.data { border-collapse: collapse; width: 100%; }
 table.data th { text-align: left; font-size: 12px; color: var(--muted); font-weight: 600; padding: 6px 8px;
                 border-bottom: 1px solid var(--line); position: sticky; top: 0; background: #fff; }
 table.data td { padding: 6px 8px; border-bottom: 1px solid #f3f4f6; vertical-align: top; }
-table.data td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.data td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 table.data tr:hover td { background: #f9fafb; }
 table.data tr.best td { background: #f0fdf4; }
 .scroll { max-height: 560px; overflow-y: auto; }
