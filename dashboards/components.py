@@ -65,6 +65,7 @@ a:hover { text-decoration: underline; }
               color: var(--muted); font-weight: 600; }
 h2 { margin: 4px 0 14px 0; font-size: 22px; }
 .muted { color: var(--muted); }
+.lead { margin: 0 0 12px; padding: 8px 12px; background: #eff6ff; border-left: 3px solid var(--accent); }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 999px; color: #fff; font-size: 12px;
          font-weight: 600; line-height: 18px; }
 .chip { display: inline-block; white-space: nowrap; padding: 1px 7px; margin: 1px 3px 1px 0; border-radius: 6px; background: #eef2ff;

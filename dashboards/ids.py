@@ -24,6 +24,7 @@ RELEASE = "release"  # the banner's release button
 STUDY_TICK = "study-tick"  # dcc.Interval
 STUDY_SEEN = "study-seen"  # dcc.Store: a digest of what is shown, so an unchanged tick updates nothing
 STUDY_SUMMARY = "study-summary"
+STUDY_HINT = "study-hint"  # the first screen's one line: what to do
 TRIALS_TABLE = "trials-table"
 BEST_FIGURE = "best-figure"  # dcc.Graph: best-so-far PSNR by trial number
 PINS = "pins"  # the active pins with their unpin buttons

@@ -32,6 +32,10 @@ def build(study: str, images: bool, is_held: bool) -> html.Div:
         dcc.Interval(id=ids.STUDY_TICK, interval=C.POLL_MS),
         html.Div([html.H2(f"Study {study}"), html.Span(className="spacer"), held.button(ids.HOLD, is_held)],
                  className="page-head"),
+        # The first screen says what to do: a new user does not know the table's numbers are links.
+        html.P([html.B("Click a running trial's # to steer it"),
+                ": pause it, change its learning rate, optimizer or loss, keep it from being pruned. "
+                "The wall shows every running trial at once."], id=ids.STUDY_HINT, className="lead"),
         C.card(None, html.Div(id=ids.STUDY_SUMMARY, className="stats")),
         html.Div([
             C.card(f"Best {value.name} so far", dcc.Graph(

@@ -1,4 +1,5 @@
-"""Target images: the built-in test cards (made here, never downloaded) or any PNG/JPEG.
+"""Target images: the built-in test cards (made here, never downloaded), the built-in photographs
+(public domain and CC0, shipped in `steer/images/`, see its README) or any PNG/JPEG.
 
 The built-in `card` mixes what a coordinate MLP finds hard: smooth colour
 gradients (easy), sharp-edged shapes (a plain ReLU MLP blurs them), and
@@ -16,7 +17,11 @@ from PIL import Image, UnidentifiedImageError
 
 from steer.errors import UserError
 
-BUILTIN_IMAGES = ("card", "smooth")
+CARDS = ("card", "smooth")
+# Real photographs: a search that only ever fits a synthetic card could be tuned to it.
+PHOTOS = ("astronaut", "cat", "coffee")
+BUILTIN_IMAGES = CARDS + PHOTOS
+PHOTO_DIR = Path(__file__).parent / "images"
 
 
 def _card(n: int) -> np.ndarray:
@@ -65,7 +70,7 @@ def builtin_image(name: str, size: int) -> np.ndarray:
     """A built-in image at size x size, float32 RGB in [0, 1], antialiased by 4x supersampling."""
     make = {"card": _card, "smooth": _smooth}.get(name)
     if make is None:
-        raise UserError(f"unknown built-in image {name!r}; built-in: {', '.join(BUILTIN_IMAGES)}")
+        raise UserError(f"unknown built-in test card {name!r}; built-in: {', '.join(CARDS)}")
     ss = 4
     big = make(size * ss)
     img = big.reshape(size, ss, size, ss, 3).mean(axis=(1, 3))
@@ -79,9 +84,9 @@ def load_target(image: str, size: int, base: Path | None = None) -> torch.Tensor
     resolved against `base`, the spec's folder). Files are converted to RGB
     and resized to size x size.
     """
-    if image in BUILTIN_IMAGES:
+    if image in CARDS:
         return torch.from_numpy(builtin_image(image, size))
-    path = Path(image)
+    path = PHOTO_DIR / f"{image}.jpg" if image in PHOTOS else Path(image)
     if not path.is_absolute() and base is not None:
         path = base / path
     if not path.is_file():

@@ -191,6 +191,7 @@ def test_study_page_lists_the_trials(study, base, page):
     page.wait_for_function(f"() => document.querySelector('#{ids.BEST_FIGURE} .js-plotly-plot')"
                            f"?.data?.[0]?.x?.includes(0)")  # trial 0 completed: the best-so-far line starts there
     assert "running" in page.inner_text(f"#{ids.STUDY_SUMMARY}")
+    assert "Click a running trial's # to steer it" in page.inner_text(f"#{ids.STUDY_HINT}")  # the first screen says how
     table.get_by_role("link", name=f"#{study['a']}", exact=True).click()
     page.wait_for_url(f"**/trial/{study['a']}?study=live")
     page.locator(f"#{ids.TRIAL_HEADER}", has_text="running").wait_for()

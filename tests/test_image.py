@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from steer.errors import UserError
-from steer.image import builtin_image, load_target, to_png
+from steer.image import PHOTO_DIR, PHOTOS, builtin_image, load_target, to_png
 
 
 def test_builtin_card_is_deterministic_rgb_in_range():
@@ -38,3 +38,13 @@ def test_to_png_shrinks_to_max_side():
     import io
     with Image.open(io.BytesIO(data)) as im:
         assert im.format == "PNG" and max(im.size) == 64
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_builtin_photographs_ship_with_the_package(name):
+    img = load_target(name, 48)
+    assert img.shape == (48, 48, 3) and img.dtype == torch.float32
+    # A real photograph: colour, and detail at every scale (not a flat or synthetic image).
+    assert img.std() > 0.1
+    assert (img[..., 0] - img[..., 2]).abs().mean() > 0.02
+    assert (PHOTO_DIR / f"{name}.jpg").is_file() and name in (PHOTO_DIR / "README.md").read_text()

@@ -14,13 +14,14 @@ import optuna
 
 import steer.bench
 from steer.bench.click import click_to_applied
+from steer.bench.demo import demo
 from steer.bench.report import markdown
 from steer.bench.scale import faults, readers, throughput
 from steer.bench.steering import concurrency, latency, overhead
 
 # The groups a benchmark belongs to, besides its own name.
 GROUPS = {"latency": "all", "overhead": "all", "concurrency": "all", "click": "app",
-          "throughput": "scale", "readers": "scale", "faults": "scale"}
+          "throughput": "scale", "readers": "scale", "faults": "scale", "demo": "demo"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
                                      epilog="example: python -m steer.bench all --json docs/steering-bench.json")
     parser.add_argument("which", choices=(*GROUPS, *sorted(set(GROUPS.values()))),
                         help="one benchmark, or a group: all (latency, overhead, concurrency), "
-                             "scale (throughput, readers, faults), app (click: needs Playwright and Chromium)")
+                             "scale (throughput, readers, faults), app (click: needs Playwright and Chromium), "
+                             "demo (make demo's study, timed, and its best trial against the baseline)")
     parser.add_argument("--json", type=Path, help="write the results here (after each benchmark)")
     parser.add_argument("--requests", type=int, default=60, help="latency: set_lr requests")
     parser.add_argument("--clicks", type=int, default=20, help="click: LR changes sent from the trial page")
@@ -40,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs per configuration")
     parser.add_argument("--fault-seconds", type=float, default=120.0)
     parser.add_argument("--kill-every", type=float, default=20.0, help="faults: seconds between two SIGKILLs")
+    parser.add_argument("--spec", type=Path, default=Path("studies/demo.toml"), help="demo: the demo spec")
+    parser.add_argument("--images", nargs="+", default=["card"], help="demo: target images, one run each")
+    parser.add_argument("--demo-trials", type=int, help="demo: trials per run (default: the spec's)")
     parser.add_argument("--pg-url", default=os.environ.get("STEER_TEST_PG_URL"),
                         help="a PostgreSQL server whose user may create databases (default: $STEER_TEST_PG_URL)")
     return parser
@@ -58,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": lambda: throughput(storages=tuple(args.storages), trials=args.trials, repeats=args.repeats,
                                          pg_url=args.pg_url),
         "readers": lambda: readers(args.seconds, args.workers),
+        "demo": lambda: demo(args.spec, args.images, args.demo_trials, workers=2),
         "faults": lambda: [faults(kind, args.fault_seconds, args.kill_every, args.workers, pg_url=args.pg_url)
                            for kind in args.storages],
     }

@@ -72,10 +72,23 @@ def _faults(runs: list[dict[str, Any]]) -> list[str]:
     return out[:-1]
 
 
+def _demo(runs: list[dict[str, Any]]) -> list[str]:
+    out = ["| demo on | trials | app up | first trial running | trial length (min / median / max) "
+           "| study | complete / pruned / failed | baseline | best (#) | best - baseline |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        t, s = r["trial_s"], r["states"]
+        out.append(f"| {r['image']} | {r['trials']} | {r['app_up_s']:.0f} s | {r['first_trial_running_s']:.0f} s | "
+                   f"{t['min']:.0f} / {t['median']:.0f} / {t['max']:.0f} s | {r['study_s'] / 60:.1f} min | "
+                   f"{s['COMPLETE']} / {s['PRUNED']} / {s['FAIL']} | {r['baseline_db']} dB | "
+                   f"{r['best_db']} dB (#{r['best_trial']}) | {r['margin_db']:+.2f} dB |")
+    return out
+
+
 # In the order the tables are printed; the keys are those of the results dict.
 TABLES: dict[str, Callable[[Any], list[str]]] = {
     "click": _click, "latency": _latency, "overhead": _overhead, "concurrency": _concurrency,
-    "throughput": _throughput, "readers": _readers, "faults": _faults,
+    "throughput": _throughput, "readers": _readers, "faults": _faults, "demo": _demo,
 }
 
 
