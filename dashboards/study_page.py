@@ -65,6 +65,8 @@ def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None
         origin = ["baseline"] if r["baseline"] else []
         if r["promoted_from"] is not None:
             origin.append(f"promoted from #{r['promoted_from']}")
+        if r["promoted_as"]:
+            origin.append("promoted as " + ", ".join(f"#{n}" for n in r["promoted_as"]))
         if r.get("paused") is not None:
             origin.append(f"paused at step {r['paused']}")
         if r.get("kept"):

@@ -209,9 +209,10 @@ def trial_rows(trials: Sequence[FrozenTrial], now: float | None = None,
     rows = []
     live = live or {}
     now = time.time() if now is None else now
+    promotions = record.promoted_as(list(trials))
     for t in sorted(trials, key=lambda t: t.number):
         rec = record.read(t)
-        row = record.row(t)  # number, state, psnr, steered, baseline, note, duration_s of a finished trial
+        row = record.row(t, promotions.get(t.number, ()))  # steer show's row: state, psnr, origin, note, ...
         row["searched"] = row.pop("params")  # what Optuna sampled
         params = rec.effective
         latest = live.get(t.number) if t.state == TrialState.RUNNING else None

@@ -67,8 +67,9 @@ _ROWS = (
            "either", "trial or control", takes="PARAM [VALUE]", example="--trial 3 optimizer"),
     Action("unpin", "unpin", "unpin", "remove a pin: later trials are sampled again", "study", "control",
            takes="PARAM", example="lr"),
-    Action("promote", "promote", "promote", "enqueue a fresh trial of this trial's effective params, so the "
-           "sampler learns from a clean run of them", "trial", "trial or control", example="--trial 3"),
+    Action("promote", "promote", "promote", "enqueue a clean run of what this trial did (its schedule from step 0, "
+           "same seed), which the sampler learns from", "trial", "trial or control",
+           takes="[--final-values] [--new-seed]", example="--trial 3"),
     # The person's pace: none of these changes a number, so none steers and replay skips them.
     Action("pause", "pause", "pause", "hold a running trial at its next step boundary (heartbeat alive, never "
            "pruned while paused)", "trial", "trial", example="--trial 3 --wait"),
@@ -136,6 +137,17 @@ def check_seed(value: Any) -> int:
     return value
 
 
+PROMOTE_OPTIONS = ("final-values", "new-seed")  # a promote's options: its value, as words
+
+
+def check_promote(value: Any) -> dict[str, bool]:
+    """A promote's options: None, or "final-values" and/or "new-seed" (commas or spaces between)."""
+    words = [] if value is None else value.replace(",", " ").split() if isinstance(value, str) else None
+    if words is None or any(w.replace("_", "-") not in PROMOTE_OPTIONS for w in words):
+        raise ValueError(f"promote: got {value!r}; allowed options: {', '.join(PROMOTE_OPTIONS)}")
+    return {w.replace("-", "_"): True for w in words}
+
+
 def check_pinnable(action: str, param: Any) -> str:
     if isinstance(param, str):
         param = param.replace("-", "_")
@@ -163,6 +175,8 @@ def arguments(action: Action, *, value: Any = None, param: Any = None, reason: A
         return {"seed": check_seed(value)}
     if action.name == "prune":
         return {"reason": str(reason)} if reason else {}
+    if action.name == "promote":
+        return check_promote(value)
     if action.name in ("pin", "unpin"):
         param = check_pinnable(action.name, param)
         if action.name == "pin" and value is not None and trial is not None:

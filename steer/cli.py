@@ -8,6 +8,8 @@ import argparse
 import json
 import logging
 import sys
+import time
+from pathlib import Path
 from typing import Any, Callable
 
 import optuna
@@ -131,7 +133,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2) if args.json else format_comparison(data))
         return 0
     if args.json:
-        print(json.dumps([record.row(t) for t in study.trials], indent=2))
+        print(json.dumps(record.rows(study.trials), indent=2))
         return 0
     print_trials(study, console=Console())
     return 0
@@ -150,25 +152,31 @@ def show_trial(study: optuna.Study, number: int, as_json: bool) -> int:
     trial = find_trial(study, number)
     commands = Control.open(study).commands(trial=number)
     rec = record.read(trial)
+    promoted_as = record.promoted_as(study.trials).get(number, [])
     if as_json:
-        print(json.dumps({**record.row(trial), "user_attrs": trial.user_attrs,
+        print(json.dumps({**record.row(trial, promoted_as), "promotion": rec.promotion, "schedule": rec.schedule,
+                          "user_attrs": trial.user_attrs,
                           "intermediate_values": trial.intermediate_values,
                           "commands": [dataclasses.asdict(c) for c in commands]}, indent=2, default=str))
         return 0
     console = Console()
     psnr = "-" if rec.value is None else f"{rec.value:.2f} dB"
-    notes = "; ".join(filter(None, [rec.origin, rec.note]))
-    console.print(f"trial {number}: {rec.state}, PSNR {psnr}" + (f" ({notes})" if notes else ""))
+    console.print(f"trial {number}: {rec.state}, PSNR {psnr}" + (f" ({rec.note})" if rec.note else ""))
+    for line in record.provenance(rec, promoted_as):
+        console.print(line, markup=False)
     console.print("params: " + " ".join(f"{k}={_fmt_param(v)}" for k, v in rec.sampled.items()))
     if trial.user_attrs.get(record.EFFECTIVE_PARAMS):
         console.print("effective: " + " ".join(f"{k}={_fmt_param(v)}" for k, v in rec.effective.items()))
     if rec.pinned:
         console.print(f"pinned at start: {rec.pinned}")
+    if rec.schedule:
+        console.print("schedule: " + ", ".join(f"{record.fmt(e['args'])} {e['action']} at step {e['step']}"
+                                               for e in rec.schedule), markup=False)
     table = Table(title=f"interventions ({len(rec.interventions)})")
-    for col in ("step", "action", "old", "new", "by"):
+    for col in ("step", "change", "by", "when (UTC)"):
         table.add_column(col)
     for e in rec.interventions:
-        table.add_row(str(e["step"]), e["action"], _fmt_param(e["old"]), _fmt_param(e["new"]), e["by"])
+        table.add_row(str(e["step"]), record.change(e), e["by"], time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"])))
     console.print(table)
     if commands:
         console.print("commands:")
@@ -184,7 +192,7 @@ def _fmt_param(v: Any) -> str:
 def print_trials(study: optuna.Study, console: Any) -> None:
     from rich.table import Table
 
-    rows = [record.row(t) for t in study.trials]
+    rows = record.rows(study.trials)
     table = Table(title=f"study {study.study_name}: {len(rows)} trials")
     for col in ("#", "state", "PSNR dB", "params", "duration s", "note"):
         table.add_column(col, justify="right" if col in ("#", "PSNR dB", "duration s") else "left")
@@ -193,12 +201,31 @@ def print_trials(study: optuna.Study, console: Any) -> None:
         params = " ".join(f"{k}={_fmt_param(v)}" for k, v in r["params"].items())
         psnr = "" if r["psnr"] is None else f"{r['psnr']:.2f}"
         style = "bold green" if r["number"] == best else None
-        note = "; ".join(filter(None, [r["origin"], "steered" if r["steered"] else None, r["note"]]))
+        promoted = "promoted as " + ", ".join(f"#{n}" for n in r["promoted_as"]) if r["promoted_as"] else None
+        note = "; ".join(filter(None, [r["origin"], "steered" if r["steered"] else None, promoted, r["note"]]))
         table.add_row(str(r["number"]), r["state"], psnr, params,
                       "" if r["duration_s"] is None else f"{r['duration_s']:.1f}", note, style=style)
     console.print(table)
     if best is not None:
         console.print(f"best: trial {best}, PSNR {study.best_value:.2f} dB")
+        console.print(reproduce_best(rows, best), markup=False)
+
+
+def reproduce_best(rows: list[dict[str, Any]], best: int) -> str:
+    """How to get the best trial again, in one line: a steered best trial cannot be re-run from its params."""
+    row = next(r for r in rows if r["number"] == best)
+    if not row["steered"]:
+        return f"it trained as its params say: `steer export --trial {best}` writes a spec that trains it again"
+    clean = [r for r in rows if r["number"] in row["promoted_as"]]
+    done = [r for r in clean if r["psnr"] is not None]
+    if done:
+        r = max(done, key=lambda r: r["psnr"])
+        return (f"it was steered; its clean run is trial {r['number']} ({r['state']}, PSNR {r['psnr']:.2f} dB), "
+                f"whose params carry the schedule")
+    if clean:
+        return f"it was steered; its clean run, trial {clean[0]['number']}, has not finished"
+    return (f"it was steered, so its params do not say what trained: `steer ctl promote --trial {best}` "
+            f"re-runs its schedule cleanly, `steer export --trial {best}` writes it as a spec")
 
 
 def _best_number(study: optuna.Study) -> int | None:
@@ -252,7 +279,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
-    from steer.actions import BY_CLI
+    from steer.actions import BY_CLI, PROMOTE_OPTIONS
     from steer.control import Control
 
     action = BY_CLI[args.action]
@@ -267,6 +294,11 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         value = values.pop(0)
     if values:
         raise UserError(f"{action.cli}: unexpected extra arguments: {' '.join(values)}")
+    options = [o for o in PROMOTE_OPTIONS if getattr(args, o.replace("-", "_"))]
+    if options and action.name != "promote":
+        raise UserError(f"--{options[0]} is an option of promote, not of {action.cli}")
+    if options:
+        value = ",".join(options)
     if action.takes == "VALUE" and value is None:
         raise UserError(f"{action.cli} needs a VALUE, e.g. steer ctl {action.cli} {action.example}")
     control = Control.open(args.storage, args.study)
@@ -312,6 +344,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("identical" if result["identical"] else "DIFFERENT")
         if result["error"]:
             print(f"replay stopped: {result['error']}")
+    return 0
+
+
+# ---- steer export ------------------------------------------------------------ #
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from steer.replay import export_spec
+    from steer.storage import load_study
+
+    text = export_spec(load_study(args.storage, args.study), args.trial)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}: `steer run {args.output}` trains trial {args.trial} again", file=sys.stderr)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -396,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default=_user(), help="who asks (recorded; default: $USER)")
     p.add_argument("--request-id", help="idempotency key: a repeated id is rejected")
     p.add_argument("--reason", help="a note kept with a prune")
+    p.add_argument("--final-values", action="store_true",
+                   help="promote: the values the trial ended with, from step 0 (not its schedule)")
+    p.add_argument("--new-seed", action="store_true", help="promote: a new seed (a robustness check), not the same")
     p.add_argument("--wait", action="store_true", help="wait until the command is applied, rejected or expired")
     p.add_argument("--wait-timeout", type=float, default=30.0, help="seconds --wait waits (default 30)")
     p.add_argument("--json", action="store_true", help="print the command as JSON")
@@ -407,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study name (default: the storage's only study)")
     p.add_argument("--device", help="run the replay here instead of the recorded device (cpu, cuda)")
     p.add_argument("--json", action="store_true", help='print {"original": ..., "replay": ...}')
+
+    p = add("export", cmd_export, "print a spec (TOML) that trains one trial again: its params, seed and schedule",
+            "steer export --trial 7 > trial7.toml && steer run trial7.toml")
+    p.add_argument("--trial", type=int, required=True, help="trial number")
+    p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only studies/*.db)")
+    p.add_argument("--study", help="study name (default: the storage's only study)")
+    p.add_argument("-o", "--output", type=Path, help="write the spec here instead of printing it")
 
     from steer.kernels import bench_args  # not .bench, which imports torch
 

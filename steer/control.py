@@ -30,7 +30,8 @@ from sqlalchemy.orm import Session
 from steer import actions, record
 from steer.errors import UserError
 from steer.storage import (
-    default_storage_url, display_url, open_storage, rdb_storage, resolve_study_name, shared_database, trial_state,
+    default_storage_url, display_url, enqueue_trial, open_storage, rdb_storage, resolve_study_name, save_trial_note,
+    shared_database, trial_state,
 )
 from steer.storage import tables as T
 
@@ -157,9 +158,9 @@ def _unpin_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None
 
 @applies_now("promote")
 def _promote_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None, by: str) -> Write:
-    params, attrs = record.promotion(record.read(trial).effective, trial.number)
-    control.study().enqueue_trial(params, user_attrs=attrs)
-    result = {"action": "promote", "old": None, "new": params}
+    rec = record.read(trial)
+    number, params = control.promote(rec, args, up_to=trial.user_attrs.get(record.FINAL_STEP))
+    result = {"action": "promote", "old": None, "new": {"trial": number, "params": params}}
     return lambda s: result
 
 
@@ -322,6 +323,24 @@ class Control:
     def trial(self, number: int) -> FrozenTrial | None:
         """One trial of the study by number (one trial's rows, not the whole study), or None."""
         return self._trial(number)
+
+    # ---- promotion --------------------------------------------------------- #
+    def promote(self, rec: record.TrialRecord, args: dict[str, Any], *, effective: dict[str, Any] | None = None,
+                up_to: int | None = None) -> tuple[int, dict[str, Any]]:
+        """Enqueue a clean run of what trial `rec` did (`record.promotion`, with `args`' final_values and
+        new_seed) and write both trials' optuna-dashboard notes; returns the new trial's number and params."""
+        params, attrs = record.promotion(rec, effective=effective, up_to=up_to,
+                                         final_values=bool(args.get("final_values")),
+                                         new_seed=bool(args.get("new_seed")))
+        number = enqueue_trial(self.storage, self.study_id, params, attrs)
+        trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
+        promoted_as = record.promoted_as(trials)
+        for t in trials:
+            if t.number in (number, rec.number):
+                trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
+                save_trial_note(self.storage, self.study_id, trial_id,
+                                record.note(record.read(t), promoted_as.get(t.number, ())))
+        return number, params
 
     # ---- pins ----------------------------------------------------------- #
     def _write_pin(self, s: Session, param: str, value: Any, by: str, source: int | None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from steer.control import Control, NotSteerable
 from steer.errors import UserError
 from steer.image import load_target, to_png
 from steer.kernels import BackendError, resolve_backend
-from steer.sampler import PinnedSampler
+from steer.sampler import SteerSampler
 from steer.spec import DEFAULT_PARAMS, PARAMS, Dimension, Spec
 from steer.steering import Steering, steering
 from steer.storage import storage_url
@@ -120,7 +120,7 @@ def create_study(spec: Spec, storage: str | optuna.storages.BaseStorage | None =
         raise UserError(f"study {study.study_name!r} exists but does not maximize; steer studies maximize PSNR")
     control = _control(study)
     if control is not None:
-        study.sampler = PinnedSampler(study.sampler, control.pin_values)
+        study.sampler = SteerSampler(study.sampler, control.pin_values, steered=spec.sampler["steered"])
         control.sweep(study)  # trials of dead workers -> FAIL, their commands -> expired
     study.set_user_attr(record.SPEC, _spec_record(spec))
     folder = artifact_dir(storage_url(study), study.study_name, spec.artifacts)
@@ -187,7 +187,12 @@ class Objective:
         control = _control(trial.study) if spec.steering_enabled else None
         pins = control.pin_values() if control else {}
         params = suggest_params(trial, spec, pins)
-        seed = trial_seed(spec, trial)
+        # A promoted trial was enqueued with its source's seed (unless promoted with a new one); a spec
+        # that `steer export` wrote fixes the seed and the schedule of the trial it exported.
+        seed = trial.user_attrs.get(record.SEED, spec.trial_seed if spec.trial_seed is not None
+                                    else trial_seed(spec, trial))
+        if spec.schedule and record.SCHEDULE not in trial.user_attrs:
+            trial.set_user_attr(record.SCHEDULE, list(spec.schedule))  # read by steering() below
         trainer = Trainer(params, self.target, steps=spec.steps, seed=seed,
                           backend=spec.backend, device=spec.device, precision=spec.precision)
         trial.set_user_attr(record.PARAMS, params)  # what a replay starts from

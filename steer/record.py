@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from optuna.trial import FrozenTrial
 
@@ -35,8 +35,10 @@ TORCH_THREADS = "steer.torch_threads"
 PINNED = "steer.pinned"  # the study pins this trial honoured when it started
 CHOICES = "steer.choices"  # the optimizer and loss names this trial can switch to
 BASELINE = "steer.baseline"  # the spec's hand-picked first trial
-PROMOTED_FROM = "steer.promoted_from"  # the trial whose effective params this one re-runs
-OVERRIDES = "steer.overrides"  # the values a promoted trial must train with, searched or not
+PROMOTED_FROM = "steer.promoted_from"  # the trial whose run this one repeats, clean (see `promotion`)
+PROMOTION = "steer.promotion"  # how: {"from": N, "schedule": bool, "seed": "same" | "new"}
+OVERRIDES = "steer.overrides"  # the values a promoted trial must start with, searched or not
+SCHEDULE = "steer.schedule"  # a promoted trial's changes to make, [{"step", "action", "args"}], at those steps
 
 # ---- trial attributes: what happened ----------------------------------------- #
 INTERVENTIONS = "steer.interventions"  # every applied command, in order (see `entry`)
@@ -84,6 +86,9 @@ class TrialRecord:
     paused: dict[str, Any] | None = None  # since when, at which step, by whom; None when not paused
     paused_seconds: float = 0.0
     spared: str | None = None  # "would be pruned at step N (watched)"
+    seed: int | None = None
+    schedule: list[dict[str, Any]] = field(default_factory=list)  # a promoted trial's changes at their steps
+    promotion: dict[str, Any] | None = None  # how it was promoted (see PROMOTION)
 
     @property
     def kept(self) -> bool:
@@ -101,6 +106,16 @@ class TrialRecord:
         """How many interventions changed what trains."""
         return sum(1 for e in self.interventions if e.get("action") in ACTIONS and ACTIONS[e["action"]].steers)
 
+    def changes(self, up_to: int | None = None) -> list[dict[str, Any]]:
+        """Every change of what trained, in the order applied, up to step `up_to`: the schedule it was
+        given (a promoted trial) and the interventions that steered it. Replay and promote repeat these."""
+        given = [(e["step"], 0, i, e) for i, e in enumerate(self.schedule)]
+        applied = [(e["step"], 1, i, e) for i, e in enumerate(self.interventions)
+                   if e.get("action") in ACTIONS and ACTIONS[e["action"]].replayed]
+        # At one step boundary the schedule goes first (the trial applies it before it polls its commands).
+        return [{"step": e["step"], "action": e["action"], "args": e["args"]}
+                for *_, e in sorted(given + applied, key=lambda x: x[:3]) if up_to is None or e["step"] <= up_to]
+
     @property
     def origin(self) -> str | None:
         """Where the trial came from, in words: baseline, promoted from #N, or None (the sampler)."""
@@ -112,7 +127,7 @@ class TrialRecord:
 def read(trial: FrozenTrial) -> TrialRecord:
     """The record of `trial` (any Optuna trial: one steer never touched reads as plain)."""
     attrs = trial.user_attrs
-    started = {**trial.params, **(attrs.get(PARAMS) or {})}
+    started = {k: v for k, v in {**trial.params, **(attrs.get(PARAMS) or {})}.items() if not is_scheduled(k)}
     done = trial.datetime_complete and trial.datetime_start
     return TrialRecord(
         number=trial.number, state=trial.state.name, value=trial.value if trial.values else None,
@@ -124,15 +139,24 @@ def read(trial: FrozenTrial) -> TrialRecord:
         duration_s=round((trial.datetime_complete - trial.datetime_start).total_seconds(), 2) if done else None,
         marked_steered=bool(attrs.get(STEERED, False)),
         paused=attrs.get(PAUSED), paused_seconds=float(attrs.get(PAUSED_SECONDS) or 0.0), spared=attrs.get(SPARED),
+        seed=attrs.get(SEED), schedule=list(attrs.get(SCHEDULE) or []), promotion=attrs.get(PROMOTION),
     )
 
 
-def row(trial: FrozenTrial) -> dict[str, Any]:
-    """One trial as plain data: what `steer show` prints and `--json` emits, the app's table row."""
+def row(trial: FrozenTrial, promoted_as: list[int] | tuple[int, ...] = ()) -> dict[str, Any]:
+    """One trial as plain data: what `steer show` prints and `--json` emits, the app's table row.
+    `promoted_as`: the trials promoted from this one (`promoted_as()` of the study's trials)."""
     rec = read(trial)
     return {"number": rec.number, "state": rec.state, "psnr": rec.value, "params": rec.sampled,
             "duration_s": rec.duration_s, "steered": rec.steered, "baseline": rec.baseline,
-            "promoted_from": rec.promoted_from, "origin": rec.origin, "note": rec.note}
+            "promoted_from": rec.promoted_from, "promoted_as": list(promoted_as), "origin": rec.origin,
+            "note": rec.note}
+
+
+def rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    """`row` of every trial, with what was promoted from each."""
+    promotions = promoted_as(trials)
+    return [row(t, promotions.get(t.number, ())) for t in trials]
 
 
 def choices(trial: FrozenTrial, setting: str) -> tuple[str, ...] | None:
@@ -145,15 +169,56 @@ def choices(trial: FrozenTrial, setting: str) -> tuple[str, ...] | None:
 # ---- the optuna-dashboard note ------------------------------------------------ #
 
 
-def note(number: int, interventions: list[dict[str, Any]]) -> str:
-    """The optuna-dashboard note of a steered trial: its intervention timeline in markdown."""
-    lines = [f"## Trial {number}: steered", "", "| step | action | old | new | by | when (UTC) |",
-             "|---:|---|---|---|---|---|"]
-    for e in interventions:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"]))
-        new = "enqueued a clean run of these effective params" if e["action"] == "promote" else fmt(e["new"])
-        lines.append(f"| {e['step']} | {e['action']} {fmt(e['args'])} | {fmt(e['old'])} | {new} "
-                     f"| {e['by']} | {when} |")
+def change(e: dict[str, Any], value: Callable[[str, Any], str] | None = None) -> str:
+    """One applied intervention in words: "lr 0.0025 -> 0.0003", "promoted as #15". `value(param, v)`
+    formats a value (the app's number format); the default is `fmt`."""
+    value = value or (lambda _param, v: fmt(v))
+    action, args, new = e.get("action", "?"), e.get("args") or {}, e.get("new")
+    setting = ACTIONS[action].setting if action in ACTIONS else None
+    if setting is not None:
+        return f"{setting} {value(setting, e.get('old'))} -> {value(setting, new)}"
+    if action == "reset":
+        return f"weights re-initialised (seed {new})"
+    if action == "prune":
+        return "pruned" + (f": {args['reason']}" if args.get("reason") else "")
+    if action == "pin":
+        param = args.get("param", "")
+        return f"pinned {param} = {value(param, new)} for later trials"
+    if action == "promote":
+        return f"promoted as #{new['trial']}" if isinstance(new, dict) and "trial" in new else "promoted (a clean run enqueued)"
+    words = {"pause": "paused", "resume": "resumed", "keep": "kept from automatic pruning"}
+    return words.get(action) or f"{action} {fmt(args)}".strip()
+
+
+def provenance(rec: TrialRecord, promoted_as: list[int] | tuple[int, ...] = ()) -> list[str]:
+    """Where a trial came from and what became of it, a sentence each (the note, `steer show --trial`)."""
+    lines = []
+    if rec.promoted_from is not None:
+        how = rec.promotion or {}
+        what = ("its final values from step 0" if how.get("schedule") is False else
+                f"its schedule from step 0 ({len(rec.schedule)} change{'s' * (len(rec.schedule) != 1)})"
+                if how else "its effective values from step 0")
+        seed = {"same": ", same seed", "new": ", a new seed"}.get(how.get("seed"), "")
+        lines.append(f"Promoted from #{rec.promoted_from}: {what}{seed}; never pruned automatically.")
+    if rec.baseline:
+        lines.append("The baseline: the seeds' hand-picked net.")
+    # A running trial's promotions are in its interventions; a finished one's are found by the caller.
+    promoted_as = sorted({*promoted_as, *(e["new"]["trial"] for e in rec.interventions
+                                          if e.get("action") == "promote" and isinstance(e.get("new"), dict))})
+    if promoted_as:
+        lines.append("Promoted as " + ", ".join(f"#{n}" for n in promoted_as) + ".")
+    return lines
+
+
+def note(rec: TrialRecord, promoted_as: list[int] | tuple[int, ...] = ()) -> str:
+    """The optuna-dashboard note of a trial: where it came from, then its interventions as a timeline."""
+    lines = [f"## Trial {rec.number}"]
+    if provenance(rec, promoted_as):
+        lines += ["", *provenance(rec, promoted_as)]
+    if rec.interventions:
+        lines += ["", "| step | change | by | when (UTC) |", "|---:|---|---|---|"]
+        lines += [f"| {e['step']} | {change(e)} | {e['by']} | {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(e['at']))} |"
+                  for e in rec.interventions]
     return "\n".join(lines) + "\n"
 
 
@@ -168,11 +233,60 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-def promotion(effective: dict[str, Any], source: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The params and user attrs to enqueue a clean run of `effective` (a trial's effective params).
+# ---- promotion: a clean run of what a trial did ------------------------------- #
 
-    Every effective value goes in as a fixed param (Optuna ignores those never
-    suggested) and as `steer.overrides`, which the objective applies to params
-    the spec does not search (e.g. a loss changed by hand while the spec fixes it).
+SCHEDULE_MARK = "@"  # a scheduled change as an Optuna param: "lr@479" = 3e-4 (set lr to 3e-4 after step 479)
+
+
+def scheduled_param(event: dict[str, Any]) -> tuple[str, Any]:
+    """A schedule event as the Optuna param a promoted trial records: (`lr@479`, 3e-4), (`reset@0`, seed)."""
+    action = ACTIONS[event["action"]]
+    name = action.setting or action.name
+    value = event["args"]["value"] if action.setting else event["args"].get("seed")
+    return f"{name}{SCHEDULE_MARK}{event['step']}", value
+
+
+def is_scheduled(param: str) -> bool:
+    return SCHEDULE_MARK in param
+
+
+def promotion(rec: TrialRecord, *, effective: dict[str, Any] | None = None, up_to: int | None = None,
+              final_values: bool = False, new_seed: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The params and user attrs that enqueue a clean, unsteered run of what trial `rec` did.
+
+    By default the new trial starts from `rec`'s starting values and seed and
+    makes every change `rec` trained with (its own schedule and its steering
+    interventions, up to step `up_to`) at the same step: on the CPU it
+    reproduces `rec`'s PSNR bit for bit. Each change is also an Optuna param
+    (`lr@479`), so `best_params`, the sampler and optuna-dashboard carry the
+    schedule. `final_values`: the values `rec` ended with (`effective`, if it
+    is still running) from step 0 instead, with no schedule. `new_seed`: the
+    new trial draws its own seed (a robustness check).
+
+    Every starting value also goes in as `steer.overrides`, which the objective
+    applies to params the spec does not search (e.g. a loss changed by hand
+    while the spec fixes it).
     """
-    return dict(effective), {PROMOTED_FROM: source, OVERRIDES: dict(effective)}
+    same_seed = not new_seed and rec.seed is not None
+    attrs: dict[str, Any] = {PROMOTED_FROM: rec.number,
+                             PROMOTION: {"from": rec.number, "schedule": not final_values,
+                                         "seed": "same" if same_seed else "new"}}
+    if same_seed:
+        attrs[SEED] = rec.seed
+    if final_values:
+        start = {k: v for k, v in (rec.effective if effective is None else effective).items() if not is_scheduled(k)}
+        return dict(start), {**attrs, OVERRIDES: start}
+    events = rec.changes(up_to)
+    params = {**rec.started_with, **dict(scheduled_param(e) for e in events)}
+    return params, {**attrs, OVERRIDES: dict(rec.started_with), SCHEDULE: events}
+
+
+def promoted_as(trials: list[FrozenTrial]) -> dict[int, list[int]]:
+    """Trial number -> the trials promoted from it (a finished trial's attributes cannot be changed,
+    so a source's promotions are found from the promoted trials)."""
+    out: dict[int, list[int]] = {}
+    for t in trials:
+        source = t.user_attrs.get(PROMOTED_FROM)
+        if source is not None:
+            out.setdefault(source, []).append(t.number)
+    return out

@@ -13,7 +13,6 @@ from typing import Any
 import optuna
 
 from steer import record
-from steer.actions import ACTIONS
 from steer.errors import UserError
 from steer.kernels import DEFAULT_PRECISION
 
@@ -49,9 +48,7 @@ def replay_trial(study: optuna.Study, number: int, device: str | None = None) ->
                       backend=attrs.get(record.BACKEND, "torch"), device=device or attrs.get(record.DEVICE, "cpu"),
                       precision=spec.get("precision", DEFAULT_PRECISION))
     knobs = Steering(None, **trainer.steering_kwargs())  # the same handlers that applied them the first time
-    events = sorted((e for e in record.read(trial).interventions
-                     if e["action"] in ACTIONS and ACTIONS[e["action"]].replayed),
-                    key=lambda e: e["step"])  # stable: same-step events keep their order
+    events = record.read(trial).changes()  # a promoted trial's schedule and the interventions, in order
     final_step = attrs[record.FINAL_STEP]
     report_every = spec["report_every"]
     replayed: dict[int, float] = {}
@@ -81,6 +78,43 @@ def replay_trial(study: optuna.Study, number: int, device: str | None = None) ->
         "intermediate": {"original": dict(trial.intermediate_values), "replay": replayed},
         "error": error,
     }
+
+
+def export_spec(study: optuna.Study, number: int) -> str:
+    """A spec (TOML text) whose one trial trains trial `number` again: its starting params fixed, its
+    seed, and every change it trained with (its schedule and its steering) at the same steps."""
+    import tomli_w
+
+    from steer.image import BUILTIN_IMAGES
+
+    trial = find_trial(study, number)
+    spec = study.user_attrs.get(record.SPEC)
+    rec = record.read(trial)
+    if spec is None or rec.seed is None or record.PARAMS not in trial.user_attrs:
+        raise UserError(f"trial {number} was not trained by a steer spec (no {record.PARAMS} / {record.SEED} "
+                        f"recorded): there is no spec to export")
+    image = spec["image"]
+    if image not in BUILTIN_IMAGES and not Path(image).is_absolute() and spec.get("base"):
+        image = str(Path(spec["base"]) / image)  # the new spec may live anywhere
+    schedule = []
+    for e in rec.changes(trial.user_attrs.get(record.FINAL_STEP)):
+        value = e["args"].get("value", e["args"].get("seed"))
+        schedule.append({"step": e["step"], "action": e["action"], **({} if value is None else {"value": value})})
+    doc = {
+        "study": {"name": f"{study.study_name}-trial-{number}", "trials": 1, "seed": spec["seed"]},
+        "target": {"image": image, "size": spec["size"]},
+        "trial": {"steps": spec["steps"], "report_every": spec["report_every"], "backend": spec["backend"],
+                  "device": spec["device"], "precision": spec.get("precision", DEFAULT_PRECISION), "seed": rec.seed},
+        "pruner": {"type": "none"},
+        "space": dict(trial.user_attrs[record.PARAMS]),
+    }
+    value = "-" if rec.value is None else f"{rec.value:.4f}"
+    threads = trial.user_attrs.get(record.TORCH_THREADS)
+    head = [f"# Trial {number} of study {study.study_name!r} ({rec.state}, value {value}), exported by `steer export`:",
+            "# its params, its seed and every change it trained with, at the same steps. `steer run` on this",
+            f"# file trains it again (on the CPU bit for bit, with the same torch threads: it had {threads}).", ""]
+    changes = "".join("\n[[changes]]\n" + tomli_w.dumps(e) for e in schedule)  # one table each, not inline
+    return "\n".join(head) + tomli_w.dumps(doc) + changes
 
 
 def _last(values: dict[int, float]) -> float | None:

@@ -104,6 +104,8 @@ class Spec:
     pruner: dict[str, Any]
     steering: dict[str, Any] = field(default_factory=dict)
     baseline: bool = False  # enqueue the seeds' hand-picked params as the study's first trial
+    trial_seed: int | None = None  # every trial trains from this seed (a spec `steer export` wrote)
+    schedule: tuple[dict[str, Any], ...] = ()  # changes every trial makes at their steps ([[changes]])
     artifacts: Path | None = None  # artifact folder (default: beside a SQLite database)
 
     def with_overrides(self, **changes: Any) -> Spec:
@@ -138,7 +140,8 @@ SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
-_SAMPLER_KEYS = {"type": str, "n_startup_trials": int, "multivariate": bool}
+_SAMPLER_KEYS = {"type": str, "n_startup_trials": int, "multivariate": bool, "steered": str}
+STEERED_MODES = ("exclude", "sampled")  # what the sampler learns from a steered trial: nothing, or its sampled params
 _PRUNER_KEYS = {
     "type": str, "n_startup_trials": int, "n_warmup_steps": int,
     "min_resource": int, "reduction_factor": int,
@@ -275,7 +278,10 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
     backend = trial.get("backend", str, "auto")
     device = trial.get("device", str, "auto")
     precision = trial.get("precision", str, DEFAULT_PRECISION)
+    trial_seed = trial.get("seed", int, None)
     trial.done()
+    if trial_seed is not None and not 0 <= trial_seed < 2**63:
+        trial.fail("seed", f"must be in [0, 2**63), got {trial_seed}")
     _positive(trial, "steps", steps)
     _positive(trial, "report_every", report_every)
     if report_every > steps:
@@ -308,6 +314,9 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
                 space_sec.fail(d.name, "the grid sampler needs a finite grid: give a step, or use "
                                "type = \"categorical\" with choices")
     _positive(sampler_sec, "n_startup_trials", sampler.get("n_startup_trials"), 0)
+    sampler.setdefault("steered", "exclude")
+    if sampler["steered"] not in STEERED_MODES:
+        sampler_sec.fail("steered", f"got {sampler['steered']!r}; allowed: {' | '.join(STEERED_MODES)}")
 
     pruner_sec = _Section(where, "pruner", top.table.pop("pruner", {}))
     pruner = _typed_table(pruner_sec, _PRUNER_KEYS)
@@ -333,14 +342,46 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
     if not 8 <= steering["preview_size"] <= 512:
         steering_sec.fail("preview_size", f"must be in [8, 512] pixels, got {steering['preview_size']}")
 
+    schedule = _parse_changes(where, top.table.pop("changes", []), steps)
     top.done()
     return Spec(
         path=path, name=name, image=image, size=size, trials=trials, timeout=timeout, seed=seed,
         steps=steps, report_every=report_every, backend=backend, device=device, precision=precision,
         space=tuple(dims), fixed=fixed, sampler=sampler, pruner=pruner, steering=steering,
-        baseline=baseline,
+        baseline=baseline, trial_seed=trial_seed, schedule=schedule,
         artifacts=None if artifacts is None else (path.parent if path else Path.cwd()) / artifacts,
     )
+
+
+def _parse_changes(where: str, raw: Any, steps: int) -> tuple[dict[str, Any], ...]:
+    """`[[changes]]` tables: `step`, `action` (set_lr, set_optimizer, set_loss, set_weight_decay, reset)
+    and its `value` (a reset's seed), each checked as a request to a running trial would be."""
+    from steer import actions  # it reads PARAMS from here
+
+    if not isinstance(raw, list):
+        raise SpecError(f"{where}: changes: must be an array of tables ([[changes]]), got {type(raw).__name__}")
+    allowed = [a.name for a in actions.ACTIONS.values() if a.replayed]
+    events = []
+    for i, entry in enumerate(raw):
+        sec = _Section(where, f"changes #{i + 1}", entry)
+        step = sec.get("step", int, required=True)
+        name = sec.get("action", str, required=True)
+        value = sec.table.pop("value", None)
+        sec.done()
+        if not 0 <= step <= steps:
+            sec.fail("step", f"must be in [0, {steps}] (the trial's steps), got {step}")
+        if events and step < events[-1]["step"]:
+            sec.fail("step", f"must not be before the previous change's step ({events[-1]['step']}), got {step}")
+        if name not in allowed:
+            sec.fail("action", f"got {name!r}; allowed: {' | '.join(allowed)}")
+        if name != "reset" and value is None:
+            sec.fail("value", "is required")
+        try:
+            args = actions.arguments(actions.ACTIONS[name], value=value, trial=0)
+        except ValueError as exc:
+            sec.fail("value", str(exc))
+        events.append({"step": step, "action": name, "args": args})
+    return tuple(events)
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -42,7 +42,8 @@ from steer.actions import ACTIONS
 from steer.control import Command, Control, NotSteerable
 from steer.errors import UserError
 from steer.image import to_png
-from steer.sampler import PinnedSampler
+from steer.sampler import SteerSampler
+from steer.spec import PARAMS
 from steer.storage import ControlError, reported_values
 
 log = logging.getLogger("steer.steering")
@@ -149,9 +150,11 @@ def _pin(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
 
 @handles("promote")
 def _promote(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
-    params, attrs = record.promotion(s.effective_params(), s.trial.number)
-    s.trial.study.enqueue_trial(params, user_attrs=attrs)
-    return None, params
+    # What the trial did up to this step boundary, read back from its record (which every applied
+    # command was written to), with the settings as they stand now for a final-values promotion.
+    rec = record.read(s.control.trial(s.trial.number))
+    number, params = s.control.promote(rec, args, effective=s.effective_params(), up_to=s.step_count)
+    return None, {"trial": number, "params": params}
 
 
 @handles("pause")
@@ -275,6 +278,10 @@ class Steering:
         self.paused_seconds = 0.0
         self.kept = False  # a person exempted this trial from automatic pruning
         self.interventions: list[dict[str, Any]] = []
+        # A promoted trial's schedule: the changes its source made, made again at the same steps.
+        attrs = trial.user_attrs if trial is not None else {}
+        self.schedule: list[dict[str, Any]] = list(attrs.get(record.SCHEDULE) or [])
+        self.promoted = attrs.get(record.PROMOTED_FROM) is not None
         self.step_count = 0
         self._last_loss: Any = None  # a tensor is kept as it is: reading it waits for the GPU
         self._next_poll = 0.0
@@ -321,11 +328,13 @@ class Steering:
         """`trial.should_prune()`, except for a trial a person has a stake in.
 
         A steered trial's curve no longer compares with the others' (unless
-        `exempt_steered` is False); a kept one was exempted by hand; one whose
-        page is open in the app is being watched. The last two are recorded
-        as spared (`steer.spared`) when the pruner would have stopped them.
+        `exempt_steered` is False); a promoted one is a person's deliberate
+        re-run; a kept one was exempted by hand; one whose page is open in the
+        app is being watched. The last two are recorded as spared
+        (`steer.spared`) when the pruner would have stopped them.
         """
-        if self.trial is None or (exempt_steered and self.steered) or not self.trial.should_prune():
+        if (self.trial is None or (exempt_steered and self.steered) or self.promoted
+                or not self.trial.should_prune()):
             return False
         why = "kept" if self.kept else "watched" if self._watched() else None
         if why is None:
@@ -357,6 +366,8 @@ class Steering:
         """
         stopping.check()  # Ctrl-C and SIGTERM stop here, at a step boundary
         self.step_count = step
+        if self.schedule and self.schedule[0]["step"] <= step:
+            self._apply_schedule(step)
         if loss is not None:  # kept without its graph; read only when published
             self._last_loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
         if self.control is None:
@@ -393,6 +404,13 @@ class Steering:
             raise InvalidChange(f"action {action!r} cannot be applied by a trial")
         return handler(self, args)
 
+    def _apply_schedule(self, step: int) -> None:
+        """Make the scheduled changes due at this step boundary, in their order (not interventions:
+        the trial was given them before it started)."""
+        while self.schedule and self.schedule[0]["step"] <= step:
+            event = self.schedule.pop(0)
+            self.apply(event["action"], event["args"])
+
     def _handle(self, cmd: Command) -> None:
         self._current_by = cmd.requested_by
         try:
@@ -414,7 +432,7 @@ class Steering:
         self.control.resolve(cmd.id, "applied", step=self.step_count, result=entry)
         from optuna_dashboard import save_note
 
-        save_note(self.trial, record.note(self.trial.number, self.interventions))
+        save_note(self.trial, record.note(record.read(self.control.trial(self.trial.number))))
 
     # ---- live state ----------------------------------------------------------------------- #
     def publish(self, *, value: Any = None, preview: Any = None, running: bool = True) -> None:
@@ -441,7 +459,25 @@ class Steering:
     def __enter__(self) -> Steering:
         if self.trial is not None:
             self.trial.set_user_attr(record.CHOICES, {"optimizer": list(self.optimizers), "loss": list(self.losses)})
+            for event in self.schedule:  # as Optuna params too: best_params and the sampler see the schedule
+                self._suggest_scheduled(event)
         return self
+
+    def _suggest_scheduled(self, event: dict[str, Any]) -> None:
+        """Suggest a scheduled change's param (`lr@479`): enqueued, so Optuna returns the value given.
+
+        The distributions are the widest a setting allows, the same in every
+        trial of a study (Optuna requires one distribution per param name).
+        """
+        name, value = record.scheduled_param(event)
+        setting = ACTIONS[event["action"]].setting
+        if setting in ("optimizer", "loss"):
+            self.trial.suggest_categorical(name, sorted(self.optimizers if setting == "optimizer" else self.losses))
+        elif setting is not None:
+            pdef = PARAMS[setting]
+            self.trial.suggest_float(name, pdef.low, pdef.high, log=pdef.low > 0)  # lr: log, weight decay from 0
+        else:  # reset: the seed it drew
+            self.trial.suggest_int(name, 0, 2**63 - 1)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         if exc_type is None:
@@ -490,8 +526,10 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
     spare_watched   `s.should_prune()` spares the trial while its page is open in the app
 
     Studies on an RDB storage (SQLite, PostgreSQL, MySQL) are steerable; an
-    in-memory study trains unsteered, with a warning. Later trials honour the
-    study's pins: the study's sampler is wrapped, once, to apply them.
+    in-memory study trains unsteered, with a warning. The study's sampler is
+    wrapped, once, in a `steer.sampler.SteerSampler`: later trials honour the
+    study's pins, and steered trials do not inform the sampler (wrap it yourself
+    with `steered="sampled"` to keep them in).
     """
     control = None
     if enabled:
@@ -499,8 +537,8 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
             control = Control.open(trial.study)
         except NotSteerable as exc:
             log.warning("trial %d trains unsteered: %s", trial.number, exc)
-        if control is not None and not isinstance(trial.study.sampler, PinnedSampler):
-            trial.study.sampler = PinnedSampler(trial.study.sampler, control.pin_values)
+        if control is not None and not isinstance(trial.study.sampler, SteerSampler):
+            trial.study.sampler = SteerSampler(trial.study.sampler, control.pin_values)
     return Steering(trial, optimizer, model=model, optimizers=optimizers, losses=losses, loss=loss,
                     optimizer_name=optimizer_name, effective_params=effective_params, control=control,
                     poll_interval=poll_interval, publish_interval=publish_interval, preview_size=preview_size,

@@ -71,7 +71,12 @@ def test_comparison_data(steered_study):
     assert data["steered"]["best"] == study.trials[0].value
     assert data["promoted"] == [{"trial": 1, "psnr": study.trials[1].value, "state": "COMPLETE", "origin": 0,
                                  "origin_psnr": study.trials[0].value, "origin_state": "COMPLETE"}]
-    assert study.trials[1].params["lr"] == 2e-3
+    # The promoted run started where trial 0 started and made its change at the same step, as a param too:
+    # same seed, same schedule, so the same PSNR at every report, bit for bit.
+    first, second = study.trials[0], study.trials[1]
+    step = first.user_attrs["steer.interventions"][0]["step"]
+    assert second.params == {**first.params, f"lr@{step}": 2e-3}
+    assert second.intermediate_values == first.intermediate_values and second.value == first.value
 
 
 def test_show_compare_cli(steered_study):
@@ -137,8 +142,9 @@ def test_optuna_dashboard_shows_notes_images_attrs_and_figure(steered_study, das
         assert _png_size(data) == (16, 16)
     assert (folder / "cmp-artifacts").is_dir()  # beside the database by default
     steered = detail["trials"][0]
-    assert "| set_lr value=0.002 |" in steered["note"]["body"] and "| promote" in steered["note"]["body"]
-    assert "tester" in steered["note"]["body"]
+    assert "-> 0.002 | tester |" in steered["note"]["body"] and "| promoted as #1 | tester |" in steered["note"]["body"]
+    assert "Promoted as #1." in steered["note"]["body"]
+    assert "Promoted from #0: its schedule from step 0 (1 change), same seed" in detail["trials"][1]["note"]["body"]
     attrs = {a["key"]: a["value"] for a in steered["user_attrs"]}
     assert {"steer.steered", "steer.interventions", "steer.effective_params", "steer.backend",
             "steer.device"} <= attrs.keys()
@@ -158,7 +164,7 @@ def test_optuna_dashboard_page_in_a_browser(dashboard, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(dashboard + "/dashboard/studies/1/trials?numbers=0")
-        page.get_by_text("Trial 0: steered").wait_for(timeout=30_000)
+        page.get_by_text("Promoted as #1.").wait_for(timeout=30_000)  # the note, rendered
         page.screenshot(path=str(tmp_path / "trial.png"))
         browser.close()
     assert (tmp_path / "trial.png").stat().st_size > 10_000

@@ -151,15 +151,19 @@ def test_every_action_applied_recorded_and_replayable(worker):
     # The optuna-dashboard note carries the timeline.
     system = study._storage.get_study_system_attrs(study._study_id)
     note = "".join(v for k, v in sorted(system.items()) if k.startswith(f"dashboard:{first._trial_id}:note_str:"))
-    assert "| set_lr" in note and "| prune" in note
+    assert "| lr " in note and " -> 0.003 | test |" in note and "| pruned: seen enough | test |" in note
 
-    # The promoted trial runs next with trial 0's effective params; the pin did not override them.
+    # The promoted trial runs next: trial 0's start and its changes at their steps, as params too; the pin
+    # (loss = huber, set after the loss change) did not override its starting loss.
     running_trial(control, 1)
     second = optuna.load_study(study_name="steer", storage=url).trials[1]
     assert second.user_attrs["steer.promoted_from"] == 0
-    assert second.params == {"lr": 3e-3, "optimizer": "adamw"}
-    assert second.user_attrs["steer.params"]["loss"] == "huber"
-    assert second.user_attrs["steer.params"]["weight_decay"] == 1e-4
+    at = {c.action: c.applied_step for c in control.commands(trial=0)}
+    assert second.params == {**first.params, f"lr@{at['set_lr']}": 3e-3, f"optimizer@{at['set_optimizer']}": "adamw",
+                             f"loss@{at['set_loss']}": "huber", f"weight_decay@{at['set_weight_decay']}": 1e-4,
+                             f"reset@{at['reset']}": 42}
+    assert second.user_attrs["steer.params"]["loss"] == "mse"
+    assert second.user_attrs["steer.seed"] == first.user_attrs["steer.seed"]
     control.wait(control.request("prune", trial=1, by="test").id)
     proc.wait(60)
     assert proc.returncode == 0, proc.stderr.read()

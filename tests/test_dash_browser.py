@@ -335,7 +335,10 @@ def test_reset_and_promote(study, base, page):
     trials = optuna.load_study(study_name="live", storage=study["url"]).trials
     promoted = [t for t in trials if t.user_attrs.get("steer.promoted_from") == a]
     assert len(promoted) == 1
-    assert promoted[0].user_attrs["steer.overrides"]["loss"] == "huber"  # its current settings, steered ones too
+    # A clean run of what the person did: the loss switch and the reset at their steps, not from step 0.
+    changes = [(e["action"], e["args"]) for e in promoted[0].user_attrs["steer.schedule"]]
+    assert ("set_loss", {"value": "huber"}) in changes and "reset" in [action for action, _ in changes]
+    assert promoted[0].user_attrs["steer.overrides"]["loss"] == trials[a].user_attrs["steer.params"]["loss"]
 
 
 def test_prune_ends_the_trial_and_freezes_its_controls(study, base, page):

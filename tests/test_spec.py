@@ -21,7 +21,8 @@ def test_tiny_spec_fields(tiny_spec):
     assert [d.name for d in spec.space] == ["lr", "activation", "w0"]
     lr = spec.space[0]
     assert (lr.kind, lr.low, lr.high, lr.log) == ("float", 1e-3, 1e-2, True)
-    assert spec.sampler == {"type": "tpe"} and spec.pruner == {"type": "none"}
+    assert spec.sampler == {"type": "tpe", "steered": "exclude"} and spec.pruner == {"type": "none"}
+    assert spec.trial_seed is None and spec.schedule == ()
 
 
 def test_fixed_values_and_defaults(write_spec):
@@ -74,6 +75,17 @@ BASE = '[study]\nname = "x"\n[trial]\nsteps = 10\n'
     (BASE + "[space]\nlr = nan\n", "[space] lr: got nan"),
     (BASE + "[sampler]\ntype = \"cmaes\"\n", "[sampler] type: got 'cmaes'; allowed: tpe | random | grid"),
     (BASE + "[pruner]\ntype = \"median\"\npatience = 3\n", "[pruner]: unknown key(s): patience"),
+    (BASE + "[sampler]\nsteered = \"ignore\"\n", "[sampler] steered: got 'ignore'; allowed: exclude | sampled"),
+    ("changes = 3\n" + BASE, "changes: must be an array of tables ([[changes]]), got int"),
+    (BASE + "[[changes]]\nstep = 2\naction = \"prune\"\n",
+     "[changes #1] action: got 'prune'; allowed: set_lr | set_optimizer | set_loss | set_weight_decay | reset"),
+    (BASE + "[[changes]]\nstep = 2\naction = \"set_lr\"\nvalue = 5.0\n", "[changes #1] value: lr: got 5.0"),
+    (BASE + "[[changes]]\nstep = 2\naction = \"set_lr\"\n", "[changes #1] value: is required"),
+    (BASE + "[[changes]]\nstep = 99999\naction = \"reset\"\n", "[changes #1] step: must be in [0, "),
+    (BASE + "[[changes]]\nstep = 2\naction = \"reset\"\n[[changes]]\nstep = 1\naction = \"reset\"\n",
+     "[changes #2] step: must not be before the previous change's step (2), got 1"),
+    (BASE + "[[changes]]\nstep = 1\naction = \"set_loss\"\nvalue = \"l1\"\nwhen = 3\n", "[changes #1]: unknown key(s): when"),
+    (BASE + "seed = -1\n", "[trial] seed: must be in [0, 2**63), got -1"),
     (BASE + "[sampler]\ntype = \"grid\"\n[space]\nlr = { type = \"float\", low = 1e-3, high = 1e-2 }\n",
      "[space] lr: the grid sampler needs a finite grid"),
     (BASE + "[target]\nsize = 2\n", "[target] size: must be in [4, 2048] pixels, got 2"),

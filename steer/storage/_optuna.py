@@ -1,4 +1,4 @@
-"""Every place steer touches Optuna's private internals, and nothing else.
+"""Every place steer touches Optuna's private internals (and optuna-dashboard's), and nothing else.
 
 Optuna's public storage API does not let steer retry a call that met a
 dropped connection, take an enqueued trial atomically, record a trial's first
@@ -64,6 +64,10 @@ ASSIGNED_IN_INIT = (
 
 TRIAL_COLUMNS = ("trial_id", "state", "datetime_start")  # what RetryingRDBStorage._take_waiting_trial uses
 
+# Study methods steer's sampler view overrides (Optuna's samplers read a study's trials through them).
+STUDY_SIGNATURES = {"_get_trials": ("self", "deepcopy", "states", "use_cache")}
+FIXED_PARAMS = "fixed_params"  # the system attribute `Study.enqueue_trial` writes an enqueued trial's params to
+
 
 def _resolve(dotted: str) -> Any:
     """`optuna.storages._cached_storage._CachedStorage` and the like, looked up now (tests may patch them)."""
@@ -103,6 +107,17 @@ def check_optuna_internals() -> list[str]:
         code = getattr(cls.__init__, "__code__", None)
         if code is None or attr not in code.co_names:
             problems.append(f"{owner.rpartition('.')[2]}.__init__ no longer sets `{attr}`")
+    for name, expected in STUDY_SIGNATURES.items():
+        method = getattr(optuna.Study, name, None)
+        found = tuple(inspect.signature(method).parameters) if callable(method) else ()
+        if found != expected:
+            problems.append(f"Study.{name}({', '.join(expected[1:])}) is now ({', '.join(found[1:]) or 'missing'})")
+    try:
+        from optuna_dashboard._note import note_ver_key, save_note_with_version  # noqa: F401
+    except ImportError as exc:
+        problems.append(f"optuna_dashboard._note lacks what save_trial_note uses ({exc})")
+    if f'"{FIXED_PARAMS}"' not in inspect.getsource(optuna.Study.enqueue_trial):
+        problems.append(f"Study.enqueue_trial no longer keeps the params in the system attribute `{FIXED_PARAMS}`")
     try:
         columns = set(_resolve("optuna.storages._rdb.models.TrialModel").__table__.c.keys())
     except (ImportError, AttributeError) as exc:
@@ -151,6 +166,47 @@ def reported_values(trial: optuna.Trial) -> dict[int, float]:
     side shows the latest one beside the loss when the loop gives no value.
     """
     return trial._cached_frozen_trial.intermediate_values
+
+
+def enqueue_trial(storage: optuna.storages.BaseStorage, study_id: int, params: dict[str, Any],
+                  user_attrs: dict[str, Any]) -> int:
+    """`Study.enqueue_trial`, returning the new trial's number (Optuna's returns nothing): a promote
+    says which trial it enqueued, and the source trial's record can name it."""
+    template = optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={FIXED_PARAMS: params},
+                                         user_attrs=user_attrs)
+    return storage.get_trial_number_from_id(storage.create_new_trial(study_id, template_trial=template))
+
+
+def save_trial_note(storage: optuna.storages.BaseStorage, study_id: int, trial_id: int, body: str) -> None:
+    """optuna-dashboard's `save_note` for any trial, finished ones too: its public one takes a live
+    `optuna.Trial`, and building one for a finished trial runs the sampler's `before_trial`."""
+    from optuna_dashboard._note import note_ver_key, save_note_with_version
+
+    version = storage.get_study_system_attrs(study_id).get(note_ver_key(trial_id), 0) + 1
+    save_note_with_version(storage, study_id, trial_id, version, body)
+
+
+class _StudyView(optuna.Study):
+    """A study as a sampler sees it: the same study (its attributes shared), minus some trials.
+
+    Optuna's samplers read a study's trials through `Study._get_trials`; this
+    view filters what it returns, so the sampler's model never learns from the
+    hidden trials while every other reader of the study still sees them.
+    """
+
+    _hide: Callable[[FrozenTrial], bool]
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[FrozenTrial]:
+        return [t for t in super()._get_trials(deepcopy, states, use_cache) if not self._hide(t)]
+
+
+def study_view(study: optuna.Study, hide: Callable[[FrozenTrial], bool]) -> optuna.Study:
+    """`study` without the trials `hide` picks, for a sampler to read (see `_StudyView`)."""
+    view = object.__new__(_StudyView)
+    # A shallow copy made per call: the storage, the trial cache and the sampler are the study's own objects.
+    view.__dict__.update(study.__dict__)
+    view._hide = hide
+    return view
 
 
 def trial_state(storage: optuna.storages.RDBStorage, trial_id: int) -> TrialState | None:
