@@ -36,6 +36,8 @@ from steer.dashboards import trial_page
 from steer.dashboards import wall_page
 from steer.dashboards.polling import study_in
 from steer.dashboards.studies import Studies
+from steer.dashboards.users import User, require_users
+from steer.dashboards.users import current as current_user
 from steer.errors import UserError
 from steer.storage import ControlError
 
@@ -61,22 +63,28 @@ INDEX = """<!DOCTYPE html>
 PAGES = (study_page, trial_page, wall_page)
 
 
-def create_app(storage_url: str, study_name: str | None = None, token: str | None = None) -> dash.Dash:
+def create_app(storage_url: str, study_name: str | None = None, token: str | None = None,
+               users: dict[str, User] | None = None, user_header: str | None = None) -> dash.Dash:
     """A Dash app on the studies of `storage_url` (`study_name`: the one shown by default).
 
-    With a `token`, every HTTP request must carry it (see `require_token`);
-    without one, only requests addressed to a loopback host are answered.
+    With named `users` (`users.load_users`), every request must come from one
+    of them (see `users.require_users`; `user_header`: the name comes from
+    that header, set by a trusted proxy). With a `token`, every HTTP request
+    must carry it (see `require_token`). Without either, only requests
+    addressed to a loopback host are answered.
     """
     studies = Studies(storage_url, study_name)
     server = flask.Flask(__name__, static_folder=None)
-    if token:
+    if users is not None or user_header is not None:
+        require_users(server, users or {}, user_header)
+    elif token:
         require_token(server, token)
     else:
         require_loopback_host(server)
     serve_images(server, studies)
     app = dash.Dash(__name__, server=server, title="steer", update_title=None, index_string=INDEX,
                     serve_locally=True)
-    app.layout = frame()
+    app.layout = frame  # built per page load: it shows who is signed in
     app.validation_layout = html.Div([frame(), *(page.validation_layout() for page in PAGES)])
     register_router(app, studies)
     held.register(app, studies)
@@ -97,10 +105,19 @@ def frame() -> html.Div:
             html.Div(dcc.Dropdown(id=ids.STUDY_PICKER, options=[], clearable=False, placeholder="pick a study"),
                      id=ids.STUDY_PICKER_BOX, className="picker", style={"display": "none"}),
             html.Span(f"live, polling every {C.POLL_MS / 1000:g} s", className="live-dot"),
+            *signed_in(current_user()),
         ], className="nav"),
         *held.banner(),
         html.Div(id=ids.PAGE),
     ])
+
+
+def signed_in(user: User | None) -> list:
+    """Who is signed in, in the top bar (nothing without named users)."""
+    if user is None:
+        return []
+    role = "steers" if user.may_steer else "watches only"
+    return [html.Span([html.B(user.name), f" ({role})"], id=ids.SIGNED_IN, className="signed-in")]
 
 
 def nav(study: str | None, page: str) -> list:

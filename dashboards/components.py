@@ -65,6 +65,8 @@ a:hover { text-decoration: underline; }
               color: var(--muted); font-weight: 600; }
 h2 { margin: 4px 0 14px 0; font-size: 22px; }
 .muted { color: var(--muted); }
+.best-note { flex-basis: 100%; font-size: 13px; color: #92400e; }
+.signed-in { margin-left: 12px; font-size: 13px; }
 .lead { margin: 0 0 12px; padding: 8px 12px; background: #eff6ff; border-left: 3px solid var(--accent); }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 999px; color: #fff; font-size: 12px;
          font-weight: 600; line-height: 18px; }

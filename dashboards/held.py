@@ -16,7 +16,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html
 
 from steer.actions import ACTIONS
 from steer.dashboards import ids, views
-from steer.dashboards.polling import digest, requester, skip_when_database_busy, study_in
+from steer.dashboards.polling import ask, digest, skip_when_database_busy, study_in
 from steer.dashboards.studies import Studies
 from steer.errors import UserError
 
@@ -67,7 +67,7 @@ def register(app: dash.Dash, studies: Studies) -> None:
         trigger = ctx.triggered_id
         status: Any = dash.no_update
         if isinstance(trigger, dict) and ctx.triggered[0]["value"] and name is not None:
-            cmd = studies.control(name).request(BUTTONS[trigger["button"]], by=requester())
+            cmd = ask(studies.control(name), BUTTONS[trigger["button"]])
             status = f"{cmd.action}: {cmd.reason}" if cmd.state == "rejected" else ""
         held = studies.control(name).held() if name is not None else None
         fingerprint = digest([name, held])

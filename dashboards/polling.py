@@ -19,6 +19,8 @@ import dash
 import flask
 from sqlalchemy.exc import SQLAlchemyError
 
+from steer.control import Command, Control
+from steer.dashboards import users
 from steer.storage import ControlError
 
 log = logging.getLogger("steer.dashboards")
@@ -49,6 +51,17 @@ def study_in(search: str | None) -> str | None:
 
 
 def requester() -> str:
-    """Who asks, as recorded with every command: the app and the browser's address."""
+    """Who asks, as recorded with every command: the signed-in user's name, or (without named users)
+    the app and the browser's address."""
+    user = users.current()
+    if user is not None:
+        return user.name
     addr = flask.request.remote_addr if flask.has_request_context() else None
     return f"dash:{addr}" if addr else "dash"
+
+
+def ask(control: Control, action: str, **kwargs: Any) -> Command:
+    """The app's one way to request an action: as the signed-in user, refused (and recorded) for a viewer."""
+    user = users.current()
+    denied = None if user is None or user.may_steer else f"{user.name} may watch, not steer (role {user.role})"
+    return control.request(action, by=requester(), denied=denied, **kwargs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from steer.errors import UserError
 
@@ -25,10 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     parser.add_argument("--token", help=f"require this token of every client (default: ${TOKEN_ENV}); "
                                         "browsers open /?token=TOKEN once, scripts send 'Authorization: Bearer TOKEN'")
+    parser.add_argument("--users", type=Path, metavar="FILE",
+                        help="named users (TOML, tokens hashed; `steer user NAME --users FILE` adds one): each "
+                             "signs in with their own token, commands record their name, viewers cannot steer")
+    parser.add_argument("--user-header", metavar="HEADER",
+                        help="take the user's name from this request header, set by a trusted reverse proxy "
+                             "in front (off by default; see docs/app.md)")
 
 
 def check_exposure(host: str, token: str | None) -> None:
-    """Refuse to serve beyond this machine without a token."""
+    """Refuse to serve beyond this machine without a token (or named users)."""
     from steer.dashboards.app import is_loopback
 
     if not token and not is_loopback(host):
@@ -41,15 +48,24 @@ def run(args: argparse.Namespace) -> int:
     from steer.dashboards.app import create_app
     from steer.storage import default_storage_url
 
+    from steer.dashboards.users import load_users
+
     token = args.token or os.environ.get(TOKEN_ENV) or None
-    check_exposure(args.host, token)
+    named = args.users is not None or args.user_header is not None
+    if named and args.token:
+        raise UserError("give --token or --users, not both: with named users each signs in with their own token")
+    users = load_users(args.users) if args.users is not None else None
+    check_exposure(args.host, token or ("users" if named else None))
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
-    app = create_app(args.storage or default_storage_url(), args.study, token)
+    app = create_app(args.storage or default_storage_url(), args.study, None if named else token, users,
+                     args.user_header)
     server = make_server(app, args.host, args.port)
     where = f"http://{_url_host(args.host)}:{server.effective_port}/"
-    print(f"steer dash: {where}" + (" (open it once as ?token=TOKEN)" if token else "") + "; Ctrl+C stops",
-          flush=True)
+    how = (f" ({len(users)} users: each opens it once as ?token=THEIR_TOKEN)" if users else
+           f" (the user's name from the {args.user_header} header)" if args.user_header else
+           " (open it once as ?token=TOKEN)" if token else "")
+    print(f"steer dash: {where}{how}; Ctrl+C stops", flush=True)
     try:
         server.run()
     finally:

@@ -9,9 +9,10 @@ from typing import Any
 import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html
 
+from steer import record
 from steer.dashboards import components as C
 from steer.dashboards import figures, held, ids, views
-from steer.dashboards.polling import digest, requester, skip_when_database_busy
+from steer.dashboards.polling import ask, digest, skip_when_database_busy
 from steer.dashboards.studies import Studies
 
 
@@ -50,8 +51,14 @@ def build(study: str, images: bool, is_held: bool) -> html.Div:
 
 
 def summary(rows: list[dict[str, Any]], best: dict[str, list[Any]], value: views.ValueName = views.PSNR) -> list:
-    return [html.Div([html.Div(shown, className="value"), html.Div(label, className="label")], className="stat")
-            for label, shown in views.summary_stats(rows, best, value)]
+    stats = [html.Div([html.Div(shown, className="value"), html.Div(label, className="label")], className="stat")
+             for label, shown in views.summary_stats(rows, best, value)]
+    number = best.get("best_number")
+    top = next((r for r in rows if r["number"] == number), None)
+    if top is not None and top["steered"]:  # its params do not say what trained: say how to get it again
+        stats.append(html.Div([html.B(f"The best trial, #{number}: "), record.how_to_get_again(rows, number)],
+                              id=ids.BEST_NOTE, className="best-note"))
+    return stats
 
 
 def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None,
@@ -147,6 +154,6 @@ def register(app: dash.Dash, studies: Studies) -> None:
         if not ctx.triggered_id or not ctx.triggered[0]["value"]:
             raise dash.exceptions.PreventUpdate  # the buttons were (re)drawn, not clicked
         control = studies.control(page["study"])
-        cmd = control.request("unpin", param=ctx.triggered_id["param"], by=requester())
+        cmd = ask(control, "unpin", param=ctx.triggered_id["param"])
         return views.command_status(cmd)["what"] + ": " + views.command_status(cmd)["status"]
 

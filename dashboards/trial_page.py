@@ -48,7 +48,7 @@ from steer import record
 from steer.actions import ACTIONS, PINNABLE, SETTING_ACTIONS
 from steer.dashboards import components as C
 from steer.dashboards import figures, ids, views
-from steer.dashboards.polling import digest, requester, skip_when_database_busy
+from steer.dashboards.polling import ask, digest, skip_when_database_busy
 from steer.dashboards.studies import Studies
 from steer.spec import DEFAULT_PARAMS, PARAMS
 
@@ -649,7 +649,7 @@ def register(app: dash.Dash, studies: Studies) -> None:
             "header": (lambda: header(trial, new.get("psnr"), live.step if live else None, page.get("steps"),
                                       page.get("value_label", "PSNR (dB)") == "PSNR (dB)"),
                        (trial.state.name, trial.value if trial.values else None, new.get("psnr"),
-                        live.step if live else None, len(marks), trial.user_attrs.get(record.PRUNED_REASON),
+                        live.step if live else None, len(marks), record.attrs(trial).get(record.PRUNED_REASON),
                         paused, rec.kept, rec.spared)),
             "current": (lambda: current_line(current), current),
             "requests": (lambda: requests_list(statuses), statuses),
@@ -745,9 +745,9 @@ def register(app: dash.Dash, studies: Studies) -> None:
         page, known, mine, shown_lr = args[-4:]
         if not ctx.triggered:
             raise dash.exceptions.PreventUpdate
-        ask = request_for(ctx.triggered_id, ctx.triggered[0]["value"], known or {}, shown_lr,
-                          page.get("lr_search"))
-        if ask is None:
+        request = request_for(ctx.triggered_id, ctx.triggered[0]["value"], known or {}, shown_lr,
+                              page.get("lr_search"))
+        if request is None:
             raise dash.exceptions.PreventUpdate
-        cmd = studies.control(page["study"]).request(trial=page["trial"], by=requester(), **ask)
+        cmd = ask(studies.control(page["study"]), trial=page["trial"], **request)
         return [*(mine or []), cmd.id][-50:]

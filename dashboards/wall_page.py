@@ -13,7 +13,7 @@ from steer import record
 from steer.actions import ACTIONS
 from steer.dashboards import components as C
 from steer.dashboards import ids, views
-from steer.dashboards.polling import digest, requester, skip_when_database_busy
+from steer.dashboards.polling import ask, digest, skip_when_database_busy
 from steer.dashboards.studies import Studies
 
 STALE_S = 30  # a running trial silent this long is flagged: its worker may be gone
@@ -99,6 +99,6 @@ def register(app: dash.Dash, studies: Studies) -> None:
         if not isinstance(ctx.triggered_id, dict) or not ctx.triggered[0]["value"]:
             raise dash.exceptions.PreventUpdate  # the buttons were (re)drawn, not clicked
         n, action = ctx.triggered_id["trial"], ctx.triggered_id["action"]
-        cmd = studies.control(page["study"]).request(action, trial=n, by=requester())
+        cmd = ask(studies.control(page["study"]), action, trial=n)
         status = f"trial {n}: {cmd.action} {cmd.state}: {cmd.reason}" if cmd.state == "rejected" else ""
         return [*(mine or []), cmd.id][-50:], status

@@ -155,7 +155,7 @@ def show_trial(study: optuna.Study, number: int, as_json: bool) -> int:
     promoted_as = record.promoted_as(study.trials).get(number, [])
     if as_json:
         print(json.dumps({**record.row(trial, promoted_as), "promotion": rec.promotion, "schedule": rec.schedule,
-                          "user_attrs": trial.user_attrs,
+                          "user_attrs": trial.user_attrs, "record": record.attrs(trial),
                           "intermediate_values": trial.intermediate_values,
                           "commands": [dataclasses.asdict(c) for c in commands]}, indent=2, default=str))
         return 0
@@ -165,7 +165,7 @@ def show_trial(study: optuna.Study, number: int, as_json: bool) -> int:
     for line in record.provenance(rec, promoted_as):
         console.print(line, markup=False)
     console.print("params: " + " ".join(f"{k}={_fmt_param(v)}" for k, v in rec.sampled.items()))
-    if trial.user_attrs.get(record.EFFECTIVE_PARAMS):
+    if record.attrs(trial).get(record.EFFECTIVE_PARAMS):
         console.print("effective: " + " ".join(f"{k}={_fmt_param(v)}" for k, v in rec.effective.items()))
     if rec.pinned:
         console.print(f"pinned at start: {rec.pinned}")
@@ -208,24 +208,7 @@ def print_trials(study: optuna.Study, console: Any) -> None:
     console.print(table)
     if best is not None:
         console.print(f"best: trial {best}, PSNR {study.best_value:.2f} dB")
-        console.print(reproduce_best(rows, best), markup=False)
-
-
-def reproduce_best(rows: list[dict[str, Any]], best: int) -> str:
-    """How to get the best trial again, in one line: a steered best trial cannot be re-run from its params."""
-    row = next(r for r in rows if r["number"] == best)
-    if not row["steered"]:
-        return f"it trained as its params say: `steer export --trial {best}` writes a spec that trains it again"
-    clean = [r for r in rows if r["number"] in row["promoted_as"]]
-    done = [r for r in clean if r["psnr"] is not None]
-    if done:
-        r = max(done, key=lambda r: r["psnr"])
-        return (f"it was steered; its clean run is trial {r['number']} ({r['state']}, PSNR {r['psnr']:.2f} dB), "
-                f"whose params carry the schedule")
-    if clean:
-        return f"it was steered; its clean run, trial {clean[0]['number']}, has not finished"
-    return (f"it was steered, so its params do not say what trained: `steer ctl promote --trial {best}` "
-            f"re-runs its schedule cleanly, `steer export --trial {best}` writes it as a spec")
+        console.print(record.how_to_get_again(rows, best), markup=False)
 
 
 def _best_number(study: optuna.Study) -> int | None:
@@ -242,6 +225,19 @@ def cmd_dash(args: argparse.Namespace) -> int:
     from steer.dashboards import server
 
     return server.run(args)
+
+
+# ---- steer user --------------------------------------------------------------- #
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from steer.dashboards.users import add_user
+
+    token = add_user(args.users, args.name, args.role)
+    print(f"user {args.name} ({args.role}) in {args.users}; their token, shown once:", file=sys.stderr)
+    print(token)
+    print(f"they open the app once as http://HOST:PORT/?token={token}", file=sys.stderr)
+    return 0
 
 
 # ---- steer dashboard --------------------------------------------------------- #
@@ -420,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("dash", cmd_dash, "open the steering app: watch and steer running trials in the browser",
             "steer dash --storage sqlite:///studies/quick.db   # then open http://127.0.0.1:8050")
     dash_server.add_arguments(p)
+
+    p = add("user", cmd_user, "add a named user of the app (or give one a new token) and print their token once",
+            "steer user alice --users users.toml && steer dash --users users.toml")
+    p.add_argument("name", help="the name recorded with their commands")
+    p.add_argument("--users", type=Path, required=True, help="the users file (TOML; made if missing)")
+    p.add_argument("--role", default="steer", help="steer (watch and steer, the default) or view (watch only)")
 
     p = add("dashboard", cmd_dashboard, "open optuna-dashboard on the study, with predictions, notes and comparison",
             "steer dashboard --storage sqlite:///studies/quick.db --port 8080")

@@ -54,7 +54,34 @@ def comparison(study: optuna.Study) -> dict[str, Any]:
         promoted.append({"trial": r["number"], "psnr": r["psnr"], "state": r["state"],
                          "origin": r["promoted_from"], "origin_psnr": origin.value if origin else None,
                          "origin_state": origin.state.name if origin else None})
-    return {"study": study.study_name, "trials": rows, **groups, "promoted": promoted}
+    return {"study": study.study_name, "trials": rows, **groups, "promoted": promoted, "held_up": held_up(rows)}
+
+
+def _beats(value: float | None, others: list[float]) -> float | None:
+    """The share of `others` that `value` beats (ties count half), or None."""
+    if value is None or not others:
+        return None
+    return (sum(v < value for v in others) + 0.5 * sum(v == value for v in others)) / len(others)
+
+
+def held_up(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Did steering help? Each finished steered trial beside its clean, promoted re-runs, both placed among
+    the completed unsteered trials (the re-runs themselves excluded): did the person's idea hold up on
+    its own, as a plain trial?"""
+    complete = TrialState.COMPLETE.name
+    unsteered = [r["psnr"] for r in rows if not r["steered"] and r["promoted_from"] is None
+                 and r["state"] == complete and r["psnr"] is not None]
+    out = []
+    for r in rows:
+        if not r["steered"]:
+            continue
+        clean = [{"trial": c["number"], "psnr": c["psnr"], "state": c["state"],
+                  "beats_unsteered": _beats(c["psnr"] if c["state"] == complete else None, unsteered)}
+                 for c in rows if c["promoted_from"] == r["number"]]
+        out.append({"trial": r["number"], "psnr": r["psnr"], "state": r["state"], "changes": r["interventions"],
+                    "beats_unsteered": _beats(r["psnr"] if r["state"] == complete else None, unsteered),
+                    "unsteered": len(unsteered), "clean": clean})
+    return out
 
 
 def comparison_figure(data: dict[str, Any]):
@@ -82,6 +109,10 @@ def comparison_figure(data: dict[str, Any]):
             fig.add_trace(go.Scatter(x=[origin["number"], child["number"]], y=[origin["psnr"], child["psnr"]],
                                      mode="lines", line={"dash": "dot", "color": "#2980b9"}, showlegend=False,
                                      hoverinfo="skip"))
+    unsteered = data["unsteered"]
+    if unsteered["median"] is not None:  # where a steered trial and its clean run stand among the plain ones
+        fig.add_hline(y=unsteered["median"], line={"dash": "dash", "color": "#7f8c8d", "width": 1},
+                      annotation_text="unsteered median", annotation_position="bottom right")
     fig.update_layout(title=f"{data['study']}: PSNR by trial (stars: promoted, diamond: baseline)",
                       xaxis_title="trial", yaxis_title="PSNR (dB)", template="plotly_white")
     return fig
@@ -104,6 +135,21 @@ def format_comparison(data: dict[str, Any]) -> str:
     for name in ("steered", "unsteered"):
         g = data[name]
         lines.append(f"{name:12}{g['count']:>8}{g['completed']:>11}{num(g['best']):>9}{num(g['median']):>9}")
+    share = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
+    if data["held_up"]:
+        lines.append(f"did steering help? each steered trial and its clean re-runs, with the share of the "
+                     f"{data['held_up'][0]['unsteered']} completed unsteered trials each beats:")
+    for h in data["held_up"]:
+        line = f"  trial {h['trial']} ({h['state']}, {num(h['psnr'])} dB, steered): beats {share(h['beats_unsteered'])}"
+        done = [c for c in h["clean"] if c["state"] == TrialState.COMPLETE.name and c["psnr"] is not None]
+        for c in h["clean"]:
+            line += f"; clean run #{c['trial']} ({c['state']}, {num(c['psnr'])} dB): beats {share(c['beats_unsteered'])}"
+        if done and h["psnr"] is not None:
+            gap = max(c["psnr"] for c in done) - h["psnr"]
+            line += (" -> held up on its own" if gap >= -0.5 else f" -> {-gap:.2f} dB short on its own")
+        elif not h["clean"]:
+            line += f"; no clean run yet (steer ctl promote --trial {h['trial']})"
+        lines.append(line)
     if data["promoted"]:
         lines.append("promoted trials:")
         for p in data["promoted"]:

@@ -159,7 +159,7 @@ def _unpin_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None
 @applies_now("promote")
 def _promote_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None, by: str) -> Write:
     rec = record.read(trial)
-    number, params = control.promote(rec, args, up_to=trial.user_attrs.get(record.FINAL_STEP))
+    number, params = control.promote(rec, args, up_to=record.attrs(trial).get(record.FINAL_STEP))
     result = {"action": "promote", "old": None, "new": {"trial": number, "params": params}}
     return lambda s: result
 
@@ -231,12 +231,15 @@ class Control:
 
     # ---- requests ------------------------------------------------------- #
     def request(self, action: str, *, trial: int | None = None, value: Any = None, param: str | None = None,
-                by: str = "api", request_id: str | None = None, reason: str | None = None) -> Command:
+                by: str = "api", request_id: str | None = None, reason: str | None = None,
+                denied: str | None = None) -> Command:
         """Record a request and return it (pending, applied at once, or rejected with the reason).
 
         `value` is the new value for set_* actions, a seed for `reset` (random
         if None), a value for a study-level `pin`; `param` names what `pin` and
-        `unpin` act on; `reason` is kept with a `prune`.
+        `unpin` act on; `reason` is kept with a `prune`. `denied`: why the
+        asker may not make this request (a viewer in the app); it is recorded,
+        rejected with that reason.
         """
         now = time.time()
         name = str(action)[:32]  # the column's width: an unknown name is recorded as far as it fits
@@ -244,6 +247,8 @@ class Control:
         try:
             act = actions.get(action)
             name = act.name
+            if denied:
+                raise ValueError(denied)
             if request_id is not None:
                 dup = self.db.run(lambda s: s.execute(select(T.commands.c.id).where(and_(
                     T.commands.c.study_id == self.study_id, T.commands.c.request_id == request_id))).scalar())
@@ -301,7 +306,7 @@ class Control:
             if frozen is None:
                 raise ValueError(f"no trial {trial} in study {self.study_name!r}")
             if frozen.state.is_finished() and act.by_control:
-                if record.EFFECTIVE_PARAMS not in frozen.user_attrs:
+                if record.EFFECTIVE_PARAMS not in record.attrs(frozen):
                     raise ValueError(f"trial {trial} is {frozen.state.name} and recorded no effective params")
                 finished = frozen
             elif frozen.state != TrialState.RUNNING:
@@ -332,7 +337,7 @@ class Control:
         params, attrs = record.promotion(rec, effective=effective, up_to=up_to,
                                          final_values=bool(args.get("final_values")),
                                          new_seed=bool(args.get("new_seed")))
-        number = enqueue_trial(self.storage, self.study_id, params, attrs)
+        number = enqueue_trial(self.storage, self.study_id, params, *record.split(attrs))
         trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
         promoted_as = record.promoted_as(trials)
         for t in trials:

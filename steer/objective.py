@@ -42,7 +42,7 @@ def suggest_params(trial: optuna.Trial, spec: Spec, pins: dict[str, Any] | None 
     everything (a study made by `create_study` also samples pinned values, so
     they are what Optuna records as the trial's params).
     """
-    overrides = trial.user_attrs.get(record.OVERRIDES, {})
+    overrides = record.attrs(trial).get(record.OVERRIDES, {})
     params = {**DEFAULT_PARAMS, **spec.fixed, **overrides}
     for dim in sorted(spec.space, key=lambda d: PARAMS[d.name].when is not None):
         when = PARAMS[dim.name].when
@@ -56,7 +56,7 @@ def suggest_params(trial: optuna.Trial, spec: Spec, pins: dict[str, Any] | None 
 
 def applicable_pins(trial: optuna.Trial, pins: dict[str, Any]) -> dict[str, Any]:
     """The pins a trial honours: all of them, except over a promoted trial's own values."""
-    overrides = trial.user_attrs.get(record.OVERRIDES, {})
+    overrides = record.attrs(trial).get(record.OVERRIDES, {})
     return {k: v for k, v in pins.items() if k not in overrides}
 
 
@@ -189,19 +189,19 @@ class Objective:
         params = suggest_params(trial, spec, pins)
         # A promoted trial was enqueued with its source's seed (unless promoted with a new one); a spec
         # that `steer export` wrote fixes the seed and the schedule of the trial it exported.
-        seed = trial.user_attrs.get(record.SEED, spec.trial_seed if spec.trial_seed is not None
-                                    else trial_seed(spec, trial))
-        if spec.schedule and record.SCHEDULE not in trial.user_attrs:
-            trial.set_user_attr(record.SCHEDULE, list(spec.schedule))  # read by steering() below
+        given = record.attrs(trial)
+        seed = given.get(record.SEED, spec.trial_seed if spec.trial_seed is not None else trial_seed(spec, trial))
+        if spec.schedule and record.SCHEDULE not in given:
+            record.write(trial, record.SCHEDULE, list(spec.schedule))  # read by steering() below
         trainer = Trainer(params, self.target, steps=spec.steps, seed=seed,
                           backend=spec.backend, device=spec.device, precision=spec.precision)
-        trial.set_user_attr(record.PARAMS, params)  # what a replay starts from
-        trial.set_user_attr(record.SEED, seed)
-        trial.set_user_attr(record.BACKEND, trainer.backend)
-        trial.set_user_attr(record.DEVICE, str(trainer.device))
-        trial.set_user_attr(record.TORCH_THREADS, torch.get_num_threads())
+        record.write(trial, record.PARAMS, params)  # what a replay starts from
+        record.write(trial, record.SEED, seed)
+        record.write(trial, record.BACKEND, trainer.backend)
+        record.write(trial, record.DEVICE, str(trainer.device))
+        record.write(trial, record.TORCH_THREADS, torch.get_num_threads())
         if applicable_pins(trial, pins):
-            trial.set_user_attr(record.PINNED, applicable_pins(trial, pins))
+            record.write(trial, record.PINNED, applicable_pins(trial, pins))
         if control is not None:
             control.sweep(trial.study)  # another worker may have died since this one started
             control.store_target(to_png(self.target), self.target.shape[1], self.target.shape[0])
@@ -212,7 +212,7 @@ class Objective:
             try:
                 return self._train(trial, trainer, s)
             finally:
-                trial.set_user_attr(record.TRAIN_SECONDS, round(time.perf_counter() - started, 3))
+                record.write(trial, record.TRAIN_SECONDS, round(time.perf_counter() - started, 3))
                 self._save_prediction(trial, trainer)
 
     def _save_prediction(self, trial: optuna.Trial, trainer: Trainer) -> None:
@@ -229,7 +229,7 @@ class Objective:
             try:
                 loss = trainer.step(s.loss_fn)
             except Diverged as exc:
-                trial.set_user_attr(record.DIVERGED, str(exc))
+                record.write(trial, record.DIVERGED, str(exc))
                 raise optuna.TrialPruned(str(exc)) from None
             step = trainer.step_count
             report = step % spec.report_every == 0 or step == spec.steps
@@ -241,7 +241,7 @@ class Objective:
             s.step(step, loss=loss, value=psnr if report else trainer.psnr, preview=trainer.predict, publish=report)
             if report and step < spec.steps and s.should_prune(exempt_steered=exempt):
                 reason = f"pruned by {type(trial.study.pruner).__name__} at step {step} (PSNR {psnr:.2f} dB)"
-                trial.set_user_attr(record.PRUNED_REASON, reason)
+                record.write(trial, record.PRUNED_REASON, reason)
                 raise optuna.TrialPruned(reason)
         return psnr
 

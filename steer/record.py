@@ -2,11 +2,20 @@
 
 Optuna's own tables are never altered; what a plain Optuna study cannot say
 (what a person changed while a trial ran, what really trained, where a trial
-came from) is written as user attributes with the keys below, so that plain
+came from) is written as trial attributes with the keys below, so that plain
 Optuna, optuna-dashboard and every steer reader see the same record. This
 module owns those keys: the writers (the trial side, the objective, the
-control plane) and the readers (`steer show`, the comparison, the app, the
-optuna-dashboard note) use these names and `read()`.
+control plane) use `write()`, the readers (`steer show`, the comparison, the
+app, the optuna-dashboard note) `read()` and `attrs()`.
+
+Where a key lives: the few short ones a person scans in Optuna's own tools
+(`SHOWN`: steered, promoted from, baseline, why it stopped) are user
+attributes; the rest of the record (params, interventions, schedules, ...) is
+kept in the trial's system attributes, under the same `steer.*` names. Optuna's
+tools print every user attribute in full: with the whole record there, a
+steered trial's row of `optuna trials` was 1,500 characters wide and its
+optuna-dashboard page 5,000 px. Studies from before kept everything as user
+attributes; `attrs()` reads both.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from typing import Any, Callable
 from optuna.trial import FrozenTrial
 
 from steer.actions import ACTIONS
+from steer.storage import set_trial_system_attr, trial_system_attrs
 
 PREFIX = "steer."
 
@@ -52,6 +62,31 @@ SPARED = "steer.spared"  # why the pruner's verdict was overruled (kept, watched
 PRUNED_REASON = "steer.pruned_reason"
 DIVERGED = "steer.diverged"
 FAIL_REASON = "steer.fail_reason"
+
+
+# The keys kept as user attributes: short, and what a person looks for in `optuna trials` and
+# optuna-dashboard. Every other key is a system attribute.
+SHOWN = (STEERED, PROMOTED_FROM, BASELINE, PRUNED_REASON, DIVERGED)
+
+
+def attrs(trial: Any) -> dict[str, Any]:
+    """A trial's `steer.*` attributes wherever they are kept (an `optuna.Trial` or a `FrozenTrial`)."""
+    hidden = trial_system_attrs(trial)
+    return {**{k: v for k, v in hidden.items() if k.startswith(PREFIX)},
+            **{k: v for k, v in trial.user_attrs.items() if k.startswith(PREFIX)}}
+
+
+def write(trial: Any, key: str, value: Any) -> None:
+    """Record `key` on a running `optuna.Trial`, where that key is kept (see `SHOWN`)."""
+    if key in SHOWN:
+        trial.set_user_attr(key, value)
+    else:
+        set_trial_system_attr(trial, key, value)
+
+
+def split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`values` as (user attributes, system attributes), for a trial created with them (enqueued)."""
+    return ({k: v for k, v in values.items() if k in SHOWN}, {k: v for k, v in values.items() if k not in SHOWN})
 
 
 def entry(command: int, action: str, args: dict[str, Any], old: Any, new: Any, step: int, by: str,
@@ -126,20 +161,20 @@ class TrialRecord:
 
 def read(trial: FrozenTrial) -> TrialRecord:
     """The record of `trial` (any Optuna trial: one steer never touched reads as plain)."""
-    attrs = trial.user_attrs
-    started = {k: v for k, v in {**trial.params, **(attrs.get(PARAMS) or {})}.items() if not is_scheduled(k)}
+    kept = attrs(trial)
+    started = {k: v for k, v in {**trial.params, **(kept.get(PARAMS) or {})}.items() if not is_scheduled(k)}
     done = trial.datetime_complete and trial.datetime_start
     return TrialRecord(
         number=trial.number, state=trial.state.name, value=trial.value if trial.values else None,
         sampled=dict(trial.params), started_with=started,
-        effective={**started, **(attrs.get(EFFECTIVE_PARAMS) or {})},
-        interventions=list(attrs.get(INTERVENTIONS) or []), pinned=dict(attrs.get(PINNED) or {}),
-        baseline=bool(attrs.get(BASELINE, False)), promoted_from=attrs.get(PROMOTED_FROM),
-        note=attrs.get(PRUNED_REASON) or attrs.get(DIVERGED) or attrs.get(FAIL_REASON),
+        effective={**started, **(kept.get(EFFECTIVE_PARAMS) or {})},
+        interventions=list(kept.get(INTERVENTIONS) or []), pinned=dict(kept.get(PINNED) or {}),
+        baseline=bool(kept.get(BASELINE, False)), promoted_from=kept.get(PROMOTED_FROM),
+        note=kept.get(PRUNED_REASON) or kept.get(DIVERGED) or kept.get(FAIL_REASON),
         duration_s=round((trial.datetime_complete - trial.datetime_start).total_seconds(), 2) if done else None,
-        marked_steered=bool(attrs.get(STEERED, False)),
-        paused=attrs.get(PAUSED), paused_seconds=float(attrs.get(PAUSED_SECONDS) or 0.0), spared=attrs.get(SPARED),
-        seed=attrs.get(SEED), schedule=list(attrs.get(SCHEDULE) or []), promotion=attrs.get(PROMOTION),
+        marked_steered=bool(kept.get(STEERED, False)),
+        paused=kept.get(PAUSED), paused_seconds=float(kept.get(PAUSED_SECONDS) or 0.0), spared=kept.get(SPARED),
+        seed=kept.get(SEED), schedule=list(kept.get(SCHEDULE) or []), promotion=kept.get(PROMOTION),
     )
 
 
@@ -159,10 +194,29 @@ def rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
     return [row(t, promotions.get(t.number, ())) for t in trials]
 
 
+def how_to_get_again(rows: list[dict[str, Any]], best: int) -> str:
+    """How to get trial `best` (of `rows()`) again, in one line: a steered trial cannot be re-run from its
+    params (`steer show` and the study page say it of the best trial)."""
+    row = next(r for r in rows if r["number"] == best)
+    if not row["steered"]:
+        return f"it trained as its params say: `steer export --trial {best}` writes a spec that trains it again"
+    clean = [r for r in rows if r["number"] in row["promoted_as"]]
+    done = [r for r in clean if r["psnr"] is not None]
+    if done:
+        r = max(done, key=lambda r: r["psnr"])
+        return (f"it was steered; its clean run is trial {r['number']} ({r['state']}, PSNR {r['psnr']:.2f} dB), "
+                f"whose params carry the schedule")
+    if clean:
+        return f"it was steered; its clean run, trial {clean[0]['number']}, has not finished"
+    return (f"it was steered, so its params do not say what trained: promote it (its page's button, or "
+            f"`steer ctl promote --trial {best}`) to re-run its schedule cleanly; `steer export --trial {best}` "
+            f"writes it as a spec")
+
+
 def choices(trial: FrozenTrial, setting: str) -> tuple[str, ...] | None:
     """The names `setting` (optimizer, loss) can take on this trial, or None when it did not say
     (trials from before steer recorded it: the spec's names apply)."""
-    recorded = (trial.user_attrs.get(CHOICES) or {}).get(setting)
+    recorded = (attrs(trial).get(CHOICES) or {}).get(setting)
     return None if recorded is None else tuple(recorded)
 
 
@@ -286,7 +340,7 @@ def promoted_as(trials: list[FrozenTrial]) -> dict[int, list[int]]:
     so a source's promotions are found from the promoted trials)."""
     out: dict[int, list[int]] = {}
     for t in trials:
-        source = t.user_attrs.get(PROMOTED_FROM)
+        source = attrs(t).get(PROMOTED_FROM)
         if source is not None:
             out.setdefault(source, []).append(t.number)
     return out

@@ -35,7 +35,7 @@ def replay_trial(study: optuna.Study, number: int, device: str | None = None) ->
     trial = find_trial(study, number)
     if not trial.state.is_finished():
         raise UserError(f"trial {number} is {trial.state.name}: only finished trials can be replayed")
-    attrs = trial.user_attrs
+    attrs = record.attrs(trial)
     spec = study.user_attrs.get(record.SPEC)
     missing = [k for k in (record.PARAMS, record.SEED, record.FINAL_STEP) if k not in attrs]
     if spec is None or missing:
@@ -90,14 +90,15 @@ def export_spec(study: optuna.Study, number: int) -> str:
     trial = find_trial(study, number)
     spec = study.user_attrs.get(record.SPEC)
     rec = record.read(trial)
-    if spec is None or rec.seed is None or record.PARAMS not in trial.user_attrs:
+    attrs = record.attrs(trial)
+    if spec is None or rec.seed is None or record.PARAMS not in attrs:
         raise UserError(f"trial {number} was not trained by a steer spec (no {record.PARAMS} / {record.SEED} "
                         f"recorded): there is no spec to export")
     image = spec["image"]
     if image not in BUILTIN_IMAGES and not Path(image).is_absolute() and spec.get("base"):
         image = str(Path(spec["base"]) / image)  # the new spec may live anywhere
     schedule = []
-    for e in rec.changes(trial.user_attrs.get(record.FINAL_STEP)):
+    for e in rec.changes(attrs.get(record.FINAL_STEP)):
         value = e["args"].get("value", e["args"].get("seed"))
         schedule.append({"step": e["step"], "action": e["action"], **({} if value is None else {"value": value})})
     doc = {
@@ -106,10 +107,10 @@ def export_spec(study: optuna.Study, number: int) -> str:
         "trial": {"steps": spec["steps"], "report_every": spec["report_every"], "backend": spec["backend"],
                   "device": spec["device"], "precision": spec.get("precision", DEFAULT_PRECISION), "seed": rec.seed},
         "pruner": {"type": "none"},
-        "space": dict(trial.user_attrs[record.PARAMS]),
+        "space": dict(attrs[record.PARAMS]),
     }
     value = "-" if rec.value is None else f"{rec.value:.4f}"
-    threads = trial.user_attrs.get(record.TORCH_THREADS)
+    threads = attrs.get(record.TORCH_THREADS)
     head = [f"# Trial {number} of study {study.study_name!r} ({rec.state}, value {value}), exported by `steer export`:",
             "# its params, its seed and every change it trained with, at the same steps. `steer run` on this",
             f"# file trains it again (on the CPU bit for bit, with the same torch threads: it had {threads}).", ""]

@@ -121,7 +121,7 @@ def _with_fail_reason(objective: Callable[[optuna.Trial], float]) -> Callable[[o
 
 def _note_failure(trial: optuna.Trial, reason: str) -> None:
     try:
-        trial.set_user_attr(record.FAIL_REASON, reason)
+        record.write(trial, record.FAIL_REASON, reason)
     except (optuna.exceptions.StorageInternalError, optuna.exceptions.UpdateFinishedTrialError) as exc:
         log.warning("trial %d: cannot record why it failed (%s): %s", trial.number, reason, exc)
 

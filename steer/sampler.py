@@ -80,7 +80,7 @@ class SteerSampler(optuna.samplers.BaseSampler):
 
 def _scheduled(trial: FrozenTrial, param_name: str) -> Any:
     """The value of the scheduled change `param_name` (`lr@479`) that `trial` was given."""
-    events = trial.user_attrs.get(record.SCHEDULE) or []
+    events = record.attrs(trial).get(record.SCHEDULE) or []
     values = [value for name, value in map(record.scheduled_param, events) if name == param_name]
     if not values:
         raise ValueError(f"trial {trial.number} was given no scheduled change {param_name!r}")

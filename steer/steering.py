@@ -137,7 +137,7 @@ def _prune(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
     reason = f"pruned by {s._current_by} at step {s.step_count}"
     if args.get("reason"):
         reason += f": {args['reason']}"
-    s.trial.set_user_attr(record.PRUNED_REASON, reason)
+    record.write(s.trial, record.PRUNED_REASON, reason)
     raise optuna.TrialPruned(reason)
 
 
@@ -162,7 +162,7 @@ def _pause(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
     if s.paused is not None:
         raise InvalidChange(f"trial {s.trial.number} is paused already (since step {s.paused['step']})")
     s.paused = {"since": time.time(), "step": s.step_count, "by": s._current_by}
-    s.trial.set_user_attr(record.PAUSED, s.paused)
+    record.write(s.trial, record.PAUSED, s.paused)
     return None, "paused"
 
 
@@ -172,8 +172,8 @@ def _resume(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
         raise InvalidChange(f"trial {s.trial.number} is not paused")
     s.paused_seconds += time.time() - s.paused["since"]
     s.paused = None
-    s.trial.set_user_attr(record.PAUSED, None)
-    s.trial.set_user_attr(record.PAUSED_SECONDS, round(s.paused_seconds, 3))
+    record.write(s.trial, record.PAUSED, None)
+    record.write(s.trial, record.PAUSED_SECONDS, round(s.paused_seconds, 3))
     return "paused", "running"
 
 
@@ -279,7 +279,7 @@ class Steering:
         self.kept = False  # a person exempted this trial from automatic pruning
         self.interventions: list[dict[str, Any]] = []
         # A promoted trial's schedule: the changes its source made, made again at the same steps.
-        attrs = trial.user_attrs if trial is not None else {}
+        attrs = record.attrs(trial) if trial is not None else {}
         self.schedule: list[dict[str, Any]] = list(attrs.get(record.SCHEDULE) or [])
         self.promoted = attrs.get(record.PROMOTED_FROM) is not None
         self.step_count = 0
@@ -339,7 +339,7 @@ class Steering:
         why = "kept" if self.kept else "watched" if self._watched() else None
         if why is None:
             return True
-        self.trial.set_user_attr(record.SPARED, f"would be pruned at step {self.step_count} ({why})")
+        record.write(self.trial, record.SPARED, f"would be pruned at step {self.step_count} ({why})")
         return False
 
     def _watched(self) -> bool:
@@ -427,8 +427,8 @@ class Steering:
         entry = record.entry(cmd.id, cmd.action, cmd.args, old, new, self.step_count, cmd.requested_by)
         self.interventions.append(entry)
         # Attributes first: if the worker dies after this, the record survives with the trial.
-        self.trial.set_user_attr(record.INTERVENTIONS, self.interventions)
-        self.trial.set_user_attr(record.STEERED, self.steered)
+        record.write(self.trial, record.INTERVENTIONS, self.interventions)
+        record.write(self.trial, record.STEERED, self.steered)
         self.control.resolve(cmd.id, "applied", step=self.step_count, result=entry)
         from optuna_dashboard import save_note
 
@@ -458,7 +458,7 @@ class Steering:
     # ---- the trial's start and end ---------------------------------------------------------- #
     def __enter__(self) -> Steering:
         if self.trial is not None:
-            self.trial.set_user_attr(record.CHOICES, {"optimizer": list(self.optimizers), "loss": list(self.losses)})
+            record.write(self.trial, record.CHOICES, {"optimizer": list(self.optimizers), "loss": list(self.losses)})
             for event in self.schedule:  # as Optuna params too: best_params and the sampler see the schedule
                 self._suggest_scheduled(event)
         return self
@@ -494,8 +494,8 @@ class Steering:
         publish a last row, expire what is still pending."""
         if self.trial is None:
             return
-        self.trial.set_user_attr(record.EFFECTIVE_PARAMS, self.effective_params())
-        self.trial.set_user_attr(record.FINAL_STEP, self.step_count)
+        record.write(self.trial, record.EFFECTIVE_PARAMS, self.effective_params())
+        record.write(self.trial, record.FINAL_STEP, self.step_count)
         if self.control is None:
             return
         self.publish(value=self._last_value, preview=self._last_preview, running=False)

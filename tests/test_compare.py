@@ -17,6 +17,7 @@ from PIL import Image
 
 import steer
 from conftest import CHROMIUM, CHROMIUM_ARGS, requires_browser, run_cli
+from steer import record
 from steer.comparison import comparison
 from steer.control import Control
 
@@ -74,9 +75,15 @@ def test_comparison_data(steered_study):
     # The promoted run started where trial 0 started and made its change at the same step, as a param too:
     # same seed, same schedule, so the same PSNR at every report, bit for bit.
     first, second = study.trials[0], study.trials[1]
-    step = first.user_attrs["steer.interventions"][0]["step"]
+    step = record.attrs(first)["steer.interventions"][0]["step"]
     assert second.params == {**first.params, f"lr@{step}": 2e-3}
     assert second.intermediate_values == first.intermediate_values and second.value == first.value
+    # Did steering help? Trial 0 and its clean run, each placed among the plain trials (trial 2 only).
+    beats = 1.0 if first.value > study.trials[2].value else 0.0
+    assert data["held_up"] == [{"trial": 0, "psnr": first.value, "state": "COMPLETE", "changes": 2,
+                                "beats_unsteered": beats, "unsteered": 1,
+                                "clean": [{"trial": 1, "psnr": second.value, "state": "COMPLETE",
+                                           "beats_unsteered": beats}]}]
 
 
 def test_show_compare_cli(steered_study):
@@ -85,6 +92,9 @@ def test_show_compare_cli(steered_study):
     assert result.returncode == 0, result.stderr
     assert "steered            1          1" in result.stdout
     assert f"trial 1 (COMPLETE, {study.trials[1].value:.2f} dB) from trial 0" in result.stdout
+    assert "did steering help? each steered trial and its clean re-runs" in result.stdout
+    assert f"clean run #1 (COMPLETE, {study.trials[1].value:.2f} dB)" in result.stdout
+    assert "-> held up on its own" in result.stdout
     as_json = json.loads(run_cli("show", "--storage", url, "--compare", "--json").stdout)
     assert as_json["promoted"][0]["origin"] == 0
 
@@ -145,10 +155,11 @@ def test_optuna_dashboard_shows_notes_images_attrs_and_figure(steered_study, das
     assert "-> 0.002 | tester |" in steered["note"]["body"] and "| promoted as #1 | tester |" in steered["note"]["body"]
     assert "Promoted as #1." in steered["note"]["body"]
     assert "Promoted from #0: its schedule from step 0 (1 change), same seed" in detail["trials"][1]["note"]["body"]
+    # optuna-dashboard shows the user attributes: only the short ones a person scans (the rest of the
+    # record is kept in system attributes, which it does not print in full on the trial's page).
     attrs = {a["key"]: a["value"] for a in steered["user_attrs"]}
-    assert {"steer.steered", "steer.interventions", "steer.effective_params", "steer.backend",
-            "steer.device"} <= attrs.keys()
-    assert json.loads(attrs["steer.interventions"])[0]["action"] == "set_lr"
+    assert attrs == {"steer.steered": "True"}
+    assert sum(len(k) + len(v) for k, v in attrs.items()) < 100
     promoted = {a["key"]: a["value"] for a in detail["trials"][1]["user_attrs"]}
     assert promoted["steer.promoted_from"] == "0"
     figures = {g["id"]: json.loads(g["graph_object"]) for g in detail["plotly_graph_objects"]}
@@ -165,6 +176,10 @@ def test_optuna_dashboard_page_in_a_browser(dashboard, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(dashboard + "/dashboard/studies/1/trials?numbers=0")
         page.get_by_text("Promoted as #1.").wait_for(timeout=30_000)  # the note, rendered
+        page.get_by_text("steer.steered").first.wait_for(timeout=30_000)  # the user attributes, rendered
+        # No horizontal scroll at 1400 px (with the whole record in user attributes the page was 5,138 px wide).
+        widths = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], widths
         page.screenshot(path=str(tmp_path / "trial.png"))
         browser.close()
     assert (tmp_path / "trial.png").stat().st_size > 10_000

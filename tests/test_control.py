@@ -18,6 +18,7 @@ from PIL import Image
 
 import steer
 from conftest import run_cli
+from steer import record
 from steer.control import Control
 
 STEER_SPEC = """
@@ -123,7 +124,7 @@ def test_every_action_applied_recorded_and_replayable(worker):
     # Visible in plain Optuna while the trial still runs.
     trial = optuna.load_study(study_name="steer", storage=url).trials[0]
     assert trial.state == optuna.trial.TrialState.RUNNING
-    recorded = trial.user_attrs["steer.interventions"]
+    recorded = record.attrs(trial)["steer.interventions"]
     assert [e["action"] for e in recorded] == ["set_lr", "set_optimizer", "set_loss", "set_weight_decay",
                                                "reset", "pin", "promote"]
     assert all({"action", "args", "old", "new", "step", "at", "by"} <= e.keys() for e in recorded)
@@ -146,8 +147,8 @@ def test_every_action_applied_recorded_and_replayable(worker):
     first = study.trials[0]
     assert first.state == optuna.trial.TrialState.PRUNED
     assert first.user_attrs["steer.pruned_reason"] == f"pruned by test at step {prune.applied_step}: seen enough"
-    assert first.user_attrs["steer.effective_params"]["optimizer"] == "adamw"
-    assert first.user_attrs["steer.final_step"] == prune.applied_step
+    assert record.attrs(first)["steer.effective_params"]["optimizer"] == "adamw"
+    assert record.attrs(first)["steer.final_step"] == prune.applied_step
     # The optuna-dashboard note carries the timeline.
     system = study._storage.get_study_system_attrs(study._study_id)
     note = "".join(v for k, v in sorted(system.items()) if k.startswith(f"dashboard:{first._trial_id}:note_str:"))
@@ -162,8 +163,8 @@ def test_every_action_applied_recorded_and_replayable(worker):
     assert second.params == {**first.params, f"lr@{at['set_lr']}": 3e-3, f"optimizer@{at['set_optimizer']}": "adamw",
                              f"loss@{at['set_loss']}": "huber", f"weight_decay@{at['set_weight_decay']}": 1e-4,
                              f"reset@{at['reset']}": 42}
-    assert second.user_attrs["steer.params"]["loss"] == "mse"
-    assert second.user_attrs["steer.seed"] == first.user_attrs["steer.seed"]
+    assert record.attrs(second)["steer.params"]["loss"] == "mse"
+    assert record.attrs(second)["steer.seed"] == record.attrs(first)["steer.seed"]
     control.wait(control.request("prune", trial=1, by="test").id)
     proc.wait(60)
     assert proc.returncode == 0, proc.stderr.read()
@@ -248,16 +249,16 @@ def test_pins_are_honoured_by_later_trials(tiny_spec, storage_url):
     study.optimize(steer.objective(spec), n_trials=1)
     trial = study.trials[0]
     assert trial.params["lr"] == 4e-3  # recorded as the Optuna param: the sampler learns from it
-    assert trial.user_attrs["steer.pinned"] == {"lr": 4e-3, "loss": "l1"}
-    assert trial.user_attrs["steer.effective_params"]["loss"] == "l1"
+    assert record.attrs(trial)["steer.pinned"] == {"lr": 4e-3, "loss": "l1"}
+    assert record.attrs(trial)["steer.effective_params"]["loss"] == "l1"
     # A pin outside the spec's range still trains with the pinned value.
     control.request("pin", param="lr", value=0.5)
     study.optimize(steer.objective(spec), n_trials=1)
-    assert study.trials[1].user_attrs["steer.effective_params"]["lr"] == 0.5
+    assert record.attrs(study.trials[1])["steer.effective_params"]["lr"] == 0.5
     control.request("unpin", param="lr")
     control.request("unpin", param="loss")
     study.optimize(steer.objective(spec), n_trials=1)
-    assert "steer.pinned" not in study.trials[2].user_attrs
+    assert "steer.pinned" not in record.attrs(study.trials[2])
 
 
 def test_killed_worker_leaves_fail_and_expired_commands(tmp_path):
@@ -280,7 +281,7 @@ def test_killed_worker_leaves_fail_and_expired_commands(tmp_path):
         study = optuna.load_study(study_name="steer", storage=url)
         dead = study.trials[0]
         assert dead.state == optuna.trial.TrialState.FAIL
-        assert [e["action"] for e in dead.user_attrs["steer.interventions"]] == ["set_lr"]  # nothing lost
+        assert [e["action"] for e in record.attrs(dead)["steer.interventions"]] == ["set_lr"]  # nothing lost
         assert control.command(stranded.id).reason == "the trial ended before the command was applied"
         running_trial(control, 1)
     finally:
@@ -329,7 +330,7 @@ def test_two_workers_and_a_steady_stream_of_commands(tmp_path):
     study = optuna.load_study(study_name="steer", storage=url)
     # Each worker stops once 6 trials finished; both may have started one more just before.
     assert 6 <= len(study.trials) <= 7 and all(t.state.is_finished() for t in study.trials)
-    recorded = {e["command"] for t in study.trials for e in t.user_attrs.get("steer.interventions", [])}
+    recorded = {e["command"] for t in study.trials for e in record.attrs(t).get("steer.interventions", [])}
     assert {c.id for c in applied} == recorded  # no applied command missing from the record
 
 
@@ -342,4 +343,4 @@ def test_sigterm_stops_a_worker_cleanly(worker):
     trial = optuna.load_study(study_name="steer", storage=url).trials[0]
     assert trial.state == optuna.trial.TrialState.FAIL
     assert not control.live(0).running  # its last preview says it ended
-    assert "steer.effective_params" in trial.user_attrs
+    assert "steer.effective_params" in record.attrs(trial)

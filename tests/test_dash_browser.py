@@ -22,6 +22,7 @@ import optuna
 import pytest
 
 from conftest import requires_browser
+from steer import record
 from steer.control import Control
 from steer.dashboards import ids, server
 from steer.dashboards.app import create_app
@@ -159,7 +160,7 @@ def page(new_page):
 
 def trial_attrs(study, number):
     trials = optuna.load_study(study_name="live", storage=study["url"]).trials
-    return trials[number].user_attrs
+    return record.attrs(trials[number])
 
 
 def open_trial(page, base, number, study="live"):
@@ -336,9 +337,9 @@ def test_reset_and_promote(study, base, page):
     promoted = [t for t in trials if t.user_attrs.get("steer.promoted_from") == a]
     assert len(promoted) == 1
     # A clean run of what the person did: the loss switch and the reset at their steps, not from step 0.
-    changes = [(e["action"], e["args"]) for e in promoted[0].user_attrs["steer.schedule"]]
+    changes = [(e["action"], e["args"]) for e in record.attrs(promoted[0])["steer.schedule"]]
     assert ("set_loss", {"value": "huber"}) in changes and "reset" in [action for action, _ in changes]
-    assert promoted[0].user_attrs["steer.overrides"]["loss"] == trials[a].user_attrs["steer.params"]["loss"]
+    assert record.attrs(promoted[0])["steer.overrides"]["loss"] == record.attrs(trials[a])["steer.params"]["loss"]
 
 
 def test_prune_ends_the_trial_and_freezes_its_controls(study, base, page):

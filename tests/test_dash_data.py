@@ -204,6 +204,24 @@ def test_best_so_far_counts_only_completed_trials():
                      "best PSNR": "26.00 dB"}
 
 
+def test_the_study_page_says_how_to_get_a_steered_best_trial_again():
+    from steer.dashboards.study_page import summary
+
+    steered = frozen(1, value=30.0, attrs={"steer.steered": True, "steer.interventions": [{"action": "set_lr"}]})
+    plain = [frozen(0, value=20.0), steered]
+
+    def note(trials):
+        shown = [c for c in summary(views.trial_rows(trials), views.best_so_far(trials))
+             if getattr(c, "id", None) == ids.BEST_NOTE]
+        return " ".join(str(part.children if hasattr(part, "children") else part) for part in shown[0].children) \
+            if shown else None
+
+    assert "promote it (its page's button, or `steer ctl promote --trial 1`)" in note(plain)
+    promoted = frozen(2, state=TrialState.COMPLETE, value=29.5, attrs={"steer.promoted_from": 1})
+    assert "its clean run is trial 2 (COMPLETE, PSNR 29.50 dB)" in note([*plain, promoted])
+    assert note([frozen(0, value=20.0)]) is None  # an unsteered best trial trained as its params say
+
+
 def test_pins_in_the_order_of_the_controls(study_db):
     _, _, control, _ = study_db
     control.request("pin", param="weight_decay", value=0.01, by="t")

@@ -19,6 +19,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+from steer import record  # noqa: E402
 from steer.kernels import (  # noqa: E402
     BACKENDS, BackendError, CompiledCoordMLP, CoordMLP, FusedCoordMLP, MLPConfig, build_model, resolve_backend,
 )
@@ -355,7 +356,7 @@ lr = {{ type = "float", low = 1e-3, high = 1e-2, log = true }}
         study.optimize(steer.objective(spec), n_trials=1)
         trial = study.trials[0]
         assert trial.state == optuna.trial.TrialState.COMPLETE
-        assert trial.user_attrs["steer.backend"] == backend
+        assert record.attrs(trial)["steer.backend"] == backend
         curves[backend] = [trial.intermediate_values[s] for s in (4, 8, 12)]
     assert curves["triton"] == pytest.approx(curves["torch"], abs=1e-3)
     assert curves["torch"][-1] > curves["torch"][0]

@@ -4,6 +4,7 @@ import optuna
 import pytest
 
 import steer
+from steer import record
 from steer.objective import Objective, baseline_params, suggest_params
 
 
@@ -22,7 +23,7 @@ def test_library_use_reports_psnr_and_records_attrs(tiny_spec, storage):
         assert t.state == optuna.trial.TrialState.COMPLETE
         assert sorted(t.intermediate_values) == [10, 20, 30]
         assert t.value == t.intermediate_values[30] and t.value > 5.0
-        attrs = t.user_attrs
+        attrs = record.attrs(t)
         assert attrs["steer.backend"] == "torch" and attrs["steer.device"] == "cpu"
         assert attrs["steer.effective_params"]["lr"] == t.params["lr"]
         assert isinstance(attrs["steer.seed"], int)

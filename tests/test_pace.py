@@ -130,11 +130,11 @@ def test_kept_and_watched_trials_are_spared_what_their_twins_are_not(pruned_twin
     assert control.wait(control.request("keep", trial=kept.trial.number, by="tester").id, timeout=0).state == "pending"
     kept.poll()  # the trial applies it between two steps
     assert kept.kept and not kept.should_prune() and twin.should_prune()
-    assert kept.trial.study.trials[0].user_attrs[record.SPARED] == "would be pruned at step 10 (kept)"
+    assert record.attrs(kept.trial.study.trials[0])[record.SPARED] == "would be pruned at step 10 (kept)"
     assert record.read(kept.trial.study.trials[0]).kept and not record.read(kept.trial.study.trials[0]).steered
     control.watch(twin.trial.number, seconds=2)  # its page is open in the app
     assert control.watched(twin.trial.number) and not twin.should_prune()
-    assert kept.trial.study.trials[1].user_attrs[record.SPARED] == "would be pruned at step 10 (watched)"
+    assert record.attrs(kept.trial.study.trials[1])[record.SPARED] == "would be pruned at step 10 (watched)"
     time.sleep(2.1)  # the page was closed: nothing renews the mark
     assert not control.watched(twin.trial.number) and twin.should_prune()
     twin.spare_watched = False  # [steering] spare_watched = false

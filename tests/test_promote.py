@@ -80,17 +80,17 @@ def promoted(tmp_path_factory):
 def test_the_promoted_run_trains_the_persons_schedule_bit_for_bit(promoted):
     _, _, study, _ = promoted
     steered, clean, sampled = study.trials[:3]
-    at = {e["action"]: e["step"] for e in steered.user_attrs["steer.interventions"]}
+    at = {e["action"]: e["step"] for e in record.attrs(steered)["steer.interventions"]}
     assert at["set_lr"] < at["set_optimizer"]
     # Its params are the schedule: the starting values, and each change at its step.
     assert clean.params == {**steered.params, f"lr@{at['set_lr']}": 3e-4, f"optimizer@{at['set_optimizer']}": "sgd"}
-    assert clean.user_attrs["steer.seed"] == steered.user_attrs["steer.seed"]
+    assert record.attrs(clean)["steer.seed"] == record.attrs(steered)["steer.seed"]
     # Same seed, same changes at the same steps: the same PSNR at every report.
     assert clean.state.name == "COMPLETE" and clean.value == steered.value
     assert clean.intermediate_values == steered.intermediate_values
     # It trained with what its schedule says, and it is clean: no intervention, not steered.
-    assert clean.user_attrs["steer.effective_params"]["optimizer"] == "sgd"
-    assert clean.user_attrs["steer.effective_params"]["lr"] == 3e-4
+    assert record.attrs(clean)["steer.effective_params"]["optimizer"] == "sgd"
+    assert record.attrs(clean)["steer.effective_params"]["lr"] == 3e-4
     rec = record.read(clean)
     assert not rec.steered and rec.interventions == [] and rec.promoted_from == 0
     # The pruner stopped the sampled trial at its first report; the promoted one was never pruned.
@@ -104,12 +104,12 @@ def test_promote_options(promoted):
     steered = study.trials[0]
     final = study.trials[options["final-values"]]
     assert final.state.name == "WAITING"
-    effective = steered.user_attrs["steer.effective_params"]
+    effective = record.attrs(steered)["steer.effective_params"]
     assert final.params == {} and final.system_attrs["fixed_params"] == effective  # enqueued: trained when run
-    assert "steer.schedule" not in final.user_attrs and final.user_attrs["steer.overrides"] == effective
+    assert "steer.schedule" not in record.attrs(final) and record.attrs(final)["steer.overrides"] == effective
     fresh = study.trials[options["new-seed"]]
-    assert "steer.seed" not in fresh.user_attrs  # it draws its own when it runs
-    assert fresh.user_attrs["steer.promotion"] == {"from": 0, "schedule": True, "seed": "new"}
+    assert "steer.seed" not in record.attrs(fresh)  # it draws its own when it runs
+    assert record.attrs(fresh)["steer.promotion"] == {"from": 0, "schedule": True, "seed": "new"}
 
 
 def test_the_sampler_learns_from_clean_runs_only(promoted):
@@ -163,7 +163,7 @@ def test_export_then_run_trains_the_trial_again(promoted, tmp_path):
     text = out.read_text()
     assert text.count("[[changes]]") == 2 and 'action = "set_optimizer"' in text
     spec = steer.load_spec(out)
-    assert spec.trial_seed == study.trials[0].user_attrs["steer.seed"] and len(spec.schedule) == 2
+    assert spec.trial_seed == record.attrs(study.trials[0])["steer.seed"] and len(spec.schedule) == 2
     ran = run_cli("run", str(out))
     assert ran.returncode == 0, ran.stderr
     again = optuna.load_study(study_name="promo-trial-0", storage=f"sqlite:///{tmp_path / 'promo-trial-0.db'}")
@@ -192,3 +192,20 @@ def test_plain_optuna_tools_work(promoted):
     _, _, study, _ = promoted
     frame = study.trials_dataframe()  # pandas comes with steer: Optuna's own table of the study
     assert list(frame["number"]) == [0, 1, 2, 3, 4] and "params_lr@" in " ".join(frame.columns)
+
+
+def test_optuna_trials_rows_stay_readable(promoted):
+    """`optuna trials` prints every user attribute in full: the record must not widen a steered trial's row."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, url, _, _ = promoted
+    optuna_cli = Path(sys.executable).parent / "optuna"
+    result = subprocess.run([str(optuna_cli), "trials", "--study-name", "promo", "--storage", url],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    steered = next(line for line in rows if line.split("|")[1].strip() == "0")
+    assert "'steer.steered': True" in steered
+    assert len(steered) <= 300, f"{len(steered)} characters: {steered}"

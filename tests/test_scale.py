@@ -18,6 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import run_cli
+from steer import record
 from steer.bench.harness import libpq_url
 from steer.bench.scale import readers
 from steer.control import Control
@@ -65,7 +66,7 @@ def assert_nothing_lost(url: str, control: Control) -> list[optuna.trial.FrozenT
     assert [t.number for t in trials if t.state == TrialState.RUNNING] == []
     commands = control.commands()
     assert [c.id for c in commands if c.state == "pending"] == []
-    recorded = {e["command"] for t in trials for e in t.user_attrs.get("steer.interventions", [])}
+    recorded = {e["command"] for t in trials for e in record.attrs(t).get("steer.interventions", [])}
     applied = {c.id for c in commands if c.state == "applied"}
     assert applied - recorded == set(), "applied commands missing from the trials' records"
     return trials
@@ -105,7 +106,7 @@ def test_workers_share_the_study_and_steering_reaches_each(tmp_path: Path, stora
         held = {t.number: t for t in study.trials if t.number in pair}
         for n in pair:
             assert held[n].state == TrialState.RUNNING
-            assert [e["command"] for e in held[n].user_attrs["steer.interventions"]] == [commands[n].id]
+            assert [e["command"] for e in record.attrs(held[n])["steer.interventions"]] == [commands[n].id]
         assert held[pair[0]].params != held[pair[1]].params  # each worker draws its own params
         pending = control.request("set_loss", trial=pair[0], value="l1")  # still pending when Ctrl-C comes
         parent.send_signal(signal.SIGINT)
@@ -118,7 +119,7 @@ def test_workers_share_the_study_and_steering_reaches_each(tmp_path: Path, stora
     assert "steer: interrupted; run the same command again to resume the study" in err
     assert out.count("study steer: 2 trials") == 1  # one summary table, from the parent
     trials = assert_nothing_lost(storage_url, control)
-    assert [(t.state, t.user_attrs["steer.fail_reason"]) for t in trials] == [(TrialState.FAIL, STOPPED)] * 2
+    assert [(t.state, record.attrs(t)["steer.fail_reason"]) for t in trials] == [(TrialState.FAIL, STOPPED)] * 2
     assert control.command(pending.id).state in ("applied", "expired")
     assert not control.live_all()  # their last previews say they ended
 
@@ -165,7 +166,7 @@ def test_killed_workers_lose_no_intervention(tmp_path: Path, storage_url: str):
     after = run_cli("run", str(spec), "--storage", storage_url, "--trials", "1")  # the next start sweeps
     assert after.returncode == 0, after.stderr
     trials = assert_nothing_lost(storage_url, control)
-    assert sum(t.state == TrialState.FAIL and "steer.fail_reason" not in t.user_attrs for t in trials) >= 1
+    assert sum(t.state == TrialState.FAIL and "steer.fail_reason" not in record.attrs(t) for t in trials) >= 1
     assert sum(c.state == "applied" for c in control.commands()) >= 1  # steering went on through the kills
 
 

@@ -94,8 +94,8 @@ def test_a_step_between_polls_costs_no_query(tmp_path):
             s.step(step, loss=torch.tensor(0.5), preview=lambda: pytest.fail("previews are made only to publish"))
         assert len(statements) == first
     frozen = study.trials[0]
-    assert frozen.user_attrs[record.FINAL_STEP] == 2001
-    assert frozen.user_attrs[record.EFFECTIVE_PARAMS] == {"lr": frozen.params["lr"], "optimizer": "adam",
+    assert record.attrs(frozen)[record.FINAL_STEP] == 2001
+    assert record.attrs(frozen)[record.EFFECTIVE_PARAMS] == {"lr": frozen.params["lr"], "optimizer": "adam",
                                                            "weight_decay": 0.0}
 
 

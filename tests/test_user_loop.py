@@ -118,5 +118,5 @@ def test_a_users_training_loop_is_steered_recorded_and_shown(example, tmp_path):
     assert rec.steered and all(e["by"] == "tester" for e in rec.interventions)
     assert rec.interventions[1]["old"] == "adamw" and rec.interventions[1]["new"] == "sgd"
     assert rec.effective["lr"] == 3e-3 and rec.effective["optimizer"] == "sgd" and rec.effective["loss"] == "huber"
-    assert trial.user_attrs[record.CHOICES] == {"optimizer": ["adam", "sgd", "adamw"], "loss": ["mse", "l1", "huber"]}
+    assert record.attrs(trial)[record.CHOICES] == {"optimizer": ["adam", "sgd", "adamw"], "loss": ["mse", "l1", "huber"]}
     assert "pruned by tester" in trial.user_attrs[record.PRUNED_REASON]

@@ -40,16 +40,16 @@ from steer.errors import UserError
 from steer.storage import _tables as tables
 from steer.storage._engine import ControlError, Database, enable_wal, engine_kwargs, prepare_engine
 from steer.storage._optuna import (
-    RetryingRDBStorage, check_optuna_internals, enqueue_trial, rdb_storage, reported_values, save_trial_note, study_id,
-    study_view, trial_state,
+    RetryingRDBStorage, check_optuna_internals, enqueue_trial, rdb_storage, reported_values, save_trial_note,
+    set_trial_system_attr, study_id, study_view, trial_state, trial_system_attrs,
 )
 from steer.storage._tables import SCHEMA_VERSION, upsert
 
 __all__ = [
     "GRACE_PERIOD", "HEARTBEAT_INTERVAL", "SCHEMA_VERSION", "ControlError", "Database", "check_optuna_internals",
     "check_url", "default_storage_url", "display_url", "enqueue_trial", "load_study", "open_storage", "rdb_storage",
-    "reported_values", "resolve_study_name", "save_trial_note", "shared_database", "sqlite_path", "storage_url",
-    "study_id", "study_view", "tables", "trial_state", "upsert",
+    "reported_values", "resolve_study_name", "save_trial_note", "set_trial_system_attr", "shared_database",
+    "sqlite_path", "storage_url", "study_id", "study_view", "tables", "trial_state", "trial_system_attrs", "upsert",
 ]
 
 HEARTBEAT_INTERVAL = 5  # seconds between a running trial's heartbeats

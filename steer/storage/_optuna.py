@@ -159,6 +159,20 @@ def study_id(study: optuna.Study) -> int:
     return study._study_id
 
 
+def trial_system_attrs(trial: optuna.Trial | FrozenTrial) -> dict[str, Any]:
+    """A trial's system attributes: public on a `FrozenTrial`, kept in a private cached one by a running
+    `optuna.Trial` (Optuna 4 removed its public accessor)."""
+    frozen = trial if isinstance(trial, FrozenTrial) else trial._cached_frozen_trial
+    return frozen.system_attrs
+
+
+def set_trial_system_attr(trial: optuna.Trial, key: str, value: Any) -> None:
+    """Write a running trial's system attribute (what `Trial.set_system_attr` did before Optuna 4
+    removed it): in the storage, and in the trial's cached copy so that its process reads it back."""
+    trial.storage.set_trial_system_attr(trial._trial_id, key, value)
+    trial._cached_frozen_trial.system_attrs[key] = value
+
+
 def reported_values(trial: optuna.Trial) -> dict[int, float]:
     """The intermediate values `trial` has reported so far, as its own process knows them (no query).
 
@@ -169,11 +183,11 @@ def reported_values(trial: optuna.Trial) -> dict[int, float]:
 
 
 def enqueue_trial(storage: optuna.storages.BaseStorage, study_id: int, params: dict[str, Any],
-                  user_attrs: dict[str, Any]) -> int:
+                  user_attrs: dict[str, Any], system_attrs: dict[str, Any] | None = None) -> int:
     """`Study.enqueue_trial`, returning the new trial's number (Optuna's returns nothing): a promote
     says which trial it enqueued, and the source trial's record can name it."""
-    template = optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={FIXED_PARAMS: params},
-                                         user_attrs=user_attrs)
+    template = optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=user_attrs,
+                                         system_attrs={**(system_attrs or {}), FIXED_PARAMS: params})
     return storage.get_trial_number_from_id(storage.create_new_trial(study_id, template_trial=template))
 
 
