@@ -35,7 +35,7 @@ $(VENV)/.steer-test-installed: $(VENV)/.steer-installed
 	$(PIP) install -e ".[test]"
 	touch $@
 
-# Two workers on the demo study (trials of a minute or two, for a person to steer) and the steering app
+# Two workers on the demo study (trials of about two minutes, for a person to steer) and the steering app
 # at http://127.0.0.1:8050/ (Ctrl-C stops it all).
 demo: setup
 	$(VENV)/bin/steer run studies/demo.toml --workers 2 --dash

@@ -7,7 +7,9 @@ curves and controls only).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -46,10 +48,26 @@ def ctl(url: str, *args: str) -> str:
     return result.stdout
 
 
+def _study_created(url: str) -> bool:
+    """Whether the example has made its study, read without creating anything: Optuna's plain
+    `create_study` and a second process creating the same tables at once fail with "table studies
+    already exists" (Optuna's table creation is not safe against that; steer's own retries it)."""
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT count(*) FROM studies").fetchone()[0] > 0
+    except sqlite3.OperationalError:  # no table yet, or locked while it is made
+        return False
+
+
 def running_control(proc: subprocess.Popen, url: str) -> Control:
     def ready():
         if proc.poll() is not None:
             raise AssertionError(f"the example exited {proc.returncode}: {proc.stderr.read()}")
+        if not _study_created(url):
+            return None
         try:
             control = Control.open(url)
         except Exception:  # noqa: BLE001 - the database or the study is not there yet
