@@ -123,11 +123,15 @@ def create_study(spec: Spec, storage: str | optuna.storages.BaseStorage | None =
         study.sampler = SteerSampler(study.sampler, control.pin_values, steered=spec.sampler["steered"])
         control.sweep(study)  # trials of dead workers -> FAIL, their commands -> expired
     study.set_user_attr(record.SPEC, _spec_record(spec))
+    target = load_target(spec.image, spec.size, spec.path.parent if spec.path else None)
+    if control is not None:
+        # Before any trial runs: a trial page opened the moment its trial starts must know the study
+        # has images (it decides its layout once), not wait for the trial to store the target.
+        control.store_target(to_png(target), target.shape[1], target.shape[0])
     folder = artifact_dir(storage_url(study), study.study_name, spec.artifacts)
     if folder is not None:
         study.set_user_attr(record.ARTIFACTS, str(folder.resolve()))
         if not has_study_artifact(study, TARGET_ARTIFACT):
-            target = load_target(spec.image, spec.size, spec.path.parent if spec.path else None)
             upload_png(artifact_store(folder), to_png(target), TARGET_ARTIFACT, study)
     if spec.baseline and not study.trials:
         study.enqueue_trial(baseline_params(spec), user_attrs={record.BASELINE: True})

@@ -55,6 +55,15 @@ def test_baseline_trial_is_enqueued_first(write_spec, storage):
     assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 1
 
 
+def test_the_target_is_stored_before_any_trial_runs(tiny_spec, storage):
+    """A trial page opened the moment its trial starts decides once whether the study has images: the
+    target must be there from the study's creation (the walkthrough found a page that said "no images")."""
+    from steer.control import Control
+
+    study = steer.create_study(steer.load_spec(tiny_spec), storage)
+    assert study.trials == [] and Control.open(study).has_target()
+
+
 def test_diverging_trial_is_pruned_with_reason_and_study_goes_on(tiny_spec, storage):
     spec = steer.load_spec(tiny_spec)
     study = steer.create_study(spec, storage)
