@@ -27,7 +27,6 @@ from typing import Any, Callable
 from optuna.trial import FrozenTrial
 
 from steer.actions import ACTIONS
-from steer.storage import set_trial_system_attr, trial_system_attrs
 
 PREFIX = "steer."
 
@@ -71,6 +70,8 @@ SHOWN = (STEERED, PROMOTED_FROM, BASELINE, PRUNED_REASON, DIVERGED)
 
 def attrs(trial: Any) -> dict[str, Any]:
     """A trial's `steer.*` attributes wherever they are kept (an `optuna.Trial` or a `FrozenTrial`)."""
+    from steer.storage import trial_system_attrs  # not at the top: `steer --help` imports this module
+
     hidden = trial_system_attrs(trial)
     return {**{k: v for k, v in hidden.items() if k.startswith(PREFIX)},
             **{k: v for k, v in trial.user_attrs.items() if k.startswith(PREFIX)}}
@@ -78,6 +79,8 @@ def attrs(trial: Any) -> dict[str, Any]:
 
 def write(trial: Any, key: str, value: Any) -> None:
     """Record `key` on a running `optuna.Trial`, where that key is kept (see `SHOWN`)."""
+    from steer.storage import set_trial_system_attr
+
     if key in SHOWN:
         trial.set_user_attr(key, value)
     else:
