@@ -8,7 +8,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -176,7 +175,7 @@ def show_trial(study: optuna.Study, number: int, as_json: bool) -> int:
     for col in ("step", "change", "by", "when (UTC)"):
         table.add_column(col)
     for e in rec.interventions:
-        table.add_row(str(e["step"]), record.change(e), e["by"], time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"])))
+        table.add_row(str(e["step"]), record.change(e), e["by"], record.when(e["at"]))
     console.print(table)
     if commands:
         console.print("commands:")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from optuna.trial import FrozenTrial
 
@@ -226,21 +226,19 @@ def choices(trial: FrozenTrial, setting: str) -> tuple[str, ...] | None:
 # ---- the optuna-dashboard note ------------------------------------------------ #
 
 
-def change(e: dict[str, Any], value: Callable[[str, Any], str] | None = None) -> str:
-    """One applied intervention in words: "lr 0.0025 -> 0.0003", "promoted as #15". `value(param, v)`
-    formats a value (the app's number format); the default is `fmt`."""
-    value = value or (lambda _param, v: fmt(v))
+def change(e: dict[str, Any]) -> str:
+    """One applied intervention in words: "lr 0.0025 -> 0.0003", "promoted as #15"."""
     action, args, new = e.get("action", "?"), e.get("args") or {}, e.get("new")
     setting = ACTIONS[action].setting if action in ACTIONS else None
     if setting is not None:
-        return f"{setting} {value(setting, e.get('old'))} -> {value(setting, new)}"
+        return f"{setting} {fmt(e.get('old'))} -> {fmt(new)}"
     if action == "reset":
         return f"weights re-initialised (seed {new})"
     if action == "prune":
         return "pruned" + (f": {args['reason']}" if args.get("reason") else "")
     if action == "pin":
         param = args.get("param", "")
-        return f"pinned {param} = {value(param, new)} for later trials"
+        return f"pinned {param} = {fmt(new)} for later trials"
     if action == "promote":
         return f"promoted as #{new['trial']}" if isinstance(new, dict) and "trial" in new else "promoted (a clean run enqueued)"
     words = {"pause": "paused", "resume": "resumed", "keep": "kept from automatic pruning"}
@@ -270,13 +268,18 @@ def provenance(rec: TrialRecord, promoted_as: list[int] | tuple[int, ...] = ()) 
 def note(rec: TrialRecord, promoted_as: list[int] | tuple[int, ...] = ()) -> str:
     """The optuna-dashboard note of a trial: where it came from, then its interventions as a timeline."""
     lines = [f"## Trial {rec.number}"]
-    if provenance(rec, promoted_as):
-        lines += ["", *provenance(rec, promoted_as)]
+    origin = provenance(rec, promoted_as)
+    if origin:
+        lines += ["", *origin]
     if rec.interventions:
         lines += ["", "| step | change | by | when (UTC) |", "|---:|---|---|---|"]
-        lines += [f"| {e['step']} | {change(e)} | {e['by']} | {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(e['at']))} |"
-                  for e in rec.interventions]
+        lines += [f"| {e['step']} | {change(e)} | {e['by']} | {when(e['at'])} |" for e in rec.interventions]
     return "\n".join(lines) + "\n"
+
+
+def when(at: float) -> str:
+    """A recorded time (epoch seconds) as the timelines print it, in UTC."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
 
 
 def fmt(v: Any) -> str:

@@ -95,6 +95,31 @@ def tiny_spec(write_spec) -> Path:
     return write_spec()
 
 
+def steer_in_thread(folder: Path, name: str, spec_text: str, n_trials: int):
+    """A real study of `spec_text` in `folder/NAME.db`, optimized in a thread, once its trial 0 runs.
+
+    Returns (spec, url, study, worker thread, Control on the study).
+    """
+    import threading
+    import time
+
+    import steer
+    from steer.control import Control
+
+    (folder / f"{name}.toml").write_text(spec_text)
+    spec = steer.load_spec(folder / f"{name}.toml")
+    url = f"sqlite:///{folder / f'{name}.db'}"
+    study = steer.create_study(spec, url)
+    worker = threading.Thread(target=study.optimize, args=(steer.objective(spec),), kwargs={"n_trials": n_trials})
+    worker.start()
+    control = Control.open(study)
+    deadline = time.monotonic() + 60
+    while (live := control.live(0)) is None or not live.running:
+        assert time.monotonic() < deadline, "trial 0 did not start"
+        time.sleep(0.01)
+    return spec, url, study, worker, control
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real `steer` CLI in a subprocess (as a user would)."""

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
@@ -16,10 +15,9 @@ import pytest
 from PIL import Image
 
 import steer
-from conftest import CHROMIUM, CHROMIUM_ARGS, requires_browser, run_cli
+from conftest import CHROMIUM, CHROMIUM_ARGS, requires_browser, run_cli, steer_in_thread
 from steer import record
 from steer.comparison import comparison
-from steer.control import Control
 
 SPEC = """
 [study]
@@ -45,17 +43,7 @@ lr = { type = "float", low = 1e-3, high = 1e-2, log = true }
 def steered_study(tmp_path_factory):
     """A real study: trial 0 steered (set_lr, then promoted), trial 1 its promoted clean run, trial 2 plain."""
     folder = tmp_path_factory.mktemp("cmp")
-    (folder / "cmp.toml").write_text(SPEC)
-    spec = steer.load_spec(folder / "cmp.toml")
-    url = f"sqlite:///{folder / 'cmp.db'}"
-    study = steer.create_study(spec, url)
-    worker = threading.Thread(target=study.optimize, args=(steer.objective(spec),), kwargs={"n_trials": 3})
-    worker.start()
-    control = Control.open(study)
-    deadline = time.monotonic() + 60
-    while (live := control.live(0)) is None or not live.running:
-        assert time.monotonic() < deadline, "trial 0 did not start"
-        time.sleep(0.01)
+    _, url, study, worker, control = steer_in_thread(folder, "cmp", SPEC, n_trials=3)
     for action, value in (("set_lr", 2e-3), ("promote", None)):
         cmd = control.wait(control.request(action, trial=0, value=value, by="tester").id)
         assert cmd.state == "applied", cmd.describe()

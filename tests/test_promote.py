@@ -10,14 +10,12 @@ everywhere a person looks. `steer export` then `steer run` trains it once more.
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import optuna
 import pytest
 
 import steer
-from conftest import run_cli
+from conftest import run_cli, steer_in_thread
 from steer import record
 from steer.control import Control
 from steer.sampler import SteerSampler
@@ -49,17 +47,7 @@ def promoted(tmp_path_factory):
     """Trial 0 steered twice and promoted (as trial 1), trial 1 run under a pruner that prunes everything
     else (trial 2 shows it does), and two more promotions of trial 0 enqueued with options."""
     folder = tmp_path_factory.mktemp("promo")
-    (folder / "promo.toml").write_text(SPEC)
-    spec = steer.load_spec(folder / "promo.toml")
-    url = f"sqlite:///{folder / 'promo.db'}"
-    study = steer.create_study(spec, url)
-    worker = threading.Thread(target=study.optimize, args=(steer.objective(spec),), kwargs={"n_trials": 1})
-    worker.start()
-    control = Control.open(study)
-    deadline = time.monotonic() + 60
-    while (live := control.live(0)) is None or not live.running:
-        assert time.monotonic() < deadline, "trial 0 did not start"
-        time.sleep(0.01)
+    spec, url, study, worker, control = steer_in_thread(folder, "promo", SPEC, n_trials=1)
     for action, value in (("set_lr", 3e-4), ("set_optimizer", "sgd")):
         cmd = control.wait(control.request(action, trial=0, value=value, by="tester").id)
         assert cmd.state == "applied", cmd.describe()
