@@ -20,6 +20,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -74,11 +75,13 @@ def _tinycudann_model(config: MLPConfig, device: torch.device) -> torch.nn.Modul
 
 
 def _time_steps(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tensor, steps: int,
-                warmup: int, repeats: int = 5) -> tuple[float, float]:
+                warmup: int, repeats: int = 5, read_loss: bool = False) -> tuple[float, float]:
     """(seconds of the first step, including any compilation; seconds per step after warm-up).
 
     The `steps` timed steps run in `repeats` groups, synchronised around each group; the
     result is the median of the groups' means, which a busy machine disturbs less.
+    `read_loss` reads the loss back after every step (`loss.item()`), as a trial that
+    checks every step for divergence does: the host then waits for the GPU each step.
     """
     device = coords.device
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -88,6 +91,8 @@ def _time_steps(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tens
         loss = F.mse_loss(model(coords).float(), target)
         loss.backward()
         optimizer.step()
+        if read_loss:
+            loss.item()
 
     _sync(device)
     start = time.perf_counter()
@@ -109,13 +114,16 @@ def _time_steps(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tens
 
 
 def _row(backend: str, precision: str | None, config: MLPConfig, points: int, device: torch.device,
-         status: str = "ok", note: str = "", first: float | None = None, per_step: float | None = None) -> dict:
+         status: str = "ok", note: str = "", first: float | None = None, per_step: float | None = None,
+         per_step_read: float | None = None) -> dict:
     return {
         "backend": backend, "precision": precision, "device": str(device), "width": config.width,
         "hidden_layers": config.hidden_layers, "points": points, "status": status, "note": note,
         "ms_per_step": None if per_step is None else per_step * 1e3,
         "mpoints_per_s": None if per_step is None else points / per_step / 1e6,
         "first_step_s": first,
+        # The same step with the loss read back every step (None when not measured).
+        "ms_per_step_loss_read": None if per_step_read is None else per_step_read * 1e3,
     }
 
 
@@ -127,6 +135,8 @@ def run_benchmark(
     steps: int | None = None,
     warmup: int | None = None,
     device: torch.device | str | None = None,
+    read_loss: bool = False,
+    on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Time a full training step for each backend x width x point count; one dict per measurement.
 
@@ -136,6 +146,9 @@ def run_benchmark(
     the CPU torch and compile at 2^10..2^14 points, 10 steps after 2, and a "skipped" row
     saying triton needs CUDA.
     The net is the seeds' one: ReLU hidden layers, sigmoid output, no encoding.
+    `read_loss` also times each backend with the loss read back every step (the
+    `ms_per_step_loss_read` column). `on_row` sees each row as it is measured (a long run
+    that is stopped keeps what it printed).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = device.type == "cuda"
@@ -143,7 +156,7 @@ def run_benchmark(
     backends = tuple(backends or (GPU_BACKENDS if on_gpu else CPU_BACKENDS))
     steps = steps or (50 if on_gpu else 10)
     warmup = warmup or (10 if on_gpu else 2)
-    rows = []
+    rows: list[dict] = _Rows(on_row)
     generator = torch.Generator().manual_seed(0)
     for width in widths:
         config = MLPConfig(width=width, hidden_layers=hidden_layers)
@@ -173,12 +186,28 @@ def run_benchmark(
                     continue
                 try:
                     first, per_step = _time_steps(model, coords, target, steps, warmup)
+                    per_step_read = (_time_steps(model, coords, target, steps, warmup, read_loss=True)[1]
+                                     if read_loss else None)
                 except torch.cuda.OutOfMemoryError as exc:
                     rows.append(_row(name, precision or None, config, n, device, "error", f"out of memory: {exc}"))
                     continue
-                rows.append(_row(name, precision or None, config, n, device, first=first, per_step=per_step))
+                rows.append(_row(name, precision or None, config, n, device, first=first, per_step=per_step,
+                                 per_step_read=per_step_read))
                 del model
     return rows
+
+
+class _Rows(list):
+    """A list that shows each row appended to it to `on_row`."""
+
+    def __init__(self, on_row: Callable[[dict], None] | None) -> None:
+        super().__init__()
+        self._on_row = on_row
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        if self._on_row is not None:
+            self._on_row(row)
 
 
 def _label(row: dict) -> str:
@@ -188,8 +217,10 @@ def _label(row: dict) -> str:
 def markdown_table(rows: list[dict]) -> str:
     """The rows as a markdown table; speed-ups are against torch (eager) at the same size."""
     eager = {(r["width"], r["points"]): r["ms_per_step"] for r in rows if r["backend"] == "torch" and r["ms_per_step"]}
-    lines = ["| width | points | backend | ms / step | Mpoints / s | vs torch | first step (s) |",
-             "|---:|---:|---|---:|---:|---:|---:|"]
+    read = any(r.get("ms_per_step_loss_read") is not None for r in rows)
+    lines = ["| width | points | backend | ms / step | Mpoints / s | vs torch | first step (s) |"
+             + (" ms / step, loss read each step |" if read else ""),
+             "|---:|---:|---|---:|---:|---:|---:|" + ("---:|" if read else "")]
     for r in sorted(rows, key=lambda r: (r["width"], r["points"])):
         if r["ms_per_step"] is None:
             lines.append(f"| {r['width']} | 2^{int(math.log2(r['points']))} | {_label(r)} | {r['status']}: "
@@ -198,7 +229,9 @@ def markdown_table(rows: list[dict]) -> str:
         base = eager.get((r["width"], r["points"]))
         speedup = f"{base / r['ms_per_step']:.2f}x" if base else ""
         lines.append(f"| {r['width']} | 2^{int(math.log2(r['points']))} | {_label(r)} | {r['ms_per_step']:.3f} | "
-                     f"{r['mpoints_per_s']:.2f} | {speedup} | {r['first_step_s']:.2f} |")
+                     f"{r['mpoints_per_s']:.2f} | {speedup} | {r['first_step_s']:.2f} |"
+                     + (f" {r['ms_per_step_loss_read']:.3f} |" if r.get("ms_per_step_loss_read") is not None
+                        else " |" if read else ""))
     return "\n".join(lines)
 
 
@@ -236,6 +269,14 @@ def save_plot(rows: list[dict], path: str | Path, title: str | None = None) -> P
     return path
 
 
+def _print_row(row: dict) -> None:
+    figures = "" if row["ms_per_step"] is None else f"{row['ms_per_step']:.3f} ms/step"
+    if row.get("ms_per_step_loss_read") is not None:
+        figures += f", {row['ms_per_step_loss_read']:.3f} with the loss read each step"
+    print(f"measured: width {row['width']}, {row['points']} points, {_label(row)}: "
+          f"{figures or row['status'] + ': ' + row['note']}", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark for parsed `args`; prints the table, writes JSON and plot if asked."""
     if args.threads:
@@ -243,7 +284,8 @@ def run(args: argparse.Namespace) -> int:
 
     env = environment(args.device)
     rows = run_benchmark(points=args.points, widths=tuple(args.widths), hidden_layers=args.hidden_layers,
-                         backends=args.backends, steps=args.steps, warmup=args.warmup, device=args.device)
+                         backends=args.backends, steps=args.steps, warmup=args.warmup, device=args.device,
+                         read_loss=args.read_loss, on_row=_print_row)
     load = env["load_average_1min"]
     print(f"{env['device']}; torch {env['torch']}, triton {env['triton']}; {env['torch_threads']} torch threads"
           + (f"; load average {load:.1f} before the run" if load is not None else ""))

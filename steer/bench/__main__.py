@@ -15,13 +15,14 @@ import optuna
 import steer.bench
 from steer.bench.click import click_to_applied
 from steer.bench.demo import demo
+from steer.bench.precision import precision
 from steer.bench.report import markdown
 from steer.bench.scale import faults, readers, throughput
 from steer.bench.steering import concurrency, latency, overhead
 
 # The groups a benchmark belongs to, besides its own name.
 GROUPS = {"latency": "all", "overhead": "all", "concurrency": "all", "click": "app",
-          "throughput": "scale", "readers": "scale", "faults": "scale", "demo": "demo"}
+          "throughput": "scale", "readers": "scale", "faults": "scale", "demo": "demo", "precision": "gpu"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("which", choices=(*GROUPS, *sorted(set(GROUPS.values()))),
                         help="one benchmark, or a group: all (latency, overhead, concurrency), "
                              "scale (throughput, readers, faults), app (click: needs Playwright and Chromium), "
-                             "demo (make demo's study, timed, and its best trial against the baseline)")
+                             "demo (make demo's study, timed, and its best trial against the baseline), "
+                             "gpu (precision: the quick study's nets trained at each kernel precision; needs CUDA)")
     parser.add_argument("--json", type=Path, help="write the results here (after each benchmark)")
     parser.add_argument("--requests", type=int, default=60, help="latency: set_lr requests")
     parser.add_argument("--clicks", type=int, default=20, help="click: LR changes sent from the trial page")
@@ -45,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--spec", type=Path, default=Path("studies/demo.toml"), help="demo: the demo spec")
     parser.add_argument("--images", nargs="+", default=["card"], help="demo: target images, one run each")
     parser.add_argument("--demo-trials", type=int, help="demo: trials per run (default: the spec's)")
+    parser.add_argument("--precision-size", type=int, default=64, help="precision: image side in pixels")
+    parser.add_argument("--precision-steps", type=int, default=1000, help="precision: steps per run")
+    parser.add_argument("--precision-seeds", type=int, nargs="+", default=[0, 1, 2], help="precision: seeds")
     parser.add_argument("--pg-url", default=os.environ.get("STEER_TEST_PG_URL"),
                         help="a PostgreSQL server whose user may create databases (default: $STEER_TEST_PG_URL)")
     return parser
@@ -66,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         "demo": lambda: demo(args.spec, args.images, args.demo_trials, workers=2),
         "faults": lambda: [faults(kind, args.fault_seconds, args.kill_every, args.workers, pg_url=args.pg_url)
                            for kind in args.storages],
+        "precision": lambda: precision(size=args.precision_size, steps=args.precision_steps,
+                                         seeds=tuple(args.precision_seeds)),
     }
     results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {cpu_count()} cores",
                                "python": platform.python_version(), "optuna": optuna.__version__,

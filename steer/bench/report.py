@@ -85,10 +85,17 @@ def _demo(runs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _precision(rows: list[dict[str, Any]]) -> list[str]:
+    from steer.bench.precision import markdown_table
+
+    return markdown_table(rows).splitlines()
+
+
 # In the order the tables are printed; the keys are those of the results dict.
 TABLES: dict[str, Callable[[Any], list[str]]] = {
     "click": _click, "latency": _latency, "overhead": _overhead, "concurrency": _concurrency,
     "throughput": _throughput, "readers": _readers, "faults": _faults, "demo": _demo,
+    "precision": _precision,
 }
 
 

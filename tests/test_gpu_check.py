@@ -1,0 +1,32 @@
+"""`make gpu-check` works before a GPU is at hand: its dry run does every step on the CPU at toy sizes.
+
+A GPU is lent rarely and briefly; a script that fails on a typo there wastes the loan. The dry run
+goes through the same steps, commands and report as the real one (the kernel tests skip, the triton
+rows of the benchmarks say they need CUDA, the study trains on the torch backend).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STEPS = ("environment", "kernel-tests", "bench-goal", "precision", "study", "bench-sweep")
+
+
+def test_every_step_of_the_gpu_check_runs_in_its_dry_run(tmp_path):
+    env = {**os.environ, "GPU_CHECK_DRY": "1", "OUT": str(tmp_path), "PYTHON": sys.executable, "JOBS": "2",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("TRITON_INTERPRET", None)  # the script's own processes decide
+    proc = subprocess.run(["bash", str(REPO / "tests" / "gpu_check.sh")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    report = (tmp_path / "gpu-report.md").read_text()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + report[-3000:]
+    for name in STEPS:
+        assert re.search(rf"^## {name}: exit 0 after \d+ s", report, re.M), f"{name} missing or failed:\n{report}"
+    assert "study ok: 1 trials" in report  # steered once, pruned, replayed
+    assert "| 64 | 2^8 | torch |" in report  # the benchmark's table reached the report
+    assert (tmp_path / "kernels-bench-goal.json").exists() and (tmp_path / "precision.json").exists()
