@@ -230,14 +230,15 @@ class Objective:
         exempt = spec.steering["exempt_steered_from_pruning"]
         psnr = float("nan")
         while trainer.step_count < spec.steps:
-            try:
-                loss = trainer.step(s.loss_fn)
-            except Diverged as exc:
-                record.write(trial, record.DIVERGED, str(exc))
-                raise optuna.TrialPruned(str(exc)) from None
+            loss = trainer.step(s.loss_fn)  # a tensor: read (and waited for) only at reports
             step = trainer.step_count
             report = step % spec.report_every == 0 or step == spec.steps
             if report:
+                try:
+                    trainer.check(loss)
+                except Diverged as exc:
+                    record.write(trial, record.DIVERGED, str(exc))
+                    raise optuna.TrialPruned(str(exc)) from None
                 psnr = trainer.psnr()
                 trial.report(psnr, step)
             # Applies pending commands at this step boundary (may raise TrialPruned) and publishes

@@ -58,13 +58,14 @@ def replay_trial(study: optuna.Study, number: int, device: str | None = None) ->
         while i < len(events) and events[i]["step"] == trainer.step_count:
             knobs.apply(events[i]["action"], events[i]["args"])
             i += 1
-        try:
-            trainer.step(knobs.loss_fn)
-        except Diverged as exc:
-            error = str(exc)
-            break
+        loss = trainer.step(knobs.loss_fn)
         step = trainer.step_count
         if step % report_every == 0 or step == spec["steps"]:
+            try:
+                trainer.check(loss)  # where the trial checked it: the same message
+            except Diverged as exc:
+                error = str(exc)
+                break
             replayed[step] = trainer.psnr()
     # A finished trial's value is its last reported PSNR (pruned ones too): compare at that step.
     last_report = max(trial.intermediate_values, default=None)

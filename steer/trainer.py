@@ -130,10 +130,12 @@ class Trainer:
         return out
 
     # ---- training ------------------------------------------------------ #
-    def step(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> float:
+    def step(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """One optimisation step with `loss_fn` (default: the params' loss); returns the training loss.
 
-        Raises `Diverged` on NaN/inf.
+        The loss comes back as a detached 0-dim tensor, not a float: reading it waits for the
+        GPU, and a step that waited every time would leave the GPU idle while the host
+        launches the next. Callers read it when they report (`check` raises on NaN/inf).
         """
         self._notice_lr_set_by_hand()
         self._write_lr()
@@ -150,9 +152,17 @@ class Trainer:
         self.optimizer.step()
         self.step_count += 1
         self._write_lr()  # the optimizer holds the next step's LR: what a person sees and changes
+        return loss.detach()
+
+    def check(self, loss: torch.Tensor) -> float:
+        """The value of a loss that `step` returned; raises `Diverged` on NaN/inf.
+
+        A loss that is NaN or infinite leaves NaN weights behind, and every later loss stays
+        NaN, so checking at each report catches a divergence at most one report late.
+        """
         value = loss.item()
         if not math.isfinite(value):
-            raise Diverged(f"training loss became {value} at step {self.step_count}")
+            raise Diverged(f"training loss became {value} by step {self.step_count}")
         return value
 
     @torch.no_grad()

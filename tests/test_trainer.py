@@ -137,5 +137,9 @@ def test_random_batches_and_divergence():
     bad = TARGET.clone()
     bad[0, 0, 0] = float("nan")
     d = Trainer({}, bad, steps=5, seed=0, backend="torch", device="cpu")
-    with pytest.raises(Diverged, match="training loss became nan at step 1"):
-        d.step()
+    loss = d.step()
+    assert isinstance(loss, torch.Tensor) and not loss.requires_grad  # read when the caller reports
+    d.step()
+    with pytest.raises(Diverged, match="training loss became nan by step 2"):
+        d.check(loss)
+    assert d.check(t.step()) > 0  # a finite loss reads back as its value
