@@ -1,0 +1,133 @@
+"""Registers, spills and shared memory of every fused kernel for sm_90, measured without a GPU.
+
+    python -m steer.kernels.resources [--widths 16 32 64 128] [--precisions tf32] [--json PATH]
+
+Triton ships ptxas, so each kernel is compiled here down to PTX exactly as a launch on an
+H100/H200 would compile it, and ptxas -v (the same ptxas, the same sm_90a target) reports
+what one thread uses. A kernel that spills keeps part of its state in local memory (DRAM
+behind L1), which costs far more than its arithmetic; registers per thread bound how many
+programs share an SM. The table is recorded in docs/kernels.md and a test fails when the
+default precision spills at width <= 64.
+
+Needs triton compiled (not interpreted) kernels: it refuses to run under TRITON_INTERPRET=1,
+so tests call it in a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .choices import DEFAULT_PRECISION, PRECISIONS
+from .fused import _DOT_PRECISION, KernelPlan, interpreter_requested
+from .reference import MLPConfig
+
+# The kernels' scalar arguments; every other argument is a float32 pointer.
+_SCALARS = {"n_points": "i32", "part_stride": "i32", "dw_layer_stride": "i32", "chunk": "i32", "w0": "fp32"}
+_ARCH = 90
+
+
+def _ptxas() -> str:
+    from triton.backends.nvidia import compiler
+
+    try:
+        return compiler.get_ptxas(_ARCH).path  # triton >= 3.5 takes the arch
+    except TypeError:
+        return compiler.get_ptxas().path
+
+
+def _ptxas_report(ptx: str) -> dict[str, int]:
+    """What ptxas -v says one thread of the kernel uses."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp, "kernel.ptx")
+        src.write_text(ptx)
+        proc = subprocess.run([_ptxas(), "-v", f"--gpu-name=sm_{_ARCH}a", str(src), "-o", str(Path(tmp, "k.o"))],
+                              capture_output=True, text=True, check=True)
+    log = proc.stderr + proc.stdout
+
+    def number(pattern: str) -> int:
+        match = re.search(pattern, log)
+        return int(match.group(1)) if match else 0
+
+    return {"registers": number(r"Used (\d+) registers"), "spill_stores": number(r"(\d+) bytes spill stores"),
+            "spill_loads": number(r"(\d+) bytes spill loads"), "stack": number(r"(\d+) bytes stack frame")}
+
+
+def _launches(plan: KernelPlan) -> list[tuple[str, object, dict]]:
+    from . import fused_kernels as fk
+
+    dot = _DOT_PRECISION[plan.precision]
+    launches = [("forward", fk.mlp_forward_kernel, plan.forward_constexprs(dot, True)),
+                ("backward_data", fk.mlp_backward_data_kernel, plan.backward_data_constexprs(dot))]
+    launches += [(f"weight_grad_{group}", fk.mlp_weight_grad_kernel, plan.weight_grad_constexprs(dot, group))
+                 for group in ("first", "hidden", "out")]
+    return launches
+
+
+def kernel_resources(config: MLPConfig, precision: str = DEFAULT_PRECISION) -> list[dict]:
+    """One row per kernel launch of a training step of `config`: registers, spills, shared memory."""
+    if interpreter_requested():
+        raise RuntimeError("kernel_resources compiles the kernels: unset TRITON_INTERPRET (tests run it in a "
+                           "subprocess)")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    plan = KernelPlan.from_config(config, precision)
+    rows = []
+    for name, fn, constexprs in _launches(plan):
+        signature = {arg: "constexpr" if arg in constexprs else _SCALARS.get(arg, "*fp32") for arg in fn.arg_names}
+        kernel = triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", _ARCH, 32),
+                                options={"num_warps": plan.num_warps})
+        rows.append({
+            "kernel": name, "width": config.width, "hidden_layers": config.hidden_layers,
+            "activation": config.activation, "encoding": config.encoding, "precision": precision,
+            "block_m": plan.block_m, "num_warps": plan.num_warps, "shared_bytes": kernel.metadata.shared,
+            "cubin_bytes": len(kernel.asm["cubin"]), **_ptxas_report(kernel.asm["ptx"]),
+        })
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| width | layers | activation | encoding | precision | kernel | registers | spill stores / loads (B) "
+             "| shared (B) |", "|---:|---:|---|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['width']} | {r['hidden_layers']} | {r['activation']} | {r['encoding']} | "
+                     f"{r['precision']} | {r['kernel']} | {r['registers']} | {r['spill_stores']} / "
+                     f"{r['spill_loads']} | {r['shared_bytes']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m steer.kernels.resources", description=__doc__.splitlines()[0])
+    parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64, 128])
+    parser.add_argument("--hidden-layers", type=int, default=3)
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    parser.add_argument("--activations", nargs="+", default=["relu", "sine"])
+    parser.add_argument("--encodings", nargs="+", default=["none", "fourier"])
+    parser.add_argument("--json", type=Path, help="also write the rows here as JSON")
+    args = parser.parse_args(argv)
+    import triton
+
+    rows = []
+    for width in args.widths:
+        for activation in args.activations:
+            for encoding in args.encodings:
+                config = MLPConfig(width=width, hidden_layers=args.hidden_layers, activation=activation,
+                                   encoding=encoding)
+                for precision in args.precisions:
+                    rows += kernel_resources(config, precision)
+    print(f"sm_{_ARCH}a, triton {triton.__version__}, {_ptxas()}")
+    print(markdown_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"triton": triton.__version__, "arch": f"sm_{_ARCH}a", "rows": rows},
+                                        indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
