@@ -8,7 +8,7 @@ from .choices import BACKENDS, DEFAULT_PRECISION, PRECISIONS
 from .compiled import CompiledCoordMLP
 from .errors import BackendError
 from .fused import FusedCoordMLP, interpreter_requested, triton_importable, unsupported_reason
-from .reference import CoordMLP, MLPConfig
+from .reference import BF16CoordMLP, CoordMLP, MLPConfig
 
 
 def resolve_backend(backend: str, config: MLPConfig, device: torch.device | str) -> str:
@@ -44,7 +44,9 @@ def build_model(
 
     `precision` (one of PRECISIONS: "fp32", "tf32x3", "tf32", "bf16"; DEFAULT_PRECISION when
     not given) is the input precision of the triton backend's matrix products (fp32
-    accumulation always); the other backends ignore it.
+    accumulation always). The torch backend takes "bf16" too (autocast, `BF16CoordMLP`: the
+    fast option on CPUs with AVX512-BF16 or AMX) and computes the others in fp32; `compile`
+    ignores it.
     """
     if precision not in PRECISIONS:
         raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
@@ -53,6 +55,8 @@ def build_model(
         model: CoordMLP = FusedCoordMLP(config, generator=generator, precision=precision)
     elif resolved == "compile":
         model = CompiledCoordMLP(config, generator=generator)
+    elif precision == "bf16":
+        model = BF16CoordMLP(config, generator=generator)
     else:
         model = CoordMLP(config, generator=generator)
     return model.to(device), resolved

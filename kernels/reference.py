@@ -88,12 +88,36 @@ class CoordMLP(nn.Module):
         return reference_forward(self, coords)
 
 
-def reference_forward(model: CoordMLP, coords: torch.Tensor) -> torch.Tensor:
-    """The plain PyTorch forward pass, (N, 2) -> (N, out_features)."""
+class BF16CoordMLP(CoordMLP):
+    """CoordMLP whose matrix products take bf16 inputs: the torch backend's `precision="bf16"`.
+
+    The parameters stay fp32 (the optimizer and the state_dict are unchanged); each layer's
+    input and weight are rounded to bf16 for the product (whose result torch also rounds to
+    bf16), and bias, activation and output stay fp32, close to the fused kernels' bf16. Not
+    autocast: that also runs the activations on bf16 values, and sin(w0 * z) with 8 bits of
+    z cost a sine net 3.2 dB on the quick study. Only a CPU with AVX512-BF16 or AMX can be
+    faster at it; elsewhere bf16 is emulated and slower than fp32.
+    """
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return reference_forward(self, coords, matmul_dtype=torch.bfloat16)
+
+
+def reference_forward(model: CoordMLP, coords: torch.Tensor, matmul_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The plain PyTorch forward pass, (N, 2) -> (N, out_features).
+
+    `matmul_dtype` rounds the inputs of the matrix products to it (the result comes back in
+    it and is taken back to fp32 before the bias). The first layer without an encoding has 2 inputs: it stays fp32, as in the fused
+    kernels, which compute it as exact outer products; a sine net's phase starts there.
+    """
     cfg = model.config
     h = model.encode(coords)
-    for layer in model.layers[:-1]:
-        z = layer(h)
-        h = torch.sin(cfg.w0 * z) if cfg.activation == "sine" else torch.relu(z)
-    out = model.layers[-1](h)
-    return torch.sigmoid(out) if cfg.output == "sigmoid" else out
+    last = len(model.layers) - 1
+    for i, layer in enumerate(model.layers):
+        if matmul_dtype is None or (i == 0 and cfg.encoding == "none"):
+            z = layer(h)
+        else:
+            z = torch.nn.functional.linear(h.to(matmul_dtype), layer.weight.to(matmul_dtype)).float() + layer.bias
+        if i < last:
+            h = torch.sin(cfg.w0 * z) if cfg.activation == "sine" else torch.relu(z)
+    return torch.sigmoid(z) if cfg.output == "sigmoid" else z
