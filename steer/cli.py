@@ -28,10 +28,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from steer.runner import run_study
     from steer.spec import load_spec
     from steer.storage import display_url, open_storage
-    from steer.launch import child_argv, draw_independently, run_workers
+    from steer.launch import child_argv, draw_independently, parse_gpus, run_workers, worker_gpus
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if args.gpus is not None and args.workers is None:
+        raise UserError("--gpus gives each of --workers N its own GPU: add --workers")
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else None
+    if gpus is not None:
+        worker_gpus(args.workers, gpus)  # checked before any database is made
     overrides = {"trials": args.trials, "steps": args.steps, "timeout": args.timeout, "seed": args.seed}
     spec = load_spec(args.spec).with_overrides(name=args.study, **overrides)
     check_runnable(spec)
@@ -51,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.workers is not None:
             argv = child_argv(args.spec, url, study.study_name, overrides)
-            status = run_workers(study, spec, argv, args.workers, console)
+            status = run_workers(study, spec, argv, args.workers, console, gpus)
         else:
             if shared:
                 console.print("other workers are running trials of this study: this one draws its own params")
@@ -400,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N",
                    help="run N worker processes on this machine (each with cores/N torch threads) and show "
                         "their progress; default: this process runs the trials itself")
+    p.add_argument("--gpus", metavar="LIST",
+                   help="with --workers: the GPUs the workers take in turn, e.g. 0,1 (each worker sees only its "
+                        "own; default: every GPU, when there are several)")
     p.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)  # set by --workers
 
     p = add("show", cmd_show, "list a study's trials", "steer show --storage sqlite:///studies/quick.db")

@@ -47,12 +47,62 @@ def worker_threads(workers: int) -> int:
     return max(1, cpu_count() // workers)
 
 
-def worker_env(workers: int) -> dict[str, str]:
-    """A worker's environment: the thread count above unless the user set OMP_NUM_THREADS."""
+def parse_gpus(text: str) -> list[int]:
+    """`--gpus 0,1` -> [0, 1]; a clear UserError for anything else."""
+    from steer.errors import UserError
+
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise UserError(f"--gpus: expected GPU indices separated by commas, like 0,1; got {text!r}")
+    gpus = [int(p) for p in parts]
+    if len(set(gpus)) != len(gpus):
+        raise UserError(f"--gpus: each GPU once; got {text!r}")
+    return gpus
+
+
+def worker_gpus(workers: int, gpus: list[int] | None) -> list[str | None]:
+    """Each worker's GPU (its CUDA_VISIBLE_DEVICES), round-robin over `gpus`; None: leave it alone.
+
+    Without `--gpus`, every CUDA device torch sees takes its turn when there are several; one
+    device or none needs no choosing. A worker sees its GPU as cuda:0, so the spec's
+    `device = "auto"` or `"cuda"` works unchanged.
+    """
+    from steer.errors import UserError
+
+    if gpus is None:
+        import torch
+
+        count = torch.cuda.device_count()
+        if count < 2:
+            return [None] * workers
+        gpus = list(range(count))
+    else:
+        import torch
+
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise UserError(f"--gpus {','.join(map(str, gpus))}: torch sees no CUDA device on this machine")
+        missing = [g for g in gpus if g >= count]
+        if missing:
+            raise UserError(f"--gpus: no GPU {', '.join(map(str, missing))} here; torch sees {count} "
+                            f"(0 to {count - 1})")
+        # CUDA_VISIBLE_DEVICES set by the user renumbers the devices torch sees: index into it.
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible:
+            names = [v.strip() for v in visible.split(",")]
+            return [names[gpus[i % len(gpus)]] for i in range(workers)]
+    return [str(gpus[i % len(gpus)]) for i in range(workers)]
+
+
+def worker_env(workers: int, gpu: str | None = None) -> dict[str, str]:
+    """A worker's environment: the thread count above unless the user set OMP_NUM_THREADS, and
+    its GPU (CUDA_VISIBLE_DEVICES) when it has one of its own."""
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:
         threads = str(worker_threads(workers))
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = threads
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     return env
 
 
@@ -99,13 +149,13 @@ def _die_with_parent(parent: int):
 class Workers:
     """The worker processes of one `steer run --workers N`."""
 
-    def __init__(self, argv: list[str], count: int, console: Any) -> None:
+    def __init__(self, argv: list[str], count: int, console: Any, gpus: list[str | None] | None = None) -> None:
         self.console = console
         self.procs: list[subprocess.Popen] = []
-        env = worker_env(count)
-        for _ in range(count):  # all started before any thread: `preexec_fn` is not thread-safe
+        gpus = gpus or [None] * count
+        for gpu in gpus[:count]:  # all started before any thread: `preexec_fn` is not thread-safe
             self.procs.append(subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                argv, env=worker_env(count, gpu), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 text=True, start_new_session=True, preexec_fn=_die_with_parent(os.getpid())))
         self._echoes = [threading.Thread(target=self._echo, args=(i, p.stderr), daemon=True)
                         for i, p in enumerate(self.procs)]
@@ -146,8 +196,11 @@ class Workers:
         return not left
 
 
-def run_workers(study: optuna.Study, spec: Spec, argv: list[str], workers: int, console: Any) -> int:
+def run_workers(study: optuna.Study, spec: Spec, argv: list[str], workers: int, console: Any,
+                gpus: list[int] | None = None) -> int:
     """Run `workers` worker processes (`argv`) on `study` until its budget is reached; 0 when all went well.
+
+    `gpus` (`--gpus`): the CUDA devices the workers take in turn (default: all, when torch sees several).
 
     Returns 130 when stopped by Ctrl-C / SIGTERM, 1 when a worker failed.
     """
@@ -158,9 +211,11 @@ def run_workers(study: optuna.Study, spec: Spec, argv: list[str], workers: int, 
                       "raise the budget with --trials N to run more")
         return 0
     count = workers if remaining is None else min(workers, remaining)
+    devices = worker_gpus(count, gpus)
     threads = os.environ.get("OMP_NUM_THREADS") or worker_threads(count)
-    console.print(f"{count} worker processes, {threads} torch thread(s) each, {cpu_count()} cores")
-    pool = Workers(argv, count, console)
+    console.print(f"{count} worker processes, {threads} torch thread(s) each, {cpu_count()} cores"
+                  + (f"; GPUs {', '.join(d for d in devices if d is not None)}" if any(devices) else ""))
+    pool = Workers(argv, count, console, devices)
     interrupted = False
     progress = make_progress(console, extra="{task.fields[running]}")
     task = progress.add_task("trials", total=spec.trials, completed=finished_count(study), best=best_text(study),

@@ -10,6 +10,7 @@ final PSNR. What it records lives under `steer.*` user attributes.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -203,6 +204,8 @@ class Objective:
         record.write(trial, record.SEED, seed)
         record.write(trial, record.BACKEND, trainer.backend)
         record.write(trial, record.DEVICE, str(trainer.device))
+        if os.environ.get("CUDA_VISIBLE_DEVICES"):  # `--workers N --gpus`: which GPU is this worker's cuda:0
+            record.write(trial, record.VISIBLE_GPUS, os.environ["CUDA_VISIBLE_DEVICES"])
         record.write(trial, record.TORCH_THREADS, torch.get_num_threads())
         if applicable_pins(trial, pins):
             record.write(trial, record.PINNED, applicable_pins(trial, pins))

@@ -40,6 +40,7 @@ PARAMS = "steer.params"  # every param the built-in objective trained with at st
 SEED = "steer.seed"
 BACKEND = "steer.backend"
 DEVICE = "steer.device"
+VISIBLE_GPUS = "steer.cuda_visible_devices"  # the worker's GPU (CUDA_VISIBLE_DEVICES), when it was given one
 TORCH_THREADS = "steer.torch_threads"
 PINNED = "steer.pinned"  # the study pins this trial honoured when it started
 CHOICES = "steer.choices"  # the optimizer and loss names this trial can switch to
