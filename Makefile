@@ -16,7 +16,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_CPU_VERSION ?= 2.13.0
 
-.PHONY: setup setup-test browser demo test test-pg gpu-check clean
+.PHONY: setup setup-test browser demo test test-pg fuzz gpu-check clean
 
 setup: $(VENV)/.steer-installed
 
@@ -52,6 +52,12 @@ test: setup-test browser
 
 test-pg: setup-test
 	eval "$$(tests/pg.sh start)" && trap 'tests/pg.sh stop' EXIT && STEER_TEST_PG_REQUIRED=1 $(PY) -m pytest -q
+
+# The fuzz tests with twenty times CI's examples, drawn at random (CI's are fixed), on SQLite and a throwaway
+# PostgreSQL server, with Hypothesis's statistics per entry point (docs/fuzzing.md): before a release.
+fuzz: setup-test
+	eval "$$(tests/pg.sh start)" && trap 'tests/pg.sh stop' EXIT && STEER_TEST_PG_REQUIRED=1 STEER_FUZZ_SCALE=20 \
+	  $(PY) -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics -p no:cacheprovider
 
 # Everything that needs an NVIDIA GPU in one command: the compiled-kernel tests, the benchmark at the
 # goal's size, the precision measurement, a short study on the triton backend steered once, the sweep.

@@ -29,7 +29,7 @@ from dash import Input, Output, State, dcc, html
 from sqlalchemy.exc import SQLAlchemyError
 
 from steer.dashboards import components as C
-from steer.dashboards import held
+from steer.dashboards import guard, held
 from steer.dashboards import ids
 from steer.dashboards import study_page
 from steer.dashboards import trial_page
@@ -90,6 +90,7 @@ def create_app(storage_url: str, study_name: str | None = None, token: str | Non
     held.register(app, studies)
     for page in PAGES:
         page.register(app, studies)
+    guard.answer_malformed_callbacks(app)
     return app
 
 

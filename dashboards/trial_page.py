@@ -568,8 +568,10 @@ def register(app: dash.Dash, studies: Studies) -> None:
     @skip_when_database_busy
     def tick(_n: int, every: int | None, page: dict[str, Any], cursor: dict[str, Any], mine: list[int],
              pending: dict[str, Any] | None):
+        number = page.get("trial")
+        if number is None:  # a context from another page (forged): nothing to poll
+            raise dash.exceptions.PreventUpdate
         control = studies.control(page["study"])
-        number = page["trial"]
         # the commands before the trial: a worker records a change in the trial before it marks the command
         # applied, so a command read as applied has its change in the trial read next
         commands = control.commands(trial=number)
@@ -747,7 +749,7 @@ def register(app: dash.Dash, studies: Studies) -> None:
             raise dash.exceptions.PreventUpdate
         request = request_for(ctx.triggered_id, ctx.triggered[0]["value"], known or {}, shown_lr,
                               page.get("lr_search"))
-        if request is None:
+        if request is None or page.get("trial") is None:
             raise dash.exceptions.PreventUpdate
         cmd = ask(studies.control(page["study"]), trial=page["trial"], **request)
         return [*(mine or []), cmd.id][-50:]

@@ -98,8 +98,13 @@ def lr_to_slider(lr: float) -> float:
 
 
 def slider_to_lr(position: float) -> float:
-    """The learning rate a slider position asks for, rounded to 3 significant digits."""
-    return round_lr(10.0 ** position)
+    """The learning rate a slider position asks for, rounded to 3 significant digits.
+
+    The slider cannot leave the allowed range; a position from elsewhere (a forged request, NaN)
+    is clamped to it, like `lr_to_slider`."""
+    if not math.isfinite(position):
+        position = LR_MIN_LOG10
+    return round_lr(10.0 ** min(max(position, LR_MIN_LOG10), LR_MAX_LOG10))
 
 
 def lr_window(lr: float) -> tuple[float, float]:

@@ -181,6 +181,22 @@ def _release_now(control: Control, args: dict[str, Any], trial: FrozenTrial | No
     return lambda s: {"action": "release", "old": "held", "new": None}
 
 
+# Optuna's trials.number is an INTEGER column, 32 bits on PostgreSQL: a number beyond it names no trial,
+# and handing it to a database fails (SQLite: OverflowError) instead of finding nothing.
+MAX_TRIAL_NUMBER = 2**31 - 1
+
+
+def _text(value: str | None) -> str | None:
+    """A text for the commands table: PostgreSQL's text columns refuse NUL characters (found by the
+    fuzz tests: a request whose reason quoted a NUL failed as a database error), so they are shown."""
+    return value.replace("\x00", "\\x00") if isinstance(value, str) else value
+
+
+def trial_number_ok(number: Any) -> bool:
+    """Whether `number` can name a trial at all (an int in 0..MAX_TRIAL_NUMBER, not a bool)."""
+    return isinstance(number, int) and not isinstance(number, bool) and 0 <= number <= MAX_TRIAL_NUMBER
+
+
 _OPENED: dict[tuple[int, str], "Control"] = {}  # Control.open(study)'s, by (storage, study name)
 
 
@@ -242,9 +258,15 @@ class Control:
         rejected with that reason.
         """
         now = time.time()
-        name = str(action)[:32]  # the column's width: an unknown name is recorded as far as it fits
+        name = _text(str(action))[:32]  # the column's width: an unknown name is recorded as far as it fits
+        by, request_id = _text(str(by)), _text(request_id)
         write = None
+        asked_trial = trial  # recorded as asked, unless no trial can have that number
         try:
+            if trial is not None and not trial_number_ok(trial):
+                asked_trial = None
+                raise ValueError(f"no trial {str(trial)[:40]}: trial numbers are whole numbers from 0 to "
+                                 f"{MAX_TRIAL_NUMBER}")
             act = actions.get(action)
             name = act.name
             if denied:
@@ -259,9 +281,9 @@ class Control:
                 write = IMMEDIATE[act.name](self, args, finished, by)
             rejection = None
         except ValueError as exc:
-            rejection = str(exc)
-            args = json.loads(json.dumps({k: v for k, v in (("value", value), ("param", param)) if v is not None},
-                                         default=str))
+            rejection = _text(str(exc))
+            asked = {"value": value, "param": param, "trial": str(trial)[:40] if asked_trial != trial else None}
+            args = json.loads(json.dumps({k: v for k, v in asked.items() if v is not None}, default=str))
 
         def insert(s: Session) -> tuple[int, str, Any]:
             state, result, resolved = "pending", None, None
@@ -270,7 +292,7 @@ class Control:
             elif write is not None:
                 result, state, resolved = write(s), "applied", now
             row_id = s.execute(T.commands.insert().values(
-                study_id=self.study_id, trial_number=trial, action=name, args=json.dumps(args),
+                study_id=self.study_id, trial_number=asked_trial, action=name, args=json.dumps(args),
                 request_id=request_id, requested_by=by, requested_at=now, state=state, resolved_at=resolved,
                 reason=rejection, result=json.dumps(result) if result is not None else None,
             )).inserted_primary_key[0]
@@ -316,7 +338,7 @@ class Control:
         return args, finished
 
     def _trial(self, number: int | None) -> FrozenTrial | None:
-        if number is None:
+        if number is None or not trial_number_ok(number):
             return None
         if number not in self._trial_ids:
             try:
@@ -378,12 +400,16 @@ class Control:
 
         The app renews this while the page stays open; nothing lives in the app process.
         """
+        if not trial_number_ok(trial):
+            return
         until = time.time() + seconds
         self.db.run(lambda s: T.upsert(s, T.watch, {"study_id": self.study_id, "trial_number": trial,
                                                    "until": until}))
 
     def watched(self, trial: int) -> bool:
         """Whether the trial's page is open in the app now."""
+        if not trial_number_ok(trial):
+            return False
         return self.db.run(lambda s: s.execute(select(T.watch.c.until).where(and_(
             T.watch.c.study_id == self.study_id, T.watch.c.trial_number == trial,
             T.watch.c.until > time.time()))).first()) is not None
@@ -398,6 +424,8 @@ class Control:
     def commands(self, trial: int | None = None, states: tuple[str, ...] | None = None) -> list[Command]:
         q = select(T.commands).where(T.commands.c.study_id == self.study_id)
         if trial is not None:
+            if not trial_number_ok(trial):
+                return []
             q = q.where(T.commands.c.trial_number == trial)
         if states:
             q = q.where(T.commands.c.state.in_(states))
@@ -423,7 +451,7 @@ class Control:
             raise ValueError(f"state must be one of {STATES[1:]}, got {state!r}")
         self.db.run(lambda s: s.execute(update(T.commands).where(and_(
             T.commands.c.id == command_id, T.commands.c.state == "pending")).values(
-            state=state, applied_step=step, reason=reason, resolved_at=time.time(),
+            state=state, applied_step=step, reason=_text(reason), resolved_at=time.time(),
             result=json.dumps(result) if result is not None else None)))
 
     def expire_pending(self, trial: int, reason: str) -> int:
@@ -483,6 +511,8 @@ class Control:
 
     # ---- reading live state ---------------------------------------------- #
     def live(self, trial: int) -> LiveState | None:
+        if not trial_number_ok(trial):
+            return None
         row = self.db.run(lambda s: s.execute(select(T.live).where(and_(
             T.live.c.study_id == self.study_id, T.live.c.trial_number == trial))).first())
         return LiveState(row.trial_number, row.step, row.wall_time, row.png, row.running) if row else None
@@ -495,6 +525,8 @@ class Control:
         return [LiveState(r.trial_number, r.step, r.wall_time, r.png, r.running) for r in rows]
 
     def metrics(self, trial: int, after_step: int = -1) -> list[Metric]:
+        if not trial_number_ok(trial) or not -1 <= after_step <= MAX_TRIAL_NUMBER:  # steps: the same column type
+            return []
         q = select(T.metrics).where(and_(T.metrics.c.study_id == self.study_id, T.metrics.c.trial_number == trial,
                                          T.metrics.c.step > after_step)).order_by(T.metrics.c.step, T.metrics.c.id)
         rows = self.db.run(lambda s: s.execute(q).all())

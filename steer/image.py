@@ -97,6 +97,8 @@ def load_target(image: str, size: int, base: Path | None = None) -> torch.Tensor
     try:
         with Image.open(path) as im:
             rgb = im.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+    except Image.DecompressionBombError as exc:  # a header claiming billions of pixels: refused, not decoded
+        raise UserError(f"target image {path}: too large to open ({exc})") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"target image {path}: cannot read it as an image ({exc})") from None
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)

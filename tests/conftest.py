@@ -95,8 +95,8 @@ def tiny_spec(write_spec) -> Path:
     return write_spec()
 
 
-def steer_in_thread(folder: Path, name: str, spec_text: str, n_trials: int):
-    """A real study of `spec_text` in `folder/NAME.db`, optimized in a thread, once its trial 0 runs.
+def steer_in_thread(folder: Path, name: str, spec_text: str, n_trials: int, url: str | None = None):
+    """A real study of `spec_text` in `folder/NAME.db` (or at `url`), optimized in a thread, once its trial 0 runs.
 
     Returns (spec, url, study, worker thread, Control on the study).
     """
@@ -108,7 +108,7 @@ def steer_in_thread(folder: Path, name: str, spec_text: str, n_trials: int):
 
     (folder / f"{name}.toml").write_text(spec_text)
     spec = steer.load_spec(folder / f"{name}.toml")
-    url = f"sqlite:///{folder / f'{name}.db'}"
+    url = url or f"sqlite:///{folder / f'{name}.db'}"
     study = steer.create_study(spec, url)
     worker = threading.Thread(target=study.optimize, args=(steer.objective(spec),), kwargs={"n_trials": n_trials})
     worker.start()

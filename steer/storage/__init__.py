@@ -85,6 +85,12 @@ def check_url(url: str) -> None:
     except ImportError as exc:
         raise UserError(f"storage URL {display_url(url)!r} needs a database driver that is not installed: "
                         f"{exc}") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        # Each connection to an in-memory SQLite database gets its own, empty one: steer's readers,
+        # the app and the workers would each see no study (found by hand: `steer show --storage
+        # sqlite:///` retried "no such table" without end).
+        raise UserError(f"storage URL {display_url(url)!r} is an in-memory database, which no other "
+                        "connection can see; name a file, e.g. sqlite:///studies/quick.db")
 
 
 def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True,
