@@ -5,8 +5,9 @@ other types than the page's components send, reaches Dash's dispatcher and the c
 and an exception there is a 500 with a traceback in the log. The rule (docs/fuzzing.md) is one
 clear answer to bad input, so requests are checked here first, against the callback map (which
 callback, which inputs in which order) and against what each property and each store can hold.
-What passes is what a page of this app could send; a callback that fails on it is a bug, and stays
-a 500 in the log.
+What passes is what a page of this app could send. A callback that raises a UserError on it was
+asked for what is not there (a study since deleted): 400 with its message; any other failure is a
+bug, and stays a 500 in the log.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import flask
 from werkzeug.exceptions import HTTPException
 
 from steer.control import MAX_TRIAL_NUMBER
-from steer.errors import UserError
 from steer.dashboards import ids
+from steer.errors import UserError
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("steer.dashboards")

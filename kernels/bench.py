@@ -269,6 +269,11 @@ def save_plot(rows: list[dict], path: str | Path, title: str | None = None) -> P
     return path
 
 
+def _write_json(path: Path, env: dict, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
+
+
 def _print_row(row: dict) -> None:
     figures = "" if row["ms_per_step"] is None else f"{row['ms_per_step']:.3f} ms/step"
     if row.get("ms_per_step_loss_read") is not None:
@@ -283,16 +288,25 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     env = environment(args.device)
+    measured: list[dict] = []
+
+    def on_row(row: dict) -> None:
+        """Print each row as it is measured and keep the JSON current: a run stopped by a time limit
+        (make gpu-check gives each step one) keeps what it measured."""
+        _print_row(row)
+        measured.append(row)
+        if args.json:
+            _write_json(args.json, env, measured)
+
     rows = run_benchmark(points=args.points, widths=tuple(args.widths), hidden_layers=args.hidden_layers,
                          backends=args.backends, steps=args.steps, warmup=args.warmup, device=args.device,
-                         read_loss=args.read_loss, on_row=_print_row)
+                         read_loss=args.read_loss, on_row=on_row)
     load = env["load_average_1min"]
     print(f"{env['device']}; torch {env['torch']}, triton {env['triton']}; {env['torch_threads']} torch threads"
           + (f"; load average {load:.1f} before the run" if load is not None else ""))
     print(markdown_table(rows))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
+        _write_json(args.json, env, rows)
     if args.plot:
         title = f"{env['device']} - torch {env['torch']}, triton {env['triton']}"
         written = save_plot(rows, args.plot, title=title)

@@ -9,7 +9,8 @@
 #                 also with the loss read back every step;
 #   precision     python -m steer.bench precision: the quick study's nets at each precision;
 #   study         a short study on the triton backend, steered once while a trial runs, then replayed;
-#   bench-sweep   widths 32/64/128 at 2^14..2^20 points.
+#   bench-sweep   widths 32/64/128 at 2^14..2^20 points, every backend (its JSON is kept current, so a
+#                 sweep stopped by its time limit keeps the rows it measured).
 #
 # Each step runs under a time limit (the whole check stays well under 15 minutes) and a failing step
 # does not stop the others; the exit status is the first failure's. Into $OUT (default ./gpu-check):
@@ -137,7 +138,7 @@ step bench-goal 100 "$py" -m steer.kernels.bench --hidden-layers 3 --read-loss "
     --json "$out/kernels-bench-goal.json"
 step precision 150 "$py" -m steer.bench precision "${precision[@]}" --json "$out/precision.json"
 step study 150 bash -c study
-step bench-sweep 200 "$py" -m steer.kernels.bench --read-loss "${sweep[@]}" \
+step bench-sweep 240 "$py" -m steer.kernels.bench "${sweep[@]}" \
     --json "$out/kernels-bench-gpu.json" --plot "$out/kernels-bench-gpu.png"
 echo "report: $report"
 exit "$status"
