@@ -67,31 +67,28 @@ def worker_gpus(workers: int, gpus: list[int] | None) -> list[str | None]:
     device or none needs no choosing. A worker sees its GPU as cuda:0, so the spec's
     `device = "auto"` or `"cuda"` works unchanged.
     """
+    import torch
+
+    return assign_gpus(workers, gpus, torch.cuda.device_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def assign_gpus(workers: int, gpus: list[int] | None, count: int, visible: str | None) -> list[str | None]:
+    """`worker_gpus` for a machine where torch sees `count` devices under CUDA_VISIBLE_DEVICES=`visible`."""
     from steer.errors import UserError
 
     if gpus is None:
-        import torch
-
-        count = torch.cuda.device_count()
         if count < 2:
             return [None] * workers
         gpus = list(range(count))
-    else:
-        import torch
-
-        count = torch.cuda.device_count()
-        if count == 0:
-            raise UserError(f"--gpus {','.join(map(str, gpus))}: torch sees no CUDA device on this machine")
-        missing = [g for g in gpus if g >= count]
-        if missing:
-            raise UserError(f"--gpus: no GPU {', '.join(map(str, missing))} here; torch sees {count} "
-                            f"(0 to {count - 1})")
-        # CUDA_VISIBLE_DEVICES set by the user renumbers the devices torch sees: index into it.
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible:
-            names = [v.strip() for v in visible.split(",")]
-            return [names[gpus[i % len(gpus)]] for i in range(workers)]
-    return [str(gpus[i % len(gpus)]) for i in range(workers)]
+    elif count == 0:
+        raise UserError(f"--gpus {','.join(map(str, gpus))}: torch sees no CUDA device on this machine")
+    elif missing := [g for g in gpus if g >= count]:
+        raise UserError(f"--gpus: no GPU {', '.join(map(str, missing))} here; torch sees {count} (0 to {count - 1})")
+    # A CUDA_VISIBLE_DEVICES the user set renumbers the devices torch sees: index into it, so a
+    # worker's variable names the same device its parent's index did.
+    names = [v.strip() for v in (visible or "").split(",") if v.strip()]
+    names = names if len(names) >= count else [str(i) for i in range(count)]
+    return [names[gpus[i % len(gpus)]] for i in range(workers)]
 
 
 def worker_env(workers: int, gpu: str | None = None) -> dict[str, str]:

@@ -17,7 +17,7 @@ from rich.console import Console
 import steer
 from steer import record
 from steer.errors import UserError
-from steer.launch import Workers, parse_gpus, worker_gpus
+from steer.launch import Workers, assign_gpus, parse_gpus, worker_gpus
 from conftest import run_cli
 
 
@@ -33,6 +33,17 @@ def test_without_cuda_no_worker_is_given_a_gpu_and_asking_for_one_is_an_error():
     assert worker_gpus(3, None) == [None, None, None]
     with pytest.raises(UserError, match=r"--gpus 0,1: torch sees no CUDA device on this machine"):
         worker_gpus(2, [0, 1])
+
+
+def test_gpus_are_assigned_in_turn_and_follow_a_visible_devices_list():
+    """The choosing, for machines this one is not (torch here sees no GPU)."""
+    assert assign_gpus(3, None, 1, None) == [None] * 3  # one GPU: nothing to choose
+    assert assign_gpus(5, None, 2, None) == ["0", "1", "0", "1", "0"]
+    assert assign_gpus(3, [1, 3], 4, None) == ["1", "3", "1"]
+    assert assign_gpus(2, None, 2, "5,7") == ["5", "7"]  # the user's own CUDA_VISIBLE_DEVICES renumbers
+    assert assign_gpus(2, [1], 2, "GPU-ab, GPU-cd") == ["GPU-cd", "GPU-cd"]
+    with pytest.raises(UserError, match=r"no GPU 2, 5 here; torch sees 2 \(0 to 1\)"):
+        assign_gpus(2, [0, 2, 5], 2, None)
 
 
 def test_each_worker_process_sees_only_its_own_gpu():
