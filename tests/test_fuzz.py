@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import string
 import tomllib
@@ -323,13 +324,32 @@ PATHS = ["/", "/wall", "/trial/0", "/trial/1", "/trial/99999999999999999999", "/
 QUERY_KEYS = ["study", "trial", "v", "token", "step", ""]
 
 
+class _Tracebacks(logging.Handler):
+    """Keeps every log record that carries a traceback: the server log must have none."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
 @pytest.fixture(scope="module")
 def app_client(finished_study):
     from steer.dashboards.app import create_app
 
     folder, url, control = finished_study
     app = create_app(url, "tiny")
-    return app.server.test_client(), app
+    tracebacks = _Tracebacks()
+    loggers = [app.server.logger, logging.getLogger("steer.dashboards"), logging.getLogger()]
+    for logger in loggers:
+        logger.addHandler(tracebacks)
+    yield app.server.test_client(), app
+    for logger in loggers:
+        logger.removeHandler(tracebacks)
+    assert not tracebacks.records, [r.getMessage() for r in tracebacks.records][:5]
 
 
 @budget(150)
