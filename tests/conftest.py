@@ -20,8 +20,6 @@ from typing import Iterator
 
 import pytest
 
-from steer.bench.harness import fresh_pg_database, libpq_url
-
 # Browser tests drive Debian's Chromium (`make test` installs it where it can). On a developer's
 # machine without it they skip; in CI (CI=true) they must run, so they fail instead.
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -141,6 +139,8 @@ def pg_unavailable() -> str | None:
     except ImportError:
         return "psycopg is not installed: pip install 'psycopg[binary]'"
     try:
+        from steer.bench.harness import libpq_url
+
         psycopg.connect(libpq_url(url), connect_timeout=5).close()
     except psycopg.Error as exc:
         return f"the PostgreSQL server of {PG_URL_ENV} is not reachable: {str(exc).strip().splitlines()[0]}"
@@ -160,6 +160,8 @@ def require_pg() -> str:
 @contextlib.contextmanager
 def pg_database() -> Iterator[str]:
     """A fresh, empty database on the test server, dropped afterwards: tests never see each other's studies."""
+    from steer.bench.harness import fresh_pg_database  # imported here: the kernel tests need only torch
+
     with fresh_pg_database(require_pg(), prefix="steer_test") as url:
         yield url
 

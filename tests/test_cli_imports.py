@@ -8,8 +8,10 @@ Nothing here is timed: timings flake.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -112,3 +114,30 @@ def test_the_public_names_load_on_first_use():
                     "    print(exc)\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "module 'steer' has no attribute 'no_such_name'"
+
+
+# What a GPU machine's image lacks until the project's wheels are installed (see make gpu-check).
+NOT_ON_A_BARE_GPU_MACHINE = ("optuna", "sqlalchemy", "alembic", "dash", "flask", "plotly", "optuna_dashboard",
+                             "waitress", "tomli_w")
+
+
+def test_the_kernels_and_their_tests_need_only_torch_triton_and_pytest(tmp_path):
+    """On a GPU machine the kernel tests run before the rest is installed: steer.kernels (the models, the
+    benchmark, the resource check) and tests/test_kernels.py import nothing else."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import importlib.abc, sys\n"
+        f"BLOCKED = {NOT_ON_A_BARE_GPU_MACHINE!r}\n"
+        "class Blocker(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (blocked by this test)', name=name)\n"
+        "sys.meta_path.insert(0, Blocker())\n")
+    code = ("import steer.kernels.fused, steer.kernels.bench, steer.kernels.resources, steer.kernels.backends\n"
+            "import pytest, sys\n"
+            "sys.exit(pytest.main(['-q', '--collect-only', '-p', 'no:cacheprovider', 'tests/test_kernels.py']))\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "tests collected" in result.stdout
