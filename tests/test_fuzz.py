@@ -246,6 +246,45 @@ def cli_argvs(draw) -> list[str]:
     return argv
 
 
+TRIALS = st.one_of(st.sampled_from(["0", "1", "2", "-1", "2147483647", "2147483648", "99999999999999999999"]),
+                   st.integers(-3, 5).map(str))
+PARAMS = st.sampled_from(["lr", "optimizer", "loss", "weight_decay", "w0", "activation", "bogus", "", "LR"])
+VALUES = st.one_of(NUMBER_TEXT, st.sampled_from(["adam", "adamw", "sgd", "mse", "l1", "huber", "bogus", "0", "1e-3"]),
+                   st.text(max_size=6))
+
+
+@st.composite
+def well_formed_argvs(draw) -> list[str]:
+    """Argument lists a person could type: the command's own flags, in their places, with values that
+    are wrong more often than right (so the commands run, and reach their checks)."""
+    command = draw(st.sampled_from(["ctl", "ctl", "ctl", "show", "export", "replay", "user"]))
+    if command == "ctl":
+        action = draw(st.sampled_from(list(actions.ACTIONS.values())))
+        argv = ["ctl", action.cli]
+        if action.scope != "study" or draw(st.booleans()):
+            argv += ["--trial", draw(TRIALS)]
+        if action.takes.startswith("PARAM"):
+            argv.append(draw(PARAMS))
+        if "VALUE" in action.takes or "SEED" in action.takes:
+            argv += draw(st.lists(VALUES, min_size=0, max_size=2))
+        if action.name == "promote":
+            argv += draw(st.lists(st.sampled_from(["--final-values", "--new-seed"]), max_size=2, unique=True))
+        if action.name == "prune" and draw(st.booleans()):
+            argv += ["--reason", draw(st.text(max_size=10))]
+        if draw(st.booleans()):
+            argv += ["--json"]
+        return argv
+    if command == "user":
+        return ["user", draw(st.text(min_size=0, max_size=8)),
+                *draw(st.sampled_from([[], ["--role", "view"], ["--role", "steer"], ["--role", "x"]]))]
+    argv = [command] + (["--trial", draw(TRIALS)] if command != "show" or draw(st.booleans()) else [])
+    if command == "show":
+        argv += draw(st.lists(st.sampled_from(["--json", "--compare"]), max_size=2, unique=True))
+    if command == "replay" and draw(st.booleans()):
+        argv += ["--device", draw(st.sampled_from(["cpu", "cuda", "cuda:7", "tpu", ""]))]
+    return argv
+
+
 def run_main(argv: list[str]) -> tuple[int, str]:
     """steer's CLI in this process: (exit status, what it printed, stderr then stdout)."""
     from steer.cli import main
@@ -260,7 +299,7 @@ def run_main(argv: list[str]) -> tuple[int, str]:
 
 
 @budget(120)
-@given(argv=cli_argvs())
+@given(argv=st.one_of(cli_argvs(), well_formed_argvs()))
 def test_fuzz_cli_arguments(finished_study, tmp_path_factory, argv):
     folder, url, control = finished_study
     if argv[0] == "user":
@@ -270,6 +309,8 @@ def test_fuzz_cli_arguments(finished_study, tmp_path_factory, argv):
     before = command_rows(control)
     status, stderr = run_main(argv)
     event(f"exit {status}")
+    if os.environ.get("STEER_FUZZ_REASONS") and status == 2:
+        event(stderr.strip().splitlines()[-1][:60] if stderr.strip() else "(nothing printed)")
     no_traceback(stderr)
     new = command_rows(control) - before
     assert status in (0, 1, 2), (status, stderr)
