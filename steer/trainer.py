@@ -44,11 +44,24 @@ def psnr_from_mse(mse: float) -> float:
 
 
 def resolve_device(device: str) -> torch.device:
+    """"auto", "cpu", "cuda" or "cuda:N" as a torch device; a UserError for one that cannot train here
+    (found by the fuzz tests: `steer replay --device tpu` or `cuda:7` ended in a traceback)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' requested but torch sees no CUDA device; use device = \"auto\" or \"cpu\"")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(f"device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise UserError(f"device {device!r}: steer trains on the CPU or a CUDA GPU; use auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {device!r} requested but torch sees no CUDA device; "
+                            "use device = \"auto\" or \"cpu\"")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise UserError(f"device {device!r}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return resolved
 
 
 def mlp_config(params: dict[str, Any]) -> MLPConfig:

@@ -595,3 +595,14 @@ def test_a_nul_in_a_request_is_recorded_on_postgresql_too(pg_url):
     assert cmd.state == "rejected" and "\\x00" in cmd.reason
     stored = control.commands()[-1]
     assert stored.id == cmd.id and stored.requested_by == "fuzz\\x00" and stored.request_id == "id\\x00"
+
+
+@pytest.mark.parametrize("device, reason", [("tpu", "not a device"), ("cpu:x", "not a device"),
+                                            ("meta", "steer trains on the CPU or a CUDA GPU"),
+                                            ("cuda:7", "torch sees no CUDA device")])
+def test_replay_on_a_device_that_cannot_train_here_says_so(finished_study, device, reason):
+    """Found by `make fuzz`: `steer replay --trial 0 --device tpu` (or cuda:7 on a CPU) ended in a traceback."""
+    folder, url, control = finished_study
+    status, out = run_main(["replay", "--trial", "0", "--device", device, "--storage", url])
+    assert status == 2 and reason in out, out
+    no_traceback(out)
