@@ -74,28 +74,57 @@ def _tinycudann_model(config: MLPConfig, device: torch.device) -> torch.nn.Modul
     ).to(device)
 
 
-def _time_steps(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tensor, steps: int,
-                warmup: int, repeats: int = 5, read_loss: bool = False) -> tuple[float, float]:
-    """(seconds of the first step, including any compilation; seconds per step after warm-up).
+def _step_fn(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tensor, mode: str) -> Callable[[], None]:
+    """One full training step (zero grads, forward, MSE, backward, Adam step) as a function.
 
-    The `steps` timed steps run in `repeats` groups, synchronised around each group; the
-    result is the median of the groups' means, which a busy machine disturbs less.
-    `read_loss` reads the loss back after every step (`loss.item()`), as a trial that
-    checks every step for divergence does: the host then waits for the GPU each step.
+    mode "eager": Adam's default (foreach) implementation; "read": the same, reading the loss
+    back after every step (`loss.item()`), as a trial that checks every step for divergence
+    does: the host then waits for the GPU each step; "fused": Adam's fused implementation
+    (one launch for all parameters); "graph": the whole step, fused Adam included, captured
+    as one CUDA graph and replayed, so the host launches once per step.
     """
-    device = coords.device
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    fused = mode in ("fused", "graph")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None,
+                                 capturable=mode == "graph")
 
-    def step() -> None:
+    def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         loss = F.mse_loss(model(coords).float(), target)
         loss.backward()
         optimizer.step()
-        if read_loss:
-            loss.item()
+        return loss
 
+    if mode == "read":
+        return lambda: step().item()
+    if mode != "graph":
+        return step
+    # Warm up on a side stream first, as torch.cuda.graphs asks: kernels compile, Adam builds its state.
+    device = coords.device
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)  # the captured backward then allocates .grad from the graph's pool
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+def _time_steps(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tensor, steps: int,
+                warmup: int, repeats: int = 5, mode: str = "eager") -> tuple[float, float]:
+    """(seconds of the first step, including any compilation or capture; seconds per step after warm-up).
+
+    The `steps` timed steps run in `repeats` groups, synchronised around each group; the
+    result is the median of the groups' means, which a busy machine disturbs less.
+    `mode` is how a step runs (see `_step_fn`).
+    """
+    device = coords.device
     _sync(device)
     start = time.perf_counter()
+    step = _step_fn(model, coords, target, mode)
     step()
     _sync(device)
     first = time.perf_counter() - start
@@ -113,18 +142,29 @@ def _time_steps(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tens
     return first, statistics.median(means)
 
 
+# The step's variants beside the plain eager one, each a column of its own: (mode, row key, table header).
+VARIANTS = (
+    ("read", "ms_per_step_loss_read", "ms / step, loss read each step"),
+    ("fused", "ms_per_step_fused_adam", "ms / step, fused Adam"),
+    ("graph", "ms_per_step_graph", "ms / step, one CUDA graph"),
+)
+
+
 def _row(backend: str, precision: str | None, config: MLPConfig, points: int, device: torch.device,
          status: str = "ok", note: str = "", first: float | None = None, per_step: float | None = None,
-         per_step_read: float | None = None) -> dict:
-    return {
+         variants: dict[str, float | str] | None = None) -> dict:
+    """One measurement; `variants` maps a VARIANTS row key to its seconds per step (or why it failed)."""
+    row = {
         "backend": backend, "precision": precision, "device": str(device), "width": config.width,
         "hidden_layers": config.hidden_layers, "points": points, "status": status, "note": note,
         "ms_per_step": None if per_step is None else per_step * 1e3,
         "mpoints_per_s": None if per_step is None else points / per_step / 1e6,
         "first_step_s": first,
-        # The same step with the loss read back every step (None when not measured).
-        "ms_per_step_loss_read": None if per_step_read is None else per_step_read * 1e3,
     }
+    for _, key, _ in VARIANTS:  # None when not measured, a string when it failed
+        value = (variants or {}).get(key)
+        row[key] = value * 1e3 if isinstance(value, float) else value
+    return row
 
 
 def run_benchmark(
@@ -135,7 +175,7 @@ def run_benchmark(
     steps: int | None = None,
     warmup: int | None = None,
     device: torch.device | str | None = None,
-    read_loss: bool = False,
+    variants: tuple[str, ...] = (),
     on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Time a full training step for each backend x width x point count; one dict per measurement.
@@ -146,9 +186,10 @@ def run_benchmark(
     the CPU torch and compile at 2^10..2^14 points, 10 steps after 2, and a "skipped" row
     saying triton needs CUDA.
     The net is the seeds' one: ReLU hidden layers, sigmoid output, no encoding.
-    `read_loss` also times each backend with the loss read back every step (the
-    `ms_per_step_loss_read` column). `on_row` sees each row as it is measured (a long run
-    that is stopped keeps what it printed).
+    `variants` (modes of VARIANTS: "read", "fused", "graph") also times each backend's step
+    those ways, each in a column of its own; a variant that fails (a backend that cannot be
+    captured, say) puts its error in its column. `on_row` sees each row as it is measured
+    (a long run that is stopped keeps what it printed).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = device.type == "cuda"
@@ -186,13 +227,22 @@ def run_benchmark(
                     continue
                 try:
                     first, per_step = _time_steps(model, coords, target, steps, warmup)
-                    per_step_read = (_time_steps(model, coords, target, steps, warmup, read_loss=True)[1]
-                                     if read_loss else None)
                 except torch.cuda.OutOfMemoryError as exc:
                     rows.append(_row(name, precision or None, config, n, device, "error", f"out of memory: {exc}"))
                     continue
+                measured: dict[str, float | str] = {}
+                for mode, key, _ in VARIANTS:
+                    if mode not in variants:
+                        continue
+                    if mode in ("fused", "graph") and not on_gpu:
+                        measured[key] = "needs CUDA"
+                        continue
+                    try:
+                        measured[key] = _time_steps(model, coords, target, steps, warmup, mode=mode)[1]
+                    except Exception as exc:  # noqa: BLE001 - a variant that fails is a finding, not the end
+                        measured[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                 rows.append(_row(name, precision or None, config, n, device, first=first, per_step=per_step,
-                                 per_step_read=per_step_read))
+                                 variants=measured))
                 del model
     return rows
 
@@ -217,22 +267,27 @@ def _label(row: dict) -> str:
 def markdown_table(rows: list[dict]) -> str:
     """The rows as a markdown table; speed-ups are against torch (eager) at the same size."""
     eager = {(r["width"], r["points"]): r["ms_per_step"] for r in rows if r["backend"] == "torch" and r["ms_per_step"]}
-    read = any(r.get("ms_per_step_loss_read") is not None for r in rows)
+    extra = [(key, header) for _, key, header in VARIANTS if any(r.get(key) is not None for r in rows)]
     lines = ["| width | points | backend | ms / step | Mpoints / s | vs torch | first step (s) |"
-             + (" ms / step, loss read each step |" if read else ""),
-             "|---:|---:|---|---:|---:|---:|---:|" + ("---:|" if read else "")]
+             + "".join(f" {header} |" for _, header in extra),
+             "|---:|---:|---|---:|---:|---:|---:|" + "---:|" * len(extra)]
     for r in sorted(rows, key=lambda r: (r["width"], r["points"])):
         if r["ms_per_step"] is None:
             lines.append(f"| {r['width']} | 2^{int(math.log2(r['points']))} | {_label(r)} | {r['status']}: "
-                         f"{r['note']} | | | |")
+                         f"{r['note']} | | | |" + " |" * len(extra))
             continue
         base = eager.get((r["width"], r["points"]))
         speedup = f"{base / r['ms_per_step']:.2f}x" if base else ""
+        cells = "".join(f" {_cell(r.get(key))} |" for key, _ in extra)
         lines.append(f"| {r['width']} | 2^{int(math.log2(r['points']))} | {_label(r)} | {r['ms_per_step']:.3f} | "
-                     f"{r['mpoints_per_s']:.2f} | {speedup} | {r['first_step_s']:.2f} |"
-                     + (f" {r['ms_per_step_loss_read']:.3f} |" if r.get("ms_per_step_loss_read") is not None
-                        else " |" if read else ""))
+                     f"{r['mpoints_per_s']:.2f} | {speedup} | {r['first_step_s']:.2f} |{cells}")
     return "\n".join(lines)
+
+
+def _cell(value: float | str | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" if isinstance(value, float) else value.replace("|", "/")
 
 
 def save_plot(rows: list[dict], path: str | Path, title: str | None = None) -> Path | None:
@@ -276,8 +331,9 @@ def _write_json(path: Path, env: dict, rows: list[dict]) -> None:
 
 def _print_row(row: dict) -> None:
     figures = "" if row["ms_per_step"] is None else f"{row['ms_per_step']:.3f} ms/step"
-    if row.get("ms_per_step_loss_read") is not None:
-        figures += f", {row['ms_per_step_loss_read']:.3f} with the loss read each step"
+    for _, key, header in VARIANTS:
+        if row.get(key) is not None:
+            figures += f"; {header.removeprefix('ms / step, ')}: {_cell(row[key])}"
     print(f"measured: width {row['width']}, {row['points']} points, {_label(row)}: "
           f"{figures or row['status'] + ': ' + row['note']}", flush=True)
 
@@ -300,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = run_benchmark(points=args.points, widths=tuple(args.widths), hidden_layers=args.hidden_layers,
                          backends=args.backends, steps=args.steps, warmup=args.warmup, device=args.device,
-                         read_loss=args.read_loss, on_row=on_row)
+                         variants=tuple(args.variants), on_row=on_row)
     load = env["load_average_1min"]
     print(f"{env['device']}; torch {env['torch']}, triton {env['triton']}; {env['torch_threads']} torch threads"
           + (f"; load average {load:.1f} before the run" if load is not None else ""))

@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", nargs="+", help="e.g. torch compile triton:tf32 (default: by device)")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--warmup", type=int)
-    parser.add_argument("--read-loss", action="store_true",
-                        help="also time each step with the loss read back every step, as a trial that checks it does")
+    parser.add_argument("--variants", nargs="+", default=[], choices=["read", "fused", "graph"],
+                        help="also time each step these ways: read (the loss read back every step, as a trial "
+                             "that checks it each step), fused (Adam's fused implementation), graph (the whole "
+                             "step as one CUDA graph); CUDA only for fused and graph")
     parser.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads) for this run")

@@ -199,7 +199,8 @@ class Objective:
         if spec.schedule and record.SCHEDULE not in given:
             record.write(trial, record.SCHEDULE, list(spec.schedule))  # read by steering() below
         trainer = Trainer(params, self.target, steps=spec.steps, seed=seed,
-                          backend=spec.backend, device=spec.device, precision=spec.precision)
+                          backend=spec.backend, device=spec.device, precision=spec.precision,
+                          cuda_graph=spec.cuda_graph)
         record.write(trial, record.PARAMS, params)  # what a replay starts from
         record.write(trial, record.SEED, seed)
         record.write(trial, record.BACKEND, trainer.backend)
@@ -207,6 +208,8 @@ class Objective:
         if os.environ.get("CUDA_VISIBLE_DEVICES"):  # `--workers N --gpus`: which GPU is this worker's cuda:0
             record.write(trial, record.VISIBLE_GPUS, os.environ["CUDA_VISIBLE_DEVICES"])
         record.write(trial, record.TORCH_THREADS, torch.get_num_threads())
+        if trainer.graph is not None:  # a replay must run the same arithmetic (fused optimizer, graphs)
+            record.write(trial, record.CUDA_GRAPH, True)
         if applicable_pins(trial, pins):
             record.write(trial, record.PINNED, applicable_pins(trial, pins))
         if control is not None:

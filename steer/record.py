@@ -42,6 +42,7 @@ BACKEND = "steer.backend"
 DEVICE = "steer.device"
 VISIBLE_GPUS = "steer.cuda_visible_devices"  # the worker's GPU (CUDA_VISIBLE_DEVICES), when it was given one
 TORCH_THREADS = "steer.torch_threads"
+CUDA_GRAPH = "steer.cuda_graph"  # True when the trial's steps ran as captured CUDA graphs (absent: they did not)
 PINNED = "steer.pinned"  # the study pins this trial honoured when it started
 CHOICES = "steer.choices"  # the optimizer and loss names this trial can switch to
 BASELINE = "steer.baseline"  # the spec's hand-picked first trial

@@ -46,7 +46,8 @@ def replay_trial(study: optuna.Study, number: int, device: str | None = None) ->
     target = load_target(spec["image"], spec["size"], Path(spec["base"]) if spec.get("base") else None)
     trainer = Trainer(attrs[record.PARAMS], target, steps=spec["steps"], seed=attrs[record.SEED],
                       backend=attrs.get(record.BACKEND, "torch"), device=device or attrs.get(record.DEVICE, "cpu"),
-                      precision=spec.get("precision", DEFAULT_PRECISION))
+                      precision=spec.get("precision", DEFAULT_PRECISION),
+                      cuda_graph=bool(attrs.get(record.CUDA_GRAPH, False)))
     knobs = Steering(None, **trainer.steering_kwargs())  # the same handlers that applied them the first time
     events = record.read(trial).changes()  # a promoted trial's schedule and the interventions, in order
     final_step = attrs[record.FINAL_STEP]
@@ -106,7 +107,8 @@ def export_spec(study: optuna.Study, number: int) -> str:
         "study": {"name": f"{study.study_name}-trial-{number}", "trials": 1, "seed": spec["seed"]},
         "target": {"image": image, "size": spec["size"]},
         "trial": {"steps": spec["steps"], "report_every": spec["report_every"], "backend": spec["backend"],
-                  "device": spec["device"], "precision": spec.get("precision", DEFAULT_PRECISION), "seed": rec.seed},
+                  "device": spec["device"], "precision": spec.get("precision", DEFAULT_PRECISION), "seed": rec.seed,
+                  "cuda_graph": bool(attrs.get(record.CUDA_GRAPH, False))},
         "pruner": {"type": "none"},
         "space": dict(attrs[record.PARAMS]),
     }

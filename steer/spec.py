@@ -107,6 +107,7 @@ class Spec:
     trial_seed: int | None = None  # every trial trains from this seed (a spec `steer export` wrote)
     schedule: tuple[dict[str, Any], ...] = ()  # changes every trial makes at their steps ([[changes]])
     artifacts: Path | None = None  # artifact folder (default: beside a SQLite database)
+    cuda_graph: bool = True  # on CUDA, each training step runs as one captured CUDA graph
 
     def with_overrides(self, **changes: Any) -> Spec:
         """A copy with CLI overrides applied (None means keep); values are re-checked."""
@@ -278,6 +279,7 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
     backend = trial.get("backend", str, "auto")
     device = trial.get("device", str, "auto")
     precision = trial.get("precision", str, DEFAULT_PRECISION)
+    cuda_graph = trial.get("cuda_graph", bool, True)
     trial_seed = trial.get("seed", int, None)
     trial.done()
     if trial_seed is not None and not 0 <= trial_seed < 2**63:
@@ -348,7 +350,7 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
         path=path, name=name, image=image, size=size, trials=trials, timeout=timeout, seed=seed,
         steps=steps, report_every=report_every, backend=backend, device=device, precision=precision,
         space=tuple(dims), fixed=fixed, sampler=sampler, pruner=pruner, steering=steering,
-        baseline=baseline, trial_seed=trial_seed, schedule=schedule,
+        baseline=baseline, trial_seed=trial_seed, schedule=schedule, cuda_graph=cuda_graph,
         artifacts=None if artifacts is None else (path.parent if path else Path.cwd()) / artifacts,
     )
 

@@ -51,9 +51,10 @@ log = logging.getLogger("steer.steering")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # (param_groups, lr=, weight_decay=) -> optimizer
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+SGD_MOMENTUM = 0.9
 OPTIMIZERS: dict[str, OptimizerFactory] = {
     "adam": lambda groups, lr, weight_decay: torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay),
-    "sgd": lambda groups, lr, weight_decay: torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay),
+    "sgd": lambda groups, lr, weight_decay: torch.optim.SGD(groups, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay),
     "adamw": lambda groups, lr, weight_decay: torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay),
 }
 LOSSES: dict[str, LossFn] = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.huber_loss}

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from steer.kernels import DEFAULT_PRECISION, MLPConfig, build_model
 from steer.errors import UserError
 from steer.spec import DEFAULT_PARAMS
-from steer.steering import OPTIMIZERS
+from steer.steering import OPTIMIZERS, SGD_MOMENTUM, OptimizerFactory
 
 
 class Diverged(RuntimeError):
@@ -28,6 +28,19 @@ class Diverged(RuntimeError):
 
 # The losses a trial of the built-in objective can train with (Huber's delta suits [0, 1] colours).
 LOSS_FNS = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": lambda a, b: F.huber_loss(a, b, delta=0.1)}
+
+
+# The same optimizers for steps captured as CUDA graphs: fused (one launch for every parameter)
+# and, where torch has the flag, capturable (their step counters stay on the GPU).
+GRAPH_OPTIMIZERS: dict[str, OptimizerFactory] = {
+    "adam": lambda groups, lr, weight_decay: torch.optim.Adam(
+        groups, lr=lr, weight_decay=weight_decay, fused=True, capturable=True),
+    "sgd": lambda groups, lr, weight_decay: torch.optim.SGD(
+        groups, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay, fused=True),
+    "adamw": lambda groups, lr, weight_decay: torch.optim.AdamW(
+        groups, lr=lr, weight_decay=weight_decay, fused=True, capturable=True),
+}
+assert GRAPH_OPTIMIZERS.keys() == OPTIMIZERS.keys()
 
 
 def pixel_coords(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -85,7 +98,11 @@ class Trainer:
         backend: str = "auto",
         device: str = "auto",
         precision: str = DEFAULT_PRECISION,
+        cuda_graph: bool = False,
     ) -> None:
+        """`cuda_graph`: on CUDA, run each step as one captured CUDA graph (`steer.cuda_graph`);
+        ignored on the CPU. Off by default so that a replay of a trial recorded without it
+        (every trial before it existed) runs the same arithmetic; the spec turns it on."""
         self.params = {**DEFAULT_PARAMS, **params}
         self.steps = steps
         self.seed = seed
@@ -98,13 +115,23 @@ class Trainer:
         self.model, self.backend = build_model(mlp_config(self.params), backend, self.device, init_gen, precision)
         self.step_count = 0
         self.lr_override: float | None = None  # an LR set by hand replaces the schedule from then on
-        self.optimizer = OPTIMIZERS[self.params["optimizer"]](
+        self.graph = None
+        if cuda_graph and self.device.type == "cuda":
+            from steer.cuda_graph import StepGraph
+
+            self.graph = StepGraph(self.device)
+        self.optimizers = GRAPH_OPTIMIZERS if self.graph is not None else OPTIMIZERS
+        self.optimizer = self.optimizers[self.params["optimizer"]](
             self.model.parameters(), lr=self.current_lr, weight_decay=self.params["weight_decay"])
+        batch = self.params["batch_size"]
+        self.batch = batch if 0 < batch < self.coords.shape[0] else 0  # 0: every step trains on every pixel
+        # The batch's pixel indices, drawn before each step into this one tensor (a graph reads it there).
+        self._idx = torch.empty(self.batch, dtype=torch.long, device=self.device)
         self._lr_written = self.current_lr  # what the schedule last wrote into the optimizer
 
     def steering_kwargs(self) -> dict[str, Any]:
         """What `steer.steering` needs to steer this trainer."""
-        return {"optimizer": self.optimizer, "model": self.model, "optimizers": OPTIMIZERS, "losses": LOSS_FNS,
+        return {"optimizer": self.optimizer, "model": self.model, "optimizers": self.optimizers, "losses": LOSS_FNS,
                 "loss": self.params["loss"], "optimizer_name": self.params["optimizer"],
                 "effective_params": self.effective_params}
 
@@ -153,19 +180,33 @@ class Trainer:
         self._notice_lr_set_by_hand()
         self._write_lr()
         loss_fn = loss_fn or LOSS_FNS[self.params["loss"]]
-        batch = self.params["batch_size"]
-        if 0 < batch < self.coords.shape[0]:
-            idx = torch.randint(self.coords.shape[0], (batch,), generator=self.batch_gen, device=self.device)
-            coords, target = self.coords[idx], self.target[idx]
-        else:
-            coords, target = self.coords, self.target
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(self.model(coords), target)
-        loss.backward()
-        self.optimizer.step()
+        if self.batch:
+            torch.randint(self.coords.shape[0], (self.batch,), generator=self.batch_gen, device=self.device,
+                          out=self._idx)
+
+        def train_step() -> torch.Tensor:
+            coords, target = (self.coords[self._idx], self.target[self._idx]) if self.batch else (self.coords, self.target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(self.model(coords), target)
+            loss.backward()
+            self.optimizer.step()
+            return loss.detach()
+
+        loss = train_step() if self.graph is None else self.graph.step(self._graph_key(loss_fn), self.optimizer, train_step)
         self.step_count += 1
         self._write_lr()  # the optimizer holds the next step's LR: what a person sees and changes
-        return loss.detach()
+        return loss
+
+    def _graph_key(self, loss_fn: Callable) -> tuple:
+        """What a captured step bakes in besides the LR (see steer.cuda_graph): a change of it re-captures.
+
+        `optimizer.state` is a new dict after an optimizer switch and after `reset`, whose moments
+        start afresh: the old graph would go on updating the old ones.
+        """
+        opt = self.optimizer
+        hyper = tuple(tuple(sorted((k, v) for k, v in g.items() if k not in ("params", "lr", "initial_lr")))
+                      for g in opt.param_groups)
+        return type(opt), id(opt.state), hyper, loss_fn
 
     def check(self, loss: torch.Tensor) -> float:
         """The value of a loss that `step` returned; raises `Diverged` on NaN/inf.

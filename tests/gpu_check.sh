@@ -2,13 +2,14 @@
 # The GPU check: everything that needs an NVIDIA GPU, in one command (`make gpu-check`).
 #
 #   environment   the GPU, driver, torch and triton it runs with;
-#   kernel-tests  tests/test_kernels.py -k Compiled, each test in a process of its own (a kernel that
+#   kernel-tests  tests/test_kernels.py and test_cuda_graph.py -k Compiled, each test in a process of its own (a kernel that
 #                 faults poisons its process's CUDA context, and would fail every later test);
 #   bench-goal    the goal's shape (width 64, 3 hidden layers, 2^16 points, a full step with Adam):
 #                 eager, torch.compile and the fused kernels at each precision side by side, each
-#                 also with the loss read back every step;
+#                 also with the loss read back every step, with fused Adam, and as one CUDA graph;
 #   precision     python -m steer.bench precision: the quick study's nets at each precision;
 #   study         a short study on the triton backend, steered once while a trial runs, then replayed;
+#   trainer-step  python -m steer.bench step: Trainer.step at the goal's shape, with and without CUDA graphs;
 #   bench-sweep   widths 32/64/128 at 2^14..2^20 points, every backend (its JSON is kept current, so a
 #                 sweep stopped by its time limit keeps the rows it measured).
 #
@@ -67,7 +68,7 @@ print(f"GPU: {gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}); trito
 kernel_tests() {
     local dir i id failed=0
     dir=$(mktemp -d)
-    "$py" -m pytest tests/test_kernels.py -k Compiled --collect-only -q -p no:cacheprovider | grep '::' \
+    "$py" -m pytest tests/test_kernels.py tests/test_cuda_graph.py -k Compiled --collect-only -q -p no:cacheprovider | grep '::' \
         | head -n "${KERNEL_TESTS:-1000}" | nl -ba > "$dir/ids"
     # CUDA_LAUNCH_BLOCKING: a kernel that faults is named at its launch, not at a later sync.
     CUDA_LAUNCH_BLOCKING=1 DIR=$dir xargs -P "${JOBS:-8}" -L1 bash -c \
@@ -121,11 +122,13 @@ if [ -n "$dry" ]; then
     KERNEL_TESTS=2 STUDY_TRIALS=1 STUDY_SIZE=16 STUDY_STEPS=100000 STUDY_BACKEND=torch STUDY_DEVICE=cpu
     goal=(--device cpu --points 256 --steps 2 --warmup 1 --backends torch triton:tf32)
     precision=(--precision-size 16 --precision-steps 5 --precision-seeds 0)
+    trainer_step=(--step-size 16 --step-steps 5)
     sweep=(--device cpu --widths 32 --points 256 --steps 2 --warmup 1 --backends torch triton:tf32)
 else
     STUDY_TRIALS=2 STUDY_SIZE=256 STUDY_STEPS=8000 STUDY_BACKEND=triton STUDY_DEVICE=cuda
     goal=(--widths 64 --points 65536 --backends torch compile triton:fp32 triton:tf32x3 triton:tf32 triton:bf16)
     precision=(--precision-seeds 0 1)
+    trainer_step=()
     sweep=(--backends torch compile triton:fp32 triton:tf32x3 triton:tf32 triton:bf16
            --points 16384 65536 262144 1048576)
 fi
@@ -134,10 +137,11 @@ export py dry KERNEL_TESTS STUDY_TRIALS STUDY_SIZE STUDY_STEPS STUDY_BACKEND STU
 
 step environment 60 bash -c environment
 TAIL=60 step kernel-tests 180 bash -c kernel_tests
-step bench-goal 100 "$py" -m steer.kernels.bench --hidden-layers 3 --read-loss "${goal[@]}" \
+step bench-goal 150 "$py" -m steer.kernels.bench --hidden-layers 3 --variants read fused graph "${goal[@]}" \
     --json "$out/kernels-bench-goal.json"
 step precision 150 "$py" -m steer.bench precision "${precision[@]}" --json "$out/precision.json"
 step study 150 bash -c study
+step trainer-step 120 "$py" -m steer.bench step "${trainer_step[@]}" --json "$out/trainer-step.json"
 step bench-sweep 240 "$py" -m steer.kernels.bench "${sweep[@]}" \
     --json "$out/kernels-bench-gpu.json" --plot "$out/kernels-bench-gpu.png"
 echo "report: $report"

@@ -19,10 +19,11 @@ from steer.bench.precision import precision
 from steer.bench.report import markdown
 from steer.bench.scale import faults, readers, throughput
 from steer.bench.steering import concurrency, latency, overhead
+from steer.bench.trainer_step import trainer_step
 
 # The groups a benchmark belongs to, besides its own name.
 GROUPS = {"latency": "all", "overhead": "all", "concurrency": "all", "click": "app",
-          "throughput": "scale", "readers": "scale", "faults": "scale", "demo": "demo", "precision": "gpu"}
+          "throughput": "scale", "readers": "scale", "faults": "scale", "demo": "demo", "precision": "gpu", "step": "gpu"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="one benchmark, or a group: all (latency, overhead, concurrency), "
                              "scale (throughput, readers, faults), app (click: needs Playwright and Chromium), "
                              "demo (make demo's study, timed, and its best trial against the baseline), "
-                             "gpu (precision: the quick study's nets trained at each kernel precision; needs CUDA)")
+                             "gpu (precision: the quick study's nets trained at each kernel precision; step: "
+                             "Trainer.step at the kernel goal's shape with and without CUDA graphs; both need CUDA)")
     parser.add_argument("--json", type=Path, help="write the results here (after each benchmark)")
     parser.add_argument("--requests", type=int, default=60, help="latency: set_lr requests")
     parser.add_argument("--clicks", type=int, default=20, help="click: LR changes sent from the trial page")
@@ -50,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision-size", type=int, default=64, help="precision: image side in pixels")
     parser.add_argument("--precision-steps", type=int, default=1000, help="precision: steps per run")
     parser.add_argument("--precision-seeds", type=int, nargs="+", default=[0, 1, 2], help="precision: seeds")
+    parser.add_argument("--step-size", type=int, default=256, help="step: image side in pixels (256: 2^16 points)")
+    parser.add_argument("--step-steps", type=int, default=300, help="step: timed steps per run")
     parser.add_argument("--pg-url", default=os.environ.get("STEER_TEST_PG_URL"),
                         help="a PostgreSQL server whose user may create databases (default: $STEER_TEST_PG_URL)")
     return parser
@@ -73,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                            for kind in args.storages],
         "precision": lambda: precision(size=args.precision_size, steps=args.precision_steps,
                                          seeds=tuple(args.precision_seeds)),
+        "step": lambda: trainer_step(size=args.step_size, steps=args.step_steps),
     }
     results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {cpu_count()} cores",
                                "python": platform.python_version(), "optuna": optuna.__version__,

@@ -91,11 +91,17 @@ def _precision(rows: list[dict[str, Any]]) -> list[str]:
     return markdown_table(rows).splitlines()
 
 
+def _step(rows: list[dict[str, Any]]) -> list[str]:
+    from steer.bench.trainer_step import markdown_table
+
+    return markdown_table(rows).splitlines()
+
+
 # In the order the tables are printed; the keys are those of the results dict.
 TABLES: dict[str, Callable[[Any], list[str]]] = {
     "click": _click, "latency": _latency, "overhead": _overhead, "concurrency": _concurrency,
     "throughput": _throughput, "readers": _readers, "faults": _faults, "demo": _demo,
-    "precision": _precision,
+    "precision": _precision, "step": _step,
 }
 
 

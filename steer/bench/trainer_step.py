@@ -1,0 +1,72 @@
+"""How fast does a trial train? `Trainer.step` at the kernel goal's shape, with and without CUDA graphs.
+
+The kernel benchmark (`python -m steer.kernels.bench`) times a bare step; this times the
+trainer's, as a trial runs it: the LR written every step, the batch drawn, the loss kept
+as a tensor and read only at reports (here every `report_every` steps). On the CPU the
+graph rows say they need CUDA.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from steer.kernels import BackendError
+from steer.trainer import Trainer
+
+# The kernel goal's shape: width 64, 3 hidden layers, 256 x 256 = 2^16 pixels, Adam; the trainer's own cosine LR.
+PARAMS = {"width": 64, "hidden_layers": 3, "activation": "relu", "encoding": "none", "optimizer": "adam",
+          "lr": 1e-3, "schedule": "cosine", "loss": "mse"}
+RUNS = (("torch", "fp32"), ("triton", "tf32"), ("triton", "bf16"))
+
+
+def trainer_step(size: int = 256, steps: int = 300, warmup: int = 20, report_every: int = 100,
+                 device: str = "auto") -> list[dict[str, Any]]:
+    """One row per (backend, precision) x CUDA graph off/on: ms per step after `warmup` steps."""
+    target = torch.rand(size, size, 3, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for backend, precision in RUNS:
+        for cuda_graph in (False, True):
+            row = {"backend": backend, "precision": precision, "cuda_graph": cuda_graph, "points": size * size,
+                   "steps": steps, "ms_per_step": None, "mpoints_per_s": None, "captures": None, "note": ""}
+            rows.append(row)
+            try:
+                trainer = Trainer(PARAMS, target, steps=warmup + steps, seed=0, backend=backend, device=device,
+                                  precision=precision, cuda_graph=cuda_graph)
+            except BackendError as exc:
+                row["note"] = str(exc)
+                continue
+            if cuda_graph and trainer.graph is None:
+                row["note"] = "CUDA graphs need CUDA"
+                continue
+            for _ in range(warmup):
+                trainer.check(trainer.step())
+            start = time.perf_counter()
+            for i in range(1, steps + 1):
+                loss = trainer.step()
+                if i % report_every == 0 or i == steps:
+                    trainer.check(loss)  # waits for the GPU, as a trial's report does
+            seconds = (time.perf_counter() - start) / steps
+            row.update(ms_per_step=seconds * 1e3, mpoints_per_s=size * size / seconds / 1e6,
+                       captures=trainer.graph.captures if trainer.graph else None,
+                       note=(trainer.graph.failed or "") if trainer.graph else "")
+            print(f"measured: {backend} ({precision}), cuda_graph={cuda_graph}: {row['ms_per_step']:.3f} ms/step",
+                  flush=True)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    eager = {(r["backend"], r["precision"]): r["ms_per_step"] for r in rows if not r["cuda_graph"]}
+    lines = ["| backend | precision | CUDA graph | ms / step | Mpoints / s | vs the same without graph | note |",
+             "|---|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        if r["ms_per_step"] is None:
+            lines.append(f"| {r['backend']} | {r['precision']} | {r['cuda_graph']} | | | | {r['note']} |")
+            continue
+        base = eager.get((r["backend"], r["precision"]))
+        speedup = f"{base / r['ms_per_step']:.2f}x" if r["cuda_graph"] and base else ""
+        lines.append(f"| {r['backend']} | {r['precision']} | {r['cuda_graph']} | {r['ms_per_step']:.3f} | "
+                     f"{r['mpoints_per_s']:.1f} | {speedup} | {r['note']} |")
+    return "\n".join(lines)
