@@ -133,4 +133,14 @@ figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
 .wall-card .title { display: flex; justify-content: space-between; font-weight: 700; margin: 6px 0 2px 0; }
 .wall-card .meta { font-size: 12px; color: var(--muted); }
 .pin-row { display: flex; align-items: center; gap: 10px; padding: 4px 0; }
+.chip.hint { background: #ecfdf5; color: #065f46; }
+.explain { margin: 0 0 8px; font-size: 13px; }
+.form-row { display: flex; gap: 8px; align-items: flex-end; flex-wrap: wrap; margin-top: 10px; }
+.form-field { display: flex; flex-direction: column; gap: 3px; font-size: 12px; color: var(--muted); font-weight: 600; }
+.form-field input { width: 100%; padding: 6px 8px; border: 1px solid #d1d5db; border-radius: 6px; font-size: 13px; }
+.form-status { margin-top: 6px; font-size: 13px; min-height: 18px; }
+.space-row { padding: 3px 0; font-variant-numeric: tabular-nums; }
+.note-edited { color: #b45309; }
+.find-lr { margin-top: 8px; }
+.range-test-text { font-size: 13px; display: flex; flex-direction: column; gap: 3px; margin: 4px 0 8px; }
 """

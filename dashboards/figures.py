@@ -80,3 +80,28 @@ def curves_patch(new_points: dict[str, list[Any]] | None, markers: Sequence[dict
             patch["data"][2][key] = value
         patch["layout"]["shapes"] = _marker_lines(markers)
     return patch
+
+
+def lr_range_figure(test: dict[str, Any] | None) -> go.Figure:
+    """An LR range test (`views.find_lr`'s `test`): the smoothed loss against the LR on a log axis, the
+    suggested LR as a dashed line with a marker on the curve, and the LR the trial had then, dotted."""
+    fig = go.Figure()
+    test = test or {"lrs": [], "losses": [], "suggestion": None, "suggested_loss": None, "lr_then": None}
+    fig.add_scatter(x=test["lrs"], y=test["losses"], name="smoothed loss", mode="lines",
+                    line=dict(color=LOSS_COLOR, width=2), hovertemplate="lr %{x:.3g}: loss %{y:.3g}<extra></extra>")
+    shapes = []
+    if test["suggestion"]:
+        shapes.append(dict(type="line", x0=test["suggestion"], x1=test["suggestion"], xref="x", y0=0, y1=1,
+                           yref="paper", line=dict(color=MARK_COLOR, width=2, dash="dash")))
+        fig.add_scatter(x=[test["suggestion"]], y=[test["suggested_loss"]], name="suggested", mode="markers",
+                        marker=dict(symbol="circle", size=11, color=MARK_COLOR, line=dict(color="#fff", width=1)),
+                        hovertemplate="suggested lr %{x:.3g}<extra></extra>")
+    if test["lr_then"]:
+        shapes.append(dict(type="line", x0=test["lr_then"], x1=test["lr_then"], xref="x", y0=0, y1=1, yref="paper",
+                           line=dict(color="#64748b", width=1, dash="dot")))
+        fig.add_scatter(x=[test["lr_then"]], y=[None], name="the trial's LR then", mode="lines",
+                        line=dict(color="#64748b", width=1, dash="dot"), hoverinfo="skip")
+    fig.update_layout(**{**LAYOUT, "height": 280}, uirevision=str(test.get("command")), shapes=shapes,
+                      xaxis=dict(title="learning rate", type="log", dtick=1, exponentformat="power"),
+                      yaxis=dict(title="smoothed loss", type="log", dtick="D2", color=LOSS_COLOR))
+    return fig

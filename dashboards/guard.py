@@ -42,12 +42,17 @@ COMPONENT_TYPES: dict[tuple[str, str], tuple[type, ...]] = {
     (ids.LR_INPUT, "value"): (str, NONE), (ids.OPTIMIZER, "value"): (str, NONE), (ids.LOSS, "value"): (str, NONE),
     (ids.WEIGHT_DECAY, "value"): (*NUMBER, NONE), (ids.LR_SLIDER, "value"): (*NUMBER, NONE),
     (ids.STUDY_PICKER, "value"): (str, NONE), (ids.LR_VALUE, "children"): (str, NONE),
+    # the study page's hint and search-space forms: text boxes (the control plane reads the numbers)
+    (ids.HINT_PARAM, "value"): (str, NONE), (ids.HINT_VALUE, "value"): (str, NONE),
+    (ids.HINT_STRENGTH, "value"): (str, NONE), (ids.HINT_TRIALS, "value"): (str, NONE),
+    (ids.SPACE_PARAM, "value"): (str, NONE), (ids.SPACE_LOW, "value"): (str, NONE),
+    (ids.SPACE_HIGH, "value"): (str, NONE), (ids.SPACE_CHOICES, "value"): (str, NONE),
 }
 # What each dcc.Store holds (the app writes them; a request may carry anything).
 STORE_TYPES: dict[str, tuple[type, ...]] = {
     ids.PAGE_CTX: (dict,), ids.MY_COMMANDS: (list,), ids.HELD_SEEN: (str, NONE), ids.STUDY_SEEN: (dict, NONE),
-    ids.WALL_SEEN: (str, NONE), ids.TRIAL_CURSOR: (dict, NONE), ids.KNOWN: (dict,), ids.LR_PENDING: (dict, NONE),
-    ids.TRIAL_POLLED: (dict, NONE),
+    ids.SPACE_SEEN: (dict, NONE), ids.WALL_SEEN: (str, NONE), ids.TRIAL_CURSOR: (dict, NONE), ids.KNOWN: (dict,),
+    ids.LR_PENDING: (dict, NONE), ids.TRIAL_POLLED: (dict, NONE), ids.FIND_LR_RESULT: (dict, NONE),
 }
 # The keys of the stores whose values the callbacks compute with: (types, required).
 STORE_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
@@ -56,6 +61,7 @@ STORE_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
                 "weight_decay": ((*NUMBER, NONE), False)},
     ids.TRIAL_CURSOR: {"step": ((int,), False), "watched": (NUMBER, False), "psnr": ((*NUMBER, NONE), False),
                        "n_int": ((int,), False), "buttons": ((list,), False)},
+    ids.FIND_LR_RESULT: {"command": ((int,), True), "suggestion": ((*NUMBER, NONE), True)},
 }
 
 
@@ -72,6 +78,7 @@ def _lr_range(v: Any) -> bool:
 VALUE_RULES: dict[tuple[str, str], tuple[Any, str]] = {
     (ids.KNOWN, "lr"): (_positive, "a positive learning rate"),
     (ids.LR_PENDING, "value"): (_positive, "a positive learning rate"),
+    (ids.FIND_LR_RESULT, "suggestion"): (_positive, "a positive learning rate"),
     (ids.PAGE_CTX, "lr_search"): (_lr_range, "a [low, high] range of learning rates"),
 }
 # The page context's keys: "study" on every page, the others where the page has them (a trial page's

@@ -32,6 +32,24 @@ BEST_FIGURE = "best-figure"  # dcc.Graph: best-so-far PSNR by trial number
 PINS = "pins"  # the active pins with their unpin buttons
 UNPIN = "unpin"  # pattern type: {"type": UNPIN, "param": name}
 STUDY_STATUS = "study-status"  # what became of this browser's last unpin
+SPACE_SEEN = "space-seen"  # dcc.Store: digests of the hints, the space and their history shown (a tick of their own)
+HINTS = "hints"  # the active hints, each with how many trials it has left and an unhint button
+UNHINT = "unhint"  # pattern type: {"type": UNHINT, "param": name}
+HINT_PARAM = "hint-param"  # dcc.Dropdown: a searched parameter (the space later trials draw from)
+HINT_VALUE = "hint-value"  # text: the value to draw near (a number, or a choice)
+HINT_STRENGTH = "hint-strength"  # text: the first trial's probability of a hinted draw (default 0.8)
+HINT_TRIALS = "hint-trials"  # text: how many later trials the hint lasts (default 5)
+HINT_SEND = "hint-send"
+HINT_STATUS = "hint-status"  # what became of this browser's last hint or unhint (a rejection in the server's words)
+SPACE = "space"  # one row per searched parameter: the range later trials draw from, and the spec's when edited
+SPACE_PARAM = "space-param"  # dcc.Dropdown: a searched parameter
+SPACE_LOW = "space-low"  # text: a float or int parameter's new low
+SPACE_HIGH = "space-high"  # text: its new high
+SPACE_CHOICES = "space-choices"  # text: a categorical's new choices, comma-separated
+SPACE_APPLY = "space-apply"
+SPACE_RESET = "space-reset"  # back to the spec's range
+SPACE_STATUS = "space-status"  # what became of this browser's last space edit
+SPACE_HISTORY = "space-history"  # every hint, unhint and space request, newest first
 
 # ---- trial page -------------------------------------------------------------------- #
 TRIAL_TICK = "trial-tick"
@@ -70,6 +88,13 @@ MY_COMMANDS = "my-commands"  # dcc.Store (session): ids of the commands this bro
 REQUESTS = "requests"  # what became of them
 INTERVENTIONS = "interventions"  # the trial's intervention log
 COMMANDS = "commands"  # every command sent to the trial, by anyone
+FIND_LR = "find-lr"  # sends find_lr: an LR range test on a copy of the trial
+FIND_LR_STATUS = "find-lr-status"  # beside it: what became of the trial's latest find_lr
+FIND_LR_CARD = "find-lr-card"  # the latest range test: hidden until the trial has one
+FIND_LR_GRAPH = "find-lr-graph"  # dcc.Graph: smoothed loss vs LR (log x), the suggestion marked
+FIND_LR_TEXT = "find-lr-text"  # the suggestion, the rule and the reason
+FIND_LR_APPLY = "find-lr-apply"  # "Apply suggested LR (x)": an LR edit to the suggestion, sent as the LR control sends
+FIND_LR_RESULT = "find-lr-result"  # dcc.Store: {"command": id, "suggestion": lr or None} of the range test shown
 
 # ---- wall ---------------------------------------------------------------------------- #
 WALL_TICK = "wall-tick"

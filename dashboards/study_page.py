@@ -1,5 +1,6 @@
-"""The study page: summary, best-so-far PSNR, the active pins (with unpin), every trial, and the hold button
-(its callback, with the held-study banner every page shows, is in `held.py`)."""
+"""The study page: summary, best-so-far PSNR, the active pins (with unpin), the hints and the search space
+later trials draw from (with their forms and history), every trial, and the hold button (its callback, with
+the held-study banner every page shows, is in `held.py`)."""
 
 from __future__ import annotations
 
@@ -9,27 +10,36 @@ from typing import Any
 import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html
 
-from steer import record
+from steer import actions, record
+from steer.actions import ACTIONS, HINT_DEFAULTS
 from steer.dashboards import components as C
 from steer.dashboards import figures, held, ids, views
 from steer.dashboards.polling import ask, digest, skip_when_database_busy
 from steer.dashboards.studies import Studies
 
+# button -> action: the hint form's button, each hint's unhint button (a pattern id of that type), the space
+# form's two buttons
+BUTTONS = {ids.HINT_SEND: "hint", ids.UNHINT: "unhint", ids.SPACE_APPLY: "space", ids.SPACE_RESET: "space"}
+HINT_EXPLAINED = ("Later trials draw the parameter near the value with a probability that starts at the strength "
+                  "and falls to 0 over the trials; otherwise the sampler draws it. A pin wins over a hint.")
+
 
 def layout(studies: Studies, study: str) -> html.Div:
     control = studies.control(study)
-    return build(study, control.has_target(), control.held() is not None)  # the first poll fills it
+    return build(study, control.has_target(), control.held() is not None,
+                 list(control.space()))  # the first poll fills it
 
 
 def validation_layout() -> html.Div:
-    return build("", True, False)
+    return build("", True, False, [])
 
 
-def build(study: str, images: bool, is_held: bool) -> html.Div:
+def build(study: str, images: bool, is_held: bool, searched: list[str]) -> html.Div:
     value = views.value_name(images)
     return html.Div([
         dcc.Store(id=ids.PAGE_CTX, data={"study": study, "images": images}),
         dcc.Store(id=ids.STUDY_SEEN, data={}),
+        dcc.Store(id=ids.SPACE_SEEN, data={}),
         dcc.Interval(id=ids.STUDY_TICK, interval=C.POLL_MS),
         html.Div([html.H2(f"Study {study}"), html.Span(className="spacer"), held.button(ids.HOLD, is_held)],
                  className="page-head"),
@@ -47,6 +57,14 @@ def build(study: str, images: bool, is_held: bool) -> html.Div:
                    style={"flex": "0 1 380px"}),
         ], className="row"),
         C.card("Trials", html.Div(id=ids.TRIALS_TABLE, className="scroll")),
+        html.Div([
+            C.card("Hints for later trials", html.P(HINT_EXPLAINED, className="muted explain"),
+                   html.Div(id=ids.HINTS), hint_form(searched), html.Div(id=ids.HINT_STATUS, className="form-status"),
+                   class_name="grow"),
+            C.card("Search space of later trials", html.Div(id=ids.SPACE), space_form(searched),
+                   html.Div(id=ids.SPACE_STATUS, className="form-status"), class_name="grow"),
+        ], className="row"),
+        C.card("Hints and space edits, newest first", html.Ul(id=ids.SPACE_HISTORY, className="status-list")),
     ], className="page")
 
 
@@ -78,6 +96,8 @@ def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None
             origin.append(f"paused at step {r['paused']}")
         if r.get("kept"):
             origin.append("kept")
+        if r.get("hinted"):
+            origin.append("hinted " + ", ".join(r["hinted"]))  # drawn near a person's hint
         body.append(html.Tr([
             html.Td(dcc.Link(f"#{r['number']}", href=C.href(f"/trial/{r['number']}", study))),
             html.Td(C.state_badge(r["state"])),
@@ -114,6 +134,98 @@ def pins_list(pins: list[dict[str, Any]]) -> list:
     return out
 
 
+def field(label: str, component: Any, width: str | None = None) -> html.Label:
+    """One labelled box of a form."""
+    return html.Label([html.Span(label), component], className="form-field", style={"flex": f"0 1 {width}"}
+                      if width else None)
+
+
+def param_options(searched: list[str]) -> list[dict[str, str]]:
+    return [{"label": p, "value": p} for p in searched]
+
+
+def hint_form(searched: list[str]) -> html.Div:
+    return html.Div([
+        field("parameter", dcc.Dropdown(id=ids.HINT_PARAM, options=param_options(searched),
+                                        value=searched[0] if searched else None, clearable=False,
+                                        searchable=False), "150px"),
+        field("value", dcc.Input(id=ids.HINT_VALUE, type="text", placeholder="e.g. 1e-3"), "170px"),
+        field("strength", dcc.Input(id=ids.HINT_STRENGTH, type="text", value=f"{HINT_DEFAULTS['strength']:g}"),
+              "80px"),
+        field("trials", dcc.Input(id=ids.HINT_TRIALS, type="text", value=str(HINT_DEFAULTS["trials"])), "70px"),
+        html.Button(ACTIONS["hint"].label, id=ids.HINT_SEND, n_clicks=0, className="btn primary",
+                    title=ACTIONS["hint"].help),
+    ], className="form-row")
+
+
+def space_form(searched: list[str]) -> html.Div:
+    return html.Div([
+        field("parameter", dcc.Dropdown(id=ids.SPACE_PARAM, options=param_options(searched),
+                                        value=searched[0] if searched else None, clearable=False,
+                                        searchable=False), "130px"),
+        field("low", dcc.Input(id=ids.SPACE_LOW, type="text"), "82px"),
+        field("high", dcc.Input(id=ids.SPACE_HIGH, type="text"), "82px"),
+        field("or choices", dcc.Input(id=ids.SPACE_CHOICES, type="text", placeholder="a,b (categorical)"), "130px"),
+        html.Button("apply", id=ids.SPACE_APPLY, n_clicks=0, className="btn primary", title=ACTIONS["space"].help),
+        html.Button("reset to spec", id=ids.SPACE_RESET, n_clicks=0, className="btn",
+                    title="later trials draw this parameter from the spec's range again"),
+    ], className="form-row")
+
+
+def hints_list(hints: list[dict[str, Any]]) -> list:
+    if not hints:
+        return [html.P("No hints. Give one below: a soft pin for the next few trials.", className="muted")]
+    return [html.Div([
+        html.Span(h["shown"], className="chip hint"),
+        html.Span(f"{h['left_words']} · by {h['by']}", className="muted"),
+        html.Button(ACTIONS["unhint"].label, id={"type": ids.UNHINT, "param": h["param"]}, className="btn",
+                    n_clicks=0, title=ACTIONS["unhint"].help),
+    ], className="pin-row") for h in hints]
+
+
+def space_list(rows: list[dict[str, Any]]) -> list:
+    if not rows:
+        return [html.P("No searched parameter yet: the space shows once `steer run` records its spec (or a trial "
+                       "draws a parameter).", className="muted")]
+    out = []
+    for r in rows:
+        words: list = [html.B(r["param"]), f" {r['now']}"]
+        if r["spec"] is not None:
+            words += [html.Span(f" (spec: {r['spec']})", className="muted"),
+                      html.Span(f" · edited by {r['by']}", className="note-edited")]
+        out.append(html.Div(words, className="space-row" + (" edited" if r["spec"] is not None else "")))
+    return out
+
+
+def history_list(rows: list[dict[str, Any]]) -> list:
+    if not rows:
+        return [html.Li("No hint or space edit yet.", className="muted")]
+    return [html.Li([
+        C.badge(r["state"], C.COMMAND_COLORS.get(r["state"], "#6b7280")), " ",
+        html.Span(views.clock(r["at"]), className="muted"), f" {r['by']}: ", html.B(r["what"]),
+        *([f" · {r['change']}"] if r["change"] else []),
+    ], className=f"cmd-{r['state']}") for r in rows]
+
+
+def command_line(cmd: Any) -> html.Span:
+    """What became of a hint, unhint or space request this browser just made, as the history says it: what
+    changed, or the rejection in the server's words (in red)."""
+    if cmd.state != "applied":
+        return html.Span(f"{cmd.state}: {cmd.reason}" if cmd.reason else cmd.state, className="field-error")
+    row = views.space_history([cmd], limit=None)[0]
+    return html.Span(f"{row['what']}: applied · {row['change']}", className="muted")
+
+
+def given(text: str | None) -> str | None:
+    """A form's box: its text, or None when it is left empty (a hint's strength and trials then default)."""
+    return text.strip() if isinstance(text, str) and text.strip() else None
+
+
+def searched_dimension(studies: Studies, study: str, param: str | None) -> Any:
+    """The dimension later trials draw `param` from (None: not a searched parameter)."""
+    return studies.control(study).space().get(param) if isinstance(param, str) else None
+
+
 def register(app: dash.Dash, studies: Studies) -> None:
     @app.callback(
         Output(ids.STUDY_SUMMARY, "children"), Output(ids.TRIALS_TABLE, "children"),
@@ -147,6 +259,33 @@ def register(app: dash.Dash, studies: Studies) -> None:
                 pins_list(pins) if changed["pins"] else nu,
                 now)
 
+    @app.callback(
+        Output(ids.HINTS, "children"), Output(ids.SPACE, "children"), Output(ids.SPACE_HISTORY, "children"),
+        Output(ids.HINT_PARAM, "options"), Output(ids.SPACE_PARAM, "options"), Output(ids.SPACE_SEEN, "data"),
+        Input(ids.STUDY_TICK, "n_intervals"), State(ids.PAGE_CTX, "data"), State(ids.SPACE_SEEN, "data"),
+    )
+    @skip_when_database_busy
+    def guidance(_n: int, page: dict[str, Any], seen: dict[str, str]):
+        """The same tick, for what a person set for later trials: the hints (how many trials each has left),
+        the space later trials draw from, and the history of both."""
+        control = studies.control(page["study"])
+        spec = control.spec_space()
+        space = control.space(spec)
+        n_trials = control.storage.get_n_trials(control.study_id)  # the next trial's number
+        parts = {"hints": views.hint_rows(control.hints(), n_trials),
+                 "space": views.space_rows(spec, space, control.space_edits()),
+                 "history": views.space_history(control.commands(actions=actions.SPACE_ACTIONS)), "params": list(space)}
+        now = {key: digest(value) for key, value in parts.items()}
+        changed = {key: now[key] != (seen or {}).get(key) for key in now}
+        if not any(changed.values()):
+            raise dash.exceptions.PreventUpdate
+        nu = dash.no_update
+        options = param_options(parts["params"]) if changed["params"] else nu
+        return (hints_list(parts["hints"]) if changed["hints"] else nu,
+                space_list(parts["space"]) if changed["space"] else nu,
+                history_list(parts["history"]) if changed["history"] else nu,
+                options, options, now)
+
     @app.callback(Output(ids.STUDY_STATUS, "children"),
                   Input({"type": ids.UNPIN, "param": ALL}, "n_clicks"), State(ids.PAGE_CTX, "data"),
                   prevent_initial_call=True)
@@ -157,3 +296,55 @@ def register(app: dash.Dash, studies: Studies) -> None:
         cmd = ask(control, "unpin", param=ctx.triggered_id["param"])
         return views.command_status(cmd)["what"] + ": " + views.command_status(cmd)["status"]
 
+    @app.callback(Output(ids.HINT_STATUS, "children"), Output(ids.HINT_VALUE, "placeholder"),
+                  Output(ids.HINT_VALUE, "value"),
+                  Input(ids.HINT_SEND, "n_clicks"), Input({"type": ids.UNHINT, "param": ALL}, "n_clicks"),
+                  Input(ids.HINT_PARAM, "value"),
+                  State(ids.HINT_VALUE, "value"), State(ids.HINT_STRENGTH, "value"), State(ids.HINT_TRIALS, "value"),
+                  State(ids.PAGE_CTX, "data"))
+    def hint(_send: int | None, _unhint: list[int | None], param: str | None, value: str | None,
+             strength: str | None, trials: str | None, page: dict[str, Any]):
+        """The hint form's button, an unhint button, or a parameter picked (the value box empties and says
+        what it takes)."""
+        trigger, nu = ctx.triggered_id, dash.no_update
+        fired = ctx.triggered[0]["value"] if ctx.triggered else None
+        if trigger is None or trigger == ids.HINT_PARAM:  # drawn, or a parameter picked
+            placeholder = views.dimension_hint(searched_dimension(studies, page["study"], param)) or "value"
+            return nu, placeholder, "" if trigger == ids.HINT_PARAM else nu
+        if not fired:
+            raise dash.exceptions.PreventUpdate  # the unhint buttons were (re)drawn, not clicked
+        control = studies.control(page["study"])
+        if isinstance(trigger, dict):
+            cmd = ask(control, "unhint", param=trigger["param"])
+        else:
+            cmd = ask(control, "hint", param=param, value=given(value),
+                      options={"strength": given(strength), "trials": given(trials)})
+        return command_line(cmd), nu, nu
+
+    @app.callback(Output(ids.SPACE_STATUS, "children"), Output(ids.SPACE_LOW, "placeholder"),
+                  Output(ids.SPACE_HIGH, "placeholder"), Output(ids.SPACE_CHOICES, "placeholder"),
+                  Output(ids.SPACE_LOW, "value"), Output(ids.SPACE_HIGH, "value"), Output(ids.SPACE_CHOICES, "value"),
+                  Input(ids.SPACE_APPLY, "n_clicks"), Input(ids.SPACE_RESET, "n_clicks"),
+                  Input(ids.SPACE_PARAM, "value"),
+                  State(ids.SPACE_LOW, "value"), State(ids.SPACE_HIGH, "value"), State(ids.SPACE_CHOICES, "value"),
+                  State(ids.PAGE_CTX, "data"))
+    def edit_space(_apply: int | None, _reset: int | None, param: str | None, low: str | None, high: str | None,
+                   choices: str | None, page: dict[str, Any]):
+        """Apply or reset the space form's parameter. The boxes' placeholders show the range it is drawn from
+        now (after an edit too); a parameter picked empties them."""
+        trigger, nu = ctx.triggered_id, dash.no_update
+        status: Any = nu
+        if trigger in (ids.SPACE_APPLY, ids.SPACE_RESET):
+            if not ctx.triggered[0]["value"]:
+                raise dash.exceptions.PreventUpdate
+            options = {"reset": True} if trigger == ids.SPACE_RESET else \
+                {"low": given(low), "high": given(high), "choices": given(choices)}
+            cmd = ask(studies.control(page["study"]), "space", param=param, options=options)
+            status = command_line(cmd)
+        emptied = ("", "", "") if trigger == ids.SPACE_PARAM else (nu, nu, nu)
+        dim = searched_dimension(studies, page["study"], param)
+        if dim is None:
+            return status, "low", "high", "a,b (categorical)", *emptied
+        if dim.kind == "categorical":
+            return status, "n/a", "n/a", ",".join(map(str, dim.choices)), *emptied
+        return status, f"{dim.low:g}", f"{dim.high:g}", "n/a", *emptied

@@ -3,14 +3,15 @@
 Three callbacks. `tick` polls the control plane (about 2 Hz; faster while a
 request of this browser is pending) and sends only what changed: the image URL
 when a new preview exists, new metric rows as a patch that extends the curves,
-the requests and interventions when they changed; it also renews the trial's
-watch (`Control.watch`), so its worker does not prune it while the page is
-open. `send` turns a control the person touched into one `Control.request`,
-and keeps the command's id in the browser (`MY_COMMANDS`), where the requests
-list marks it. `edit_lr` is the LR control: slider, steppers and the typed
-value change the LR shown (exactly what is sent), checked by the action
-table's rules with the server's message, and it asks to confirm big changes;
-it records nothing.
+the requests and interventions when they changed, and the trial's newest LR
+range test (`find_lr`: the curve travels in the command's result); it also
+renews the trial's watch (`Control.watch`), so its worker does not prune it
+while the page is open. `send` turns a control the person touched into one
+`Control.request`, and keeps the command's id in the browser (`MY_COMMANDS`),
+where the requests list marks it. `edit_lr` is the LR control: slider,
+steppers, the typed value and the range test's *apply suggested LR* change the
+LR shown (exactly what is sent), checked by the action table's rules with the
+server's message, and it asks to confirm big changes; it records nothing.
 
 The controls show the value last set by hand (by anyone: another browser, the
 CLI); the LR control shows the trial's current LR whenever nothing is being
@@ -60,11 +61,11 @@ LR_STEPS = {f"{ids.LR_STEP}-{key}": step for key, step in views.LR_STEPS.items()
 # button or its confirmation, always as the value `views.check_lr` makes of it.
 VALUE_CONTROLS = {ids.LR_INPUT: "lr", ids.OPTIMIZER: "optimizer", ids.LOSS: "loss", ids.WEIGHT_DECAY: "weight_decay"}
 SYNCED = {cid: p for cid, p in VALUE_CONTROLS.items() if p != "lr"}  # `tick` sets these to the value last set by hand
-LR_SENDERS = (ids.LR_INPUT, ids.LR_SEND, ids.LR_CONFIRM)
+LR_SENDERS = (ids.LR_INPUT, ids.LR_SEND, ids.LR_CONFIRM, ids.FIND_LR_APPLY)  # FIND_LR_APPLY: the range test's LR
 BUTTONS = {ids.PRUNE: "prune", ids.RESET: "reset", ids.PROMOTE: "promote", ids.PAUSE: "pause",
-           ids.RESUME: "resume", ids.KEEP: "keep"}  # button -> action
-RUNNING_ONLY = (ids.LR_SLIDER, ids.LR_INPUT, ids.LR_SEND, ids.LR_REVERT, *LR_STEPS, ids.OPTIMIZER, ids.LOSS,
-                ids.WEIGHT_DECAY, ids.PRUNE_BUTTON, ids.RESET_BUTTON, ids.PAUSE,
+           ids.RESUME: "resume", ids.KEEP: "keep", ids.FIND_LR: "find_lr"}  # button -> action
+RUNNING_ONLY = (ids.LR_SLIDER, ids.LR_INPUT, ids.LR_SEND, ids.LR_REVERT, *LR_STEPS, ids.FIND_LR, ids.FIND_LR_APPLY,
+                ids.OPTIMIZER, ids.LOSS, ids.WEIGHT_DECAY, ids.PRUNE_BUTTON, ids.RESET_BUTTON, ids.PAUSE,
                 ids.RESUME)  # controls that change a running trial: disabled once it ends
 SHOWN_REQUESTS = 12
 FAST_POLL_MS = 150  # while a request of this browser waits for the worker: the click shows applied sooner
@@ -123,6 +124,7 @@ def build(study: str, number: int, shown: dict[str, Any], steps: int | None, run
         dcc.Store(id=ids.TRIAL_CURSOR, data={}),
         dcc.Store(id=ids.KNOWN, data=shown),
         dcc.Store(id=POLLED, data=None),
+        dcc.Store(id=ids.FIND_LR_RESULT, data=None),
         dcc.Interval(id=ids.TRIAL_TICK, interval=C.POLL_MS),
         html.Div([html.H2(f"Trial {number}"), html.Div(id=ids.TRIAL_HEADER)]),
         html.Div([
@@ -131,6 +133,7 @@ def build(study: str, number: int, shown: dict[str, Any], steps: int | None, run
                 C.card(f"Loss and {value_label}", dcc.Graph(
                     id=ids.CURVES, config={"displaylogo": False},
                     figure=figures.curves_figure(views.curve_points([]), [], value_label))),
+                range_test_card(),
             ], className="grow"),
             html.Div([C.card("Steer this trial", controls(number, shown, running, choices, images, paused, kept),
                              class_name="controls")],
@@ -171,6 +174,33 @@ def lr_control(lr: float, off: bool) -> list:
     ]
 
 
+def range_test_card() -> html.Div:
+    """The trial's latest LR range test (find LR): hidden until it has one; `tick` fills it."""
+    return C.card("LR range test", dcc.Graph(id=ids.FIND_LR_GRAPH, config={"displaylogo": False},
+                                             figure=figures.lr_range_figure(None)),
+                  html.Div(id=ids.FIND_LR_TEXT, className="range-test-text"),
+                  html.Button("Apply suggested LR", id=ids.FIND_LR_APPLY, n_clicks=0, className="btn primary",
+                              style=HIDDEN, title="an LR edit to the suggestion, sent as the LR control sends it "
+                                                  "(a change of more than 10x, or outside the searched range, asks "
+                                                  "first)"),
+                  id=ids.FIND_LR_CARD, style=HIDDEN)
+
+
+def range_test_text(find: dict[str, Any] | None) -> list:
+    """The words under the range test's curve: the suggestion, when and by whom, the rule, the reason."""
+    test = (find or {}).get("test")
+    if not test:
+        return []
+    found = views.fmt_lr(test["suggestion"]) if test["suggestion"] else "none"
+    when = f"run at step {test['step']}" if test["step"] is not None else "run"
+    then = f" · the trial's LR then {views.fmt_lr(test['lr_then'])}" if test["lr_then"] else ""
+    return [html.Div([html.B(f"Suggested LR: {found}"),
+                      html.Span(f" · {when} by {test['by']} at {views.clock(test['at'])}, {test['steps']} steps on a "
+                                f"copy{then}", className="muted")]),
+            html.Div([html.Span("rule: ", className="muted"), test["rule"]]),
+            html.Div([html.Span("stopped: ", className="muted"), test["reason"]])]
+
+
 def lr_hint(pending: dict[str, Any] | None, sent: bool, now: float | None, running: bool) -> str:
     """What the LR shown is: the trial's, an edit not sent yet (and how it compares), or sent."""
     if pending is None:
@@ -187,6 +217,9 @@ def controls(number: int, shown: dict[str, Any], running: bool, choices: dict[st
     return html.Div([
         html.Div(id=ids.CURRENT, className="muted"),
         *lr_control(shown["lr"], off),
+        html.Div([html.Button(ACTIONS["find_lr"].label, id=ids.FIND_LR, n_clicks=0, className="btn", disabled=off,
+                              title=ACTIONS["find_lr"].help + "; about 100 steps"),
+                  html.Span(id=ids.FIND_LR_STATUS, className="muted")], className="line find-lr"),
         html.Label("Optimizer (weights kept, state reset)", className="field"),
         dcc.Dropdown(id=ids.OPTIMIZER, options=options("optimizer", choices.get("optimizer"), images),
                      value=shown["optimizer"], clearable=False,
@@ -233,18 +266,22 @@ def keep_label(kept: bool) -> str:
 
 
 def request_for(trigger: str | dict[str, Any] | None, value: Any, known: dict[str, Any],
-                shown_lr: str | None = None, searched: list[float] | None = None) -> dict[str, Any] | None:
+                shown_lr: str | None = None, searched: list[float] | None = None,
+                suggested: float | None = None) -> dict[str, Any] | None:
     """The `Control.request` arguments for the control that fired, or None when there is nothing to ask.
 
     A value control that fired with the value it already shows (because `tick`
     synced it) asks for nothing; buttons ask only when clicked. The LR is sent
     as `views.check_lr` makes it of the typed value (Enter) or of the LR shown
-    (`shown_lr`: send, or the confirmation): nothing when it is malformed or out
-    of range (`edit_lr` shows why), nor when it needs a confirmation not given.
+    (`shown_lr`: send, or the confirmation), or the range test's `suggested` LR
+    (its apply button): nothing when it is malformed or out of range (`edit_lr`
+    shows why), nor when it needs a confirmation not given.
     """
     if trigger in LR_SENDERS:
         if trigger == ids.LR_INPUT:
             asked = (value or "").strip()
+        elif trigger == ids.FIND_LR_APPLY:
+            asked = suggested if value else None
         else:
             asked = shown_lr if value else None
         if not asked:
@@ -273,15 +310,17 @@ def request_for(trigger: str | dict[str, Any] | None, value: Any, known: dict[st
 
 def lr_edit(trigger: str, fired: Any, shown_lr: str | None, pending: dict[str, Any] | None, now: float | None,
             searched: list[float] | None, window: tuple[float, float] | None,
-            trial: int | None = None) -> dict[str, Any] | None:
+            trial: int | None = None, suggested: float | None = None) -> dict[str, Any] | None:
     """What touching the LR control does to the LR shown, as plain data (None: nothing).
 
     `shown_lr` is the LR shown (text: steppers scale it), `pending` the LR
     being edited (`LR_PENDING`), `now` the trial's current LR, `window` the
-    slider's range. Keys: `error` (refused: the server's message, nothing else
-    changes), `value` (the new LR shown), `window` (a new slider range, or
-    None), `position` (the slider's new position, or None), `confirm` (the
-    question to ask before it is sent), `send` (this touch sends it), `revert`.
+    slider's range, `suggested` the LR range test's suggestion (its apply
+    button shows and sends it as send does). Keys: `error` (refused: the
+    server's message, nothing else changes), `value` (the new LR shown),
+    `window` (a new slider range, or None), `position` (the slider's new
+    position, or None), `confirm` (the question to ask before it is sent),
+    `send` (this touch sends it), `revert`.
     """
     try:
         base = float(shown_lr) if shown_lr else None
@@ -315,13 +354,21 @@ def lr_edit(trigger: str, fired: Any, shown_lr: str | None, pending: dict[str, A
         asked = shown_lr
         if not asked or (now and base == views.round_lr(now)):
             return {"error": "Nothing to send: this is the trial's LR. Move the slider, step or type an LR first."}
+    elif trigger == ids.FIND_LR_APPLY:
+        if not fired:
+            return None
+        if not suggested:
+            return {"error": "No suggested LR to apply: the range test gave none."}
+        asked = suggested
+        if now and views.round_lr(asked) == views.round_lr(now):
+            return {"error": f"Nothing to send: the trial's LR is already the suggested {views.fmt_lr(now)}."}
     else:
         return None
     check = views.check_lr(asked, now, searched)
     if check.value is None:
         return {"error": check.error}
     moved = trigger != ids.LR_SLIDER
-    out = {"value": check.value, "error": None, "send": trigger in (ids.LR_INPUT, ids.LR_SEND),
+    out = {"value": check.value, "error": None, "send": trigger in (ids.LR_INPUT, ids.LR_SEND, ids.FIND_LR_APPLY),
            "position": views.lr_to_slider(check.value) if moved else None,
            "window": views.lr_window(check.value) if moved and views.lr_off_centre(check.value, window) else None,
            "confirm": None}
@@ -389,6 +436,17 @@ def intervention_table(marks: list[dict[str, Any]]) -> Any:
                      html.Td(m["by"]), html.Td(views.clock(m["at"]) if m["at"] else "")])
             for m in reversed(marks)]
     return html.Table([html.Thead(head), html.Tbody(rows)], className="data")
+
+
+def range_test_outputs(find: dict[str, Any] | None) -> dict[str, Any]:
+    """The tick's outputs for the LR range test (`views.find_lr`): the status beside find LR, the card."""
+    test = (find or {}).get("test")
+    suggestion = test["suggestion"] if test else None
+    return {"find_status": (find or {}).get("status", ""), "find_card": None if test else HIDDEN,
+            "find_figure": figures.lr_range_figure(test), "find_text": range_test_text(find),
+            "find_apply": f"Apply suggested LR ({views.fmt_lr(views.round_lr(suggestion))})" if suggestion
+            else "Apply suggested LR", "find_apply_style": None if suggestion else HIDDEN,
+            "find_result": {"command": test["command"], "suggestion": suggestion} if test else None}
 
 
 def poll_ms(statuses: list[dict[str, Any]]) -> int:
@@ -556,6 +614,10 @@ def register(app: dash.Dash, studies: Studies) -> None:
         "interval": Output(ids.TRIAL_TICK, "interval"), "polled": Output(POLLED, "data"),
         "pause_style": Output(ids.PAUSE, "style"), "resume_style": Output(ids.RESUME, "style"),
         "keep_label": Output(ids.KEEP, "children"), "keep_disabled": Output(ids.KEEP, "disabled"),
+        "find_status": Output(ids.FIND_LR_STATUS, "children"), "find_card": Output(ids.FIND_LR_CARD, "style"),
+        "find_figure": Output(ids.FIND_LR_GRAPH, "figure"), "find_text": Output(ids.FIND_LR_TEXT, "children"),
+        "find_apply": Output(ids.FIND_LR_APPLY, "children"), "find_apply_style": Output(ids.FIND_LR_APPLY, "style"),
+        "find_result": Output(ids.FIND_LR_RESULT, "data"),
         **{f"disabled:{cid}": Output(cid, "disabled") for cid in RUNNING_ONLY},
     }
 
@@ -663,6 +725,13 @@ def register(app: dash.Dash, studies: Studies) -> None:
                 out[key] = render()
                 new[f"seen:{key}"] = fingerprint
 
+        # the LR range test: what became of the latest find_lr, the newest curve
+        find = views.find_lr(commands)
+        fingerprint = digest(find)
+        if fingerprint != cursor.get("seen:find"):
+            out.update(range_test_outputs(find))
+            new["seen:find"] = fingerprint
+
         interval = poll_ms(everything)  # a request sent makes it fast at once (see `register`)
         if interval != every:
             out["interval"] = interval
@@ -696,19 +765,21 @@ def register(app: dash.Dash, studies: Studies) -> None:
         Output(ids.LR_SLIDER, "max", allow_duplicate=True), Output(ids.LR_SLIDER, "marks", allow_duplicate=True),
         Output(ids.LR_CONFIRM, "displayed"), Output(ids.LR_CONFIRM, "message"),
         Input(ids.LR_SLIDER, "value"), *(Input(cid, "n_clicks") for cid in LR_STEPS), Input(ids.LR_INPUT, "value"),
-        Input(ids.LR_SEND, "n_clicks"), Input(ids.LR_REVERT, "n_clicks"),
+        Input(ids.LR_SEND, "n_clicks"), Input(ids.LR_REVERT, "n_clicks"), Input(ids.FIND_LR_APPLY, "n_clicks"),
         State(ids.LR_VALUE, "children"), State(ids.LR_PENDING, "data"), State(ids.KNOWN, "data"),
         State(ids.PAGE_CTX, "data"), State(ids.LR_SLIDER, "min"), State(ids.LR_SLIDER, "max"),
+        State(ids.FIND_LR_RESULT, "data"),
         prevent_initial_call=True,
     )
     def edit_lr(*args: Any):
-        shown_lr, pending, known, page, low, high = args[-6:]
+        shown_lr, pending, known, page, low, high, found = args[-7:]
         if not ctx.triggered_id:
             raise dash.exceptions.PreventUpdate
         now = (known or {}).get("lr")
         window = (low, high) if low is not None and high is not None else None
         edit = lr_edit(ctx.triggered_id, ctx.triggered[0]["value"], shown_lr, pending, now,
-                       (page or {}).get("lr_search"), window, (page or {}).get("trial"))
+                       (page or {}).get("lr_search"), window, (page or {}).get("trial"),
+                       (found or {}).get("suggestion"))
         if edit is None:
             raise dash.exceptions.PreventUpdate
         nu = dash.no_update
@@ -723,6 +794,13 @@ def register(app: dash.Dash, studies: Studies) -> None:
                 low_high[0] if low_high else nu, low_high[1] if low_high else nu,
                 views.lr_marks(*low_high) if low_high else nu,
                 bool(edit.get("confirm")) or nu, edit.get("confirm") or nu)
+
+    # find LR clicked: say so at once (the tick says what became of it, from the request's own state)
+    app.clientside_callback(
+        """function(n) { return n ? 'range test running…' : dash_clientside.no_update; }""",
+        Output(ids.FIND_LR_STATUS, "children", allow_duplicate=True), Input(ids.FIND_LR, "n_clicks"),
+        prevent_initial_call=True,
+    )
 
     # a request of this browser was sent: poll fast from now on, not from the next poll that finds it
     # waiting (up to `C.POLL_MS` later); the poll makes it slow again once nothing of this browser waits
@@ -739,16 +817,17 @@ def register(app: dash.Dash, studies: Studies) -> None:
         Input({"type": ids.PIN, "param": ALL}, "n_clicks"),
         Input(ids.PAUSE, "n_clicks"), Input(ids.RESUME, "n_clicks"), Input(ids.KEEP, "n_clicks"),
         Input(ids.PRUNE, "submit_n_clicks"), Input(ids.RESET, "submit_n_clicks"), Input(ids.PROMOTE, "n_clicks"),
+        Input(ids.FIND_LR, "n_clicks"), Input(ids.FIND_LR_APPLY, "n_clicks"),
         State(ids.PAGE_CTX, "data"), State(ids.KNOWN, "data"), State(ids.MY_COMMANDS, "data"),
-        State(ids.LR_VALUE, "children"),
+        State(ids.LR_VALUE, "children"), State(ids.FIND_LR_RESULT, "data"),
         prevent_initial_call=True,
     )
     def send(*args: Any):
-        page, known, mine, shown_lr = args[-4:]
+        page, known, mine, shown_lr, found = args[-5:]
         if not ctx.triggered:
             raise dash.exceptions.PreventUpdate
         request = request_for(ctx.triggered_id, ctx.triggered[0]["value"], known or {}, shown_lr,
-                              page.get("lr_search"))
+                              page.get("lr_search"), (found or {}).get("suggestion"))
         if request is None or page.get("trial") is None:
             raise dash.exceptions.PreventUpdate
         cmd = ask(studies.control(page["study"]), trial=page["trial"], **request)

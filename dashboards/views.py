@@ -17,10 +17,10 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from steer import record
-from steer.actions import ACTIONS, PINNABLE, SETTINGS, check_setting
-from steer.control import Command, Control, LiveState, Metric, Pin
-from steer.spec import PARAMS
+from steer import record, search_space
+from steer.actions import ACTIONS, PINNABLE, SETTINGS, SPACE_ACTIONS, check_setting
+from steer.control import Command, Control, Hint, LiveState, Metric, Pin, SpaceEdit
+from steer.spec import PARAMS, Dimension
 
 LR_LOW, LR_HIGH = PARAMS["lr"].low, PARAMS["lr"].high  # what the action table allows: 1e-7..1
 LR_MIN_LOG10 = round(math.log10(LR_LOW))  # -7: no slider goes beyond the allowed range
@@ -277,6 +277,82 @@ def pin_rows(pins: dict[str, Pin]) -> list[dict[str, Any]]:
             for p in sorted(pins.values(), key=lambda p: order.get(p.param, len(order)))]
 
 
+# ---- hints and the search space (the study page) ---------------------------------- #
+
+SHOWN_HISTORY = 15  # the newest hint, unhint and space requests the study page lists
+
+
+def hint_rows(hints: dict[str, Hint], n_trials: int) -> list[dict[str, Any]]:
+    """The study's hints by parameter: what each says (`Hint.describe`), how many of its trials have not
+    started yet (`n_trials`: the study's trials so far, so the next trial's number), who set it."""
+    rows = []
+    for h in sorted(hints.values(), key=lambda h: h.param):
+        left = h.left(n_trials)
+        rows.append({"param": h.param, "shown": h.describe(), "left": left,
+                     "left_words": f"{left} left" if left else "used up", "by": h.hinted_by, "at": h.hinted_at})
+    return rows
+
+
+def space_rows(spec: dict[str, Dimension], space: dict[str, Dimension],
+               edits: dict[str, SpaceEdit]) -> list[dict[str, Any]]:
+    """One row per searched parameter: the range (or choices) later trials draw from, and, where a person
+    edited it, the spec's and who edited it."""
+    rows = []
+    for name, dim in space.items():
+        edit = edits.get(name)
+        rows.append({"param": name, "kind": dim.kind, "now": search_space.describe(dim),
+                     "spec": search_space.describe(spec[name]) if edit is not None and name in spec else None,
+                     "by": edit.edited_by if edit else None, "at": edit.edited_at if edit else None})
+    return rows
+
+
+def dimension_hint(dim: Dimension | None) -> str:
+    """What a form's value box takes for a parameter: "in [0.001, 0.01] log", "one of adam | sgd"."""
+    if dim is None:
+        return ""
+    return ("one of " if dim.kind == "categorical" else "in ") + search_space.describe(dim)
+
+
+def _hint_words(param: str, hint: Any) -> str:
+    if not isinstance(hint, dict):
+        return "none"
+    try:
+        shown = Hint(param, hint["value"], hint["strength"], hint["trials"], hint["first_trial"], "", 0.0).describe()
+    except (KeyError, TypeError, ValueError):
+        return fmt(hint)
+    return shown[len(param) + 1:]  # "near 0.001, strength 0.8, trials 3-7"
+
+
+def _space_words(param: str, dim: Any) -> str:
+    try:
+        return search_space.describe(search_space.from_dict(param, dim))
+    except (KeyError, TypeError, ValueError):
+        return fmt(dim)
+
+
+def space_history(commands: Sequence[Command], limit: int | None = SHOWN_HISTORY) -> list[dict[str, Any]]:
+    """The study's hint, unhint and space requests, newest first: when, who, what changed (`change`: old -> new)
+    or, for a rejected one, what was asked (`what`) and why it was refused (`change`: the server's words)."""
+    out = []
+    for c in sorted((c for c in commands if c.action in SPACE_ACTIONS), key=lambda c: -c.id):
+        param = str(c.args.get("param", "?"))
+        result = c.result or {}
+        if c.state == "applied":
+            words = _hint_words if c.action in ("hint", "unhint") else _space_words
+            change = f"{words(param, result.get('old'))} -> {words(param, result.get('new'))}"
+            if c.action == "space" and c.args.get("space") is None:
+                change += " (the spec's)"
+            what = f"{c.action} {param}"
+        else:
+            asked = " ".join([fmt(c.args["value"])] if "value" in c.args else []) + "".join(
+                f" {k}={fmt(v)}" for k, v in c.args.items() if k not in ("param", "value", "space"))
+            what = f"{c.action} {param} {asked.strip()}".strip()
+            change = c.reason or ""
+        out.append({"id": c.id, "action": c.action, "param": param, "state": c.state, "what": what,
+                    "change": change, "by": c.requested_by, "at": c.requested_at})
+    return out[:limit] if limit else out
+
+
 # ---- the trial page --------------------------------------------------------- #
 
 
@@ -346,6 +422,9 @@ def interventions(trial: FrozenTrial) -> list[dict[str, Any]]:
             change = "enqueued a clean run"
         elif action == "prune":
             change = "stopped"
+        elif action == "find_lr":
+            found = e.get("new", {}).get("suggestion") if isinstance(e.get("new"), dict) else None
+            change = "LR range test: " + (f"suggested {fmt_lr(found)}" if found is not None else "no suggestion")
         elif action == "pin":
             param = (e.get("args") or {}).get("param", "")
             change = f"{param}: {fmt_param(param, e.get('old'))} -> {fmt_param(param, e.get('new'))}"
@@ -384,6 +463,39 @@ def request_statuses(commands: Sequence[Command], mine: Sequence[int]) -> list[d
     """Every command's status, newest first; `mine` marks those whose ids this browser keeps."""
     kept = set(mine)
     return [{**command_status(c), "mine": c.id in kept} for c in sorted(commands, key=lambda c: -c.id)]
+
+
+def find_lr(commands: Sequence[Command]) -> dict[str, Any] | None:
+    """The trial's latest find_lr request in words (`status`), and the newest range test applied (`test`:
+    the curve, the suggestion, the rule and the reason, and the LR the trial had then); None without any.
+
+    The test stays shown while a newer request waits, or when the newer one was refused."""
+    finds = [c for c in commands if c.action == "find_lr"]
+    if not finds:
+        return None
+    latest = finds[-1]
+    if latest.state == "pending":
+        status = "range test running…"
+    elif latest.state == "applied":
+        found = ((latest.result or {}).get("range_test") or {}).get("suggestion")
+        status = f"suggested {fmt_lr(found)}" if found is not None else "no suggestion"
+    else:
+        status = f"{latest.state}: {latest.reason}" if latest.reason else latest.state
+    shown = next((c for c in reversed(finds) if c.state == "applied" and (c.result or {}).get("range_test")), None)
+    test = None
+    if shown is not None:
+        raw = shown.result["range_test"]
+        lrs, losses = list(raw.get("lrs") or []), list(raw.get("losses") or [])
+        suggestion = raw.get("suggestion")
+        at = min(range(len(lrs)), key=lambda i: abs(math.log(lrs[i] / suggestion)), default=None) \
+            if suggestion and lrs else None
+        then = shown.result.get("old")
+        test = {"command": shown.id, "lrs": lrs, "losses": losses, "suggestion": suggestion,
+                "suggested_loss": losses[at] if at is not None else None, "rule": raw.get("rule", ""),
+                "reason": raw.get("reason", ""), "steps": raw.get("steps"),
+                "lr_then": then if isinstance(then, (int, float)) and then > 0 else None,
+                "step": shown.applied_step, "by": shown.requested_by, "at": shown.requested_at}
+    return {"id": latest.id, "state": latest.state, "status": status, "test": test}
 
 
 def synced_controls(current: dict[str, Any], applied: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class Action:
     #                  worker while the trial runs, the control plane once it has finished
     setting: str | None = None  # the setting it changes (set_*)
     takes: str = ""  # what VALUE is on the command line: "VALUE", "[SEED]", "PARAM [VALUE]", "PARAM", ""
+    options: str = ""  # its own --options, for the help line
     steers: bool = False  # applying it changes what trains (it counts as steering, and stops automatic pruning)
     replayed: bool = False  # `steer replay` repeats it at its step
     example: str = ""  # what follows `steer ctl CLI` in an example
@@ -67,6 +68,19 @@ _ROWS = (
            "either", "trial or control", takes="PARAM [VALUE]", example="--trial 3 optimizer"),
     Action("unpin", "unpin", "unpin", "remove a pin: later trials are sampled again", "study", "control",
            takes="PARAM", example="lr"),
+    Action("find_lr", "find-lr", "find LR", "LR range test on a copy of a running trial's weights and optimizer "
+           "(it waits, then goes on unchanged): the loss-LR curve and a suggested LR", "trial", "trial",
+           example="--trial 3 --wait --json"),
+    # A person's hunch for later trials (steer.search_space): applied at once, none steers a running trial.
+    Action("hint", "hint", "hint", "draw PARAM near VALUE in the next K trials, with a probability from S falling "
+           "to 0 (a soft pin)", "study", "control", takes="PARAM VALUE", options="[--strength S] [--trials K]",
+           example="lr 1e-3 --strength 0.8 --trials 5"),
+    Action("unhint", "unhint", "unhint", "remove a hint: later trials are sampled as usual", "study", "control",
+           takes="PARAM", example="lr"),
+    Action("space", "space", "search space", "change the range (or choices) later trials draw PARAM from; "
+           "--reset goes back to the spec's", "study", "control",
+           takes="PARAM", options="[--low L] [--high H] [--choices a,b] [--reset]",
+           example="lr --low 1e-4 --high 1e-2"),
     Action("promote", "promote", "promote", "enqueue a clean run of what this trial did (its schedule from step 0, "
            "same seed), which the sampler learns from", "trial", "trial or control",
            takes="[--final-values] [--new-seed]", example="--trial 3"),
@@ -156,12 +170,33 @@ def check_pinnable(action: str, param: Any) -> str:
     return param
 
 
+HINT_DEFAULTS = {"strength": 0.8, "trials": 5}
+SPACE_ACTIONS = ("hint", "unhint", "space")  # act on a searched parameter of the study's space
+
+
+def check_searched(action: str, param: Any, space: dict[str, Any] | None) -> str:
+    """`param` as a parameter later trials draw, or ValueError naming those there are."""
+    if isinstance(param, str):
+        param = param.replace("-", "_")
+    if not space:
+        raise ValueError(f"{action}: this study records no search space yet (a trial must have drawn a parameter, "
+                         f"or `steer run` record its spec)")
+    if param not in space:
+        raise ValueError(f"{action} needs a searched parameter: one of {', '.join(space)}; got {param!r}")
+    return param
+
+
 def arguments(action: Action, *, value: Any = None, param: Any = None, reason: Any = None,
-              trial: int | None = None, choices: dict[str, tuple[str, ...] | None] | None = None) -> dict[str, Any]:
+              trial: int | None = None, choices: dict[str, tuple[str, ...] | None] | None = None,
+              options: dict[str, Any] | None = None, space: dict[str, Any] | None = None,
+              spec_space: dict[str, Any] | None = None) -> dict[str, Any]:
     """The checked arguments of a request, as recorded with the command; ValueError says what is wrong.
 
     Only what the value itself decides is checked here; whether the trial
-    exists and runs is the control plane's to check.
+    exists and runs is the control plane's to check. `options` are a hint's
+    strength and trials, a space edit's low, high, choices or reset; `space`
+    the dimensions later trials draw from, `spec_space` the spec's own (an
+    edit keeps their kinds).
     """
     if action.scope == "trial" and trial is None:
         raise ValueError(f"{action.name} needs a trial number")
@@ -177,6 +212,28 @@ def arguments(action: Action, *, value: Any = None, param: Any = None, reason: A
         return {"reason": str(reason)} if reason else {}
     if action.name == "promote":
         return check_promote(value)
+    if action.name in SPACE_ACTIONS:
+        from steer import search_space
+
+        param = check_searched(action.name, param, space)
+        options = {k: v for k, v in (options or {}).items() if v is not None}
+        if action.name == "hint":
+            if value is None:
+                raise ValueError(f"hint {param} needs a value, e.g. steer ctl hint {action.example}")
+            extra = set(options) - set(HINT_DEFAULTS)
+            if extra:
+                raise ValueError(f"hint: unknown option(s) {', '.join(sorted(extra))}; allowed: strength, trials")
+            return {"param": param, **search_space.check_hint(space[param], value, **{**HINT_DEFAULTS, **options})}
+        if value is not None:
+            raise ValueError(f"{action.name} {param} takes no value" + (" (use --low/--high or --choices)"
+                                                                        if action.name == "space" else ""))
+        if action.name == "space":
+            if spec_space is None or param not in spec_space:
+                raise ValueError("space edits apply to studies run by `steer run` (the spec's space); in your own "
+                                 "objective the search space is your code's")
+            dim = search_space.check_edit(spec_space[param], options)
+            return {"param": param, "space": None if dim is None else search_space.to_dict(dim)}
+        return {"param": param}
     if action.name in ("pin", "unpin"):
         param = check_pinnable(action.name, param)
         if action.name == "pin" and value is not None and trial is not None:

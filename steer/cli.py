@@ -173,6 +173,15 @@ def show_trial(study: optuna.Study, number: int, as_json: bool) -> int:
         console.print("effective: " + " ".join(f"{k}={_fmt_param(v)}" for k, v in rec.effective.items()))
     if rec.pinned:
         console.print(f"pinned at start: {rec.pinned}")
+    found = record.attrs(trial).get(record.LR_FOUND)
+    if found:
+        console.print(f"lr = \"find\": started at {_fmt_param(rec.started_with.get('lr'))}, from an LR range test "
+                      f"({found['steps']} steps, {found['reason']}; rule: {found['rule']})", markup=False)
+    if rec.hinted:
+        console.print("drawn near a hint: " + " ".join(f"{k}={_fmt_param(v)}" for k, v in rec.hinted.items()))
+    edits = record.attrs(trial).get(record.SPACE_EDITS)
+    if edits:
+        console.print("drawn from an edited space: " + ", ".join(f"{k} {v}" for k, v in edits.items()), markup=False)
     if rec.schedule:
         console.print("schedule: " + ", ".join(f"{record.fmt(e['args'])} {e['action']} at step {e['step']}"
                                                for e in rec.schedule), markup=False)
@@ -206,13 +215,35 @@ def print_trials(study: optuna.Study, console: Any) -> None:
         psnr = "" if r["psnr"] is None else f"{r['psnr']:.2f}"
         style = "bold green" if r["number"] == best else None
         promoted = "promoted as " + ", ".join(f"#{n}" for n in r["promoted_as"]) if r["promoted_as"] else None
-        note = "; ".join(filter(None, [r["origin"], "steered" if r["steered"] else None, promoted, r["note"]]))
+        hinted = "hinted " + ", ".join(r["hinted"]) if r["hinted"] else None
+        note = "; ".join(filter(None, [r["origin"], "steered" if r["steered"] else None, hinted, promoted, r["note"]]))
         table.add_row(str(r["number"]), r["state"], psnr, params,
                       "" if r["duration_s"] is None else f"{r['duration_s']:.1f}", note, style=style)
     console.print(table)
     if best is not None:
         console.print(f"best: trial {best}, PSNR {study.best_value:.2f} dB")
         console.print(record.how_to_get_again(rows, best), markup=False)
+    for line in _study_guidance(study):
+        console.print(line, markup=False)
+
+
+def _study_guidance(study: optuna.Study) -> list[str]:
+    """What a person set for later trials: pins, hints and search-space edits, one line each."""
+    from steer import search_space
+    from steer.control import Control, NotSteerable
+
+    try:
+        control = Control.open(study)
+    except NotSteerable:
+        return []
+    lines = [f"pinned: {p.param} = {_fmt_param(p.value)} (by {p.pinned_by})" for p in control.pins().values()]
+    lines += [f"hint: {h.describe()} (by {h.hinted_by})" for h in control.hints().values()]
+    spec = control.spec_space()
+    for name, edit in control.space_edits().items():
+        was = f" (spec: {search_space.describe(spec[name])})" if name in spec else ""
+        lines.append(f"space: {name} {search_space.describe(search_space.from_dict(name, edit.dimension))}{was} "
+                     f"(by {edit.edited_by})")
+    return lines
 
 
 def _best_number(study: optuna.Study) -> int | None:
@@ -299,11 +330,17 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         raise UserError(f"--{options[0]} is an option of promote, not of {action.cli}")
     if options:
         value = ",".join(options)
-    if action.takes == "VALUE" and value is None:
+    own = {"hint": ("strength", "trials"), "space": ("low", "high", "choices", "reset")}
+    for name in ("strength", "trials", "low", "high", "choices", "reset"):
+        if getattr(args, name) not in (None, False) and name not in own.get(action.name, ()):
+            owner = next(a for a, names in own.items() if name in names)
+            raise UserError(f"--{name} is an option of {owner}, not of {action.cli}")
+    extra = {name: getattr(args, name) for name in own.get(action.name, ()) if getattr(args, name) not in (None, False)}
+    if action.takes.endswith("VALUE") and value is None:
         raise UserError(f"{action.cli} needs a VALUE, e.g. steer ctl {action.cli} {action.example}")
     control = Control.open(args.storage, args.study)
     cmd = control.request(action.name, trial=args.trial, value=value, param=param, by=args.by,
-                          request_id=args.request_id, reason=args.reason)
+                          request_id=args.request_id, reason=args.reason, options=extra or None)
     if args.wait and not cmd.done:
         cmd = control.wait(cmd.id, timeout=args.wait_timeout)
     if args.json:
@@ -319,7 +356,8 @@ def _ctl_help() -> str:
     from steer.actions import ACTIONS
 
     width = max(len(f"{a.cli} {a.takes}") for a in ACTIONS.values())
-    lines = ["actions:"] + [f"  {f'{a.cli} {a.takes}':<{width}}  {a.help}" for a in ACTIONS.values()]
+    lines = ["actions:"] + [f"  {f'{a.cli} {a.takes}':<{width}}  {a.help}" + (f" {a.options}" if a.options else "")
+                            for a in ACTIONS.values()]
     lines += ["", "examples:"] + [f"  steer ctl {a.cli} {a.example}" for a in ACTIONS.values()]
     lines += ["  steer ctl set-lr --trial 3 3e-4 --wait", "  steer ctl pin lr 1e-3"]
     return "\n".join(lines)
@@ -446,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ctl)
     p.add_argument("action", choices=tuple(BY_CLI), metavar="ACTION", help=" | ".join(BY_CLI))
     p.add_argument("values", nargs="*", metavar="VALUE",
-                   help="the new value (set-*), a reset seed, or PARAM [VALUE] for pin/unpin")
+                   help="the new value (set-*), a reset seed, PARAM [VALUE] for pin/unpin/hint, PARAM for space")
     p.add_argument("--trial", type=int, help="trial number (omit for study-level pin/unpin)")
     p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only studies/*.db)")
     p.add_argument("--study", help="study name (default: the storage's only study)")
@@ -456,6 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-values", action="store_true",
                    help="promote: the values the trial ended with, from step 0 (not its schedule)")
     p.add_argument("--new-seed", action="store_true", help="promote: a new seed (a robustness check), not the same")
+    p.add_argument("--strength", help="hint: the probability that the first trial after it is drawn near the "
+                                      "value, falling to 0 over --trials (default 0.8)")
+    p.add_argument("--trials", help="hint: how many later trials it lasts (default 5)")
+    p.add_argument("--low", help="space: the new lower bound (a number)")
+    p.add_argument("--high", help="space: the new upper bound (a number)")
+    p.add_argument("--choices", help="space: the new choices, comma-separated (a categorical)")
+    p.add_argument("--reset", action="store_true", help="space: back to the spec's range")
     p.add_argument("--wait", action="store_true", help="wait until the command is applied, rejected or expired")
     p.add_argument("--wait-timeout", type=float, default=30.0, help="seconds --wait waits (default 30)")
     p.add_argument("--json", action="store_true", help="print the command as JSON")

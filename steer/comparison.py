@@ -40,10 +40,16 @@ def comparison(study: optuna.Study) -> dict[str, Any]:
     rows = [{
         "number": r.number, "state": r.state, "psnr": r.value, "steered": r.steered,
         "promoted_from": r.promoted_from, "baseline": r.baseline, "interventions": len(r.interventions),
+        "hinted": sorted(r.hinted),
     } for r in records]
     groups = {}
     for name, steered in (("steered", True), ("unsteered", False)):
         group = [r for r in rows if r["steered"] == steered]
+        done = [r["psnr"] for r in group if r["state"] == TrialState.COMPLETE.name and r["psnr"] is not None]
+        groups[name] = _summary(done, len(group))
+    # A person's hints (steer.search_space): the trials drawn near one against the sampler's own draws.
+    for name, hinted in (("hinted", True), ("not_hinted", False)):
+        group = [r for r in rows if bool(r["hinted"]) == hinted and r["promoted_from"] is None and not r["baseline"]]
         done = [r["psnr"] for r in group if r["state"] == TrialState.COMPLETE.name and r["psnr"] is not None]
         groups[name] = _summary(done, len(group))
     promoted = []
@@ -99,7 +105,8 @@ def comparison_figure(data: dict[str, Any]):
                                "diamond" if r["baseline"] else "circle" for r in group]},
             text=[f"trial {r['number']} ({r['state']})" + (f", promoted from {r['promoted_from']}"
                   if r["promoted_from"] is not None else "") + (", baseline" if r["baseline"] else "")
-                  + (f", {r['interventions']} interventions" if r["interventions"] else "") for r in group],
+                  + (f", {r['interventions']} interventions" if r["interventions"] else "")
+                  + (f", drawn near a hint ({', '.join(r['hinted'])})" if r.get("hinted") else "") for r in group],
             hovertemplate="%{text}<br>PSNR %{y:.2f} dB<extra></extra>",
         ))
     by_number = {r["number"]: r for r in rows}
@@ -135,6 +142,12 @@ def format_comparison(data: dict[str, Any]) -> str:
     for name in ("steered", "unsteered"):
         g = data[name]
         lines.append(f"{name:12}{g['count']:>8}{g['completed']:>11}{num(g['best']):>9}{num(g['median']):>9}")
+    if data.get("hinted", {}).get("count"):
+        lines.append("hinted vs drawn by the sampler (trials a person's hint drew, against the others):")
+        for name in ("hinted", "not_hinted"):
+            g = data[name]
+            lines.append(f"{name.replace('_', ' '):12}{g['count']:>8}{g['completed']:>11}{num(g['best']):>9}"
+                         f"{num(g['median']):>9}")
     share = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
     if data["held_up"]:
         lines.append(f"did steering help? each steered trial and its clean re-runs, with the share of the "

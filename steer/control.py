@@ -27,8 +27,9 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
-from steer import actions, record
+from steer import actions, record, search_space
 from steer.errors import UserError
+from steer.spec import Dimension
 from steer.storage import (
     default_storage_url, display_url, enqueue_trial, open_storage, rdb_storage, resolve_study_name, save_trial_note,
     shared_database, trial_state,
@@ -93,6 +94,36 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class Hint:
+    param: str
+    value: Any
+    strength: float
+    trials: int
+    first_trial: int  # trials first_trial .. first_trial + trials - 1 may be hinted
+    hinted_by: str
+    hinted_at: float
+
+    def left(self, n_trials: int) -> int:
+        """How many of its trials have not started yet, when the study has `n_trials` trials (numbered in order)."""
+        return max(0, min(self.trials, self.first_trial + self.trials - n_trials))
+
+    def as_sampler_sees_it(self) -> dict[str, Any]:
+        return {"value": self.value, "strength": self.strength, "trials": self.trials, "first_trial": self.first_trial}
+
+    def describe(self) -> str:
+        return (f"{self.param} near {self.value:g}" if isinstance(self.value, float) else f"{self.param} near {self.value}") \
+            + f", strength {self.strength:g}, trials {self.first_trial}-{self.first_trial + self.trials - 1}"
+
+
+@dataclass(frozen=True)
+class SpaceEdit:
+    param: str
+    dimension: dict[str, Any]  # steer.search_space.to_dict
+    edited_by: str
+    edited_at: float
+
+
+@dataclass(frozen=True)
 class Pin:
     param: str
     value: Any
@@ -152,6 +183,50 @@ def _unpin_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None
         old = control._pins(s).get(param)
         s.execute(T.pins.delete().where(and_(T.pins.c.study_id == control.study_id, T.pins.c.param == param)))
         return {"action": "unpin", "param": param, "old": old.value if old else None, "new": None}
+
+    return write
+
+
+@applies_now("hint")
+def _hint_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None, by: str) -> Write:
+    first = control.storage.get_n_trials(control.study_id)  # the next trial's number: trials are numbered in order
+    new = {"value": args["value"], "strength": args["strength"], "trials": args["trials"], "first_trial": first}
+
+    def write(s: Session) -> dict[str, Any]:
+        old = control._hints(s).get(args["param"])
+        T.upsert(s, T.hints, {"study_id": control.study_id, "param": args["param"], "value": json.dumps(new["value"]),
+                              "strength": new["strength"], "trials": new["trials"], "first_trial": first,
+                              "hinted_by": by, "hinted_at": time.time()})
+        return {"action": "hint", "param": args["param"], "old": old.as_sampler_sees_it() if old else None, "new": new}
+
+    return write
+
+
+@applies_now("unhint")
+def _unhint_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None, by: str) -> Write:
+    param = args["param"]
+
+    def write(s: Session) -> dict[str, Any]:
+        old = control._hints(s).get(param)
+        s.execute(T.hints.delete().where(and_(T.hints.c.study_id == control.study_id, T.hints.c.param == param)))
+        return {"action": "unhint", "param": param, "old": old.as_sampler_sees_it() if old else None, "new": None}
+
+    return write
+
+
+@applies_now("space")
+def _space_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None, by: str) -> Write:
+    param, new = args["param"], args["space"]
+    spec_dim = search_space.to_dict(control.spec_space()[param])
+
+    def write(s: Session) -> dict[str, Any]:
+        old = control._space_edits(s).get(param)
+        if new is None:
+            s.execute(T.space.delete().where(and_(T.space.c.study_id == control.study_id, T.space.c.param == param)))
+        else:
+            T.upsert(s, T.space, {"study_id": control.study_id, "param": param, "dimension": json.dumps(new),
+                                  "edited_by": by, "edited_at": time.time()})
+        return {"action": "space", "param": param, "old": old.dimension if old else spec_dim, "new": new or spec_dim}
 
     return write
 
@@ -248,12 +323,14 @@ class Control:
     # ---- requests ------------------------------------------------------- #
     def request(self, action: str, *, trial: int | None = None, value: Any = None, param: str | None = None,
                 by: str = "api", request_id: str | None = None, reason: str | None = None,
-                denied: str | None = None) -> Command:
+                denied: str | None = None, options: dict[str, Any] | None = None) -> Command:
         """Record a request and return it (pending, applied at once, or rejected with the reason).
 
         `value` is the new value for set_* actions, a seed for `reset` (random
         if None), a value for a study-level `pin`; `param` names what `pin` and
-        `unpin` act on; `reason` is kept with a `prune`. `denied`: why the
+        `unpin` act on (and `hint`, `unhint`, `space`); `options` are a hint's
+        strength and trials, a space edit's low, high, choices or reset;
+        `reason` is kept with a `prune`. `denied`: why the
         asker may not make this request (a viewer in the app); it is recorded,
         rejected with that reason.
         """
@@ -276,13 +353,14 @@ class Control:
                     T.commands.c.study_id == self.study_id, T.commands.c.request_id == request_id))).scalar())
                 if dup is not None:
                     raise ValueError(f"duplicate request id {request_id!r} (already command {dup})")
-            args, finished = self._check(act, trial, value, param, reason)
+            args, finished = self._check(act, trial, value, param, reason, options)
             if act.by_control and (trial is None or finished is not None):
                 write = IMMEDIATE[act.name](self, args, finished, by)
             rejection = None
         except ValueError as exc:
             rejection = _text(str(exc))
-            asked = {"value": value, "param": param, "trial": str(trial)[:40] if asked_trial != trial else None}
+            asked = {"value": value, "param": param, "trial": str(trial)[:40] if asked_trial != trial else None,
+                     **(options or {})}
             args = json.loads(json.dumps({k: v for k, v in asked.items() if v is not None}, default=str))
 
         def insert(s: Session) -> tuple[int, str, Any]:
@@ -310,7 +388,7 @@ class Control:
                        None if state == "pending" else now, rejection, result)
 
     def _check(self, act: actions.Action, trial: int | None, value: Any, param: Any,
-               reason: Any) -> tuple[dict[str, Any], FrozenTrial | None]:
+               reason: Any, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], FrozenTrial | None]:
         """The checked args of a request, and the finished trial an action applied at once reads.
 
         The trial is checked before the value: a request to a trial that has
@@ -322,6 +400,14 @@ class Control:
             param = actions.check_pinnable(act.name, param)
         if act.name == "unpin" and param not in self.pins():
             raise ValueError(f"{param} is not pinned")
+        if options and act.name not in ("hint", "space"):
+            raise ValueError(f"{act.name} takes no options (got {', '.join(map(str, options))})")
+        space = spec_space = None
+        if act.name in actions.SPACE_ACTIONS:
+            spec_space = self.spec_space()
+            space = self.space(spec_space)
+            if act.name == "unhint" and isinstance(param, str) and param.replace("-", "_") not in self.hints():
+                raise ValueError(f"{param} is not hinted")
         finished = choices = None
         if trial is not None:
             frozen = self._trial(trial)
@@ -334,7 +420,9 @@ class Control:
             elif frozen.state != TrialState.RUNNING:
                 raise ValueError(f"trial {trial} is {frozen.state.name}: only running trials can be changed")
             choices = {s: record.choices(frozen, s) for s in ("optimizer", "loss")}
-        args = actions.arguments(act, value=value, param=param, reason=reason, trial=trial, choices=choices)
+        args = actions.arguments(act, value=value, param=param, reason=reason, trial=trial, choices=choices,
+                                 options=options, space=space,
+                                 spec_space=spec_space if self.study_user_attr(record.SPEC) else None)
         return args, finished
 
     def _trial(self, number: int | None) -> FrozenTrial | None:
@@ -390,6 +478,54 @@ class Control:
     def pin_values(self) -> dict[str, Any]:
         return {name: pin.value for name, pin in self.pins().items()}
 
+    # ---- hints and the search space (steer.search_space) ---------------------- #
+    def _hints(self, s: Session) -> dict[str, Hint]:
+        rows = s.execute(select(T.hints).where(T.hints.c.study_id == self.study_id)).all()
+        return {r.param: Hint(r.param, json.loads(r.value), r.strength, r.trials, r.first_trial, r.hinted_by,
+                              r.hinted_at) for r in rows}
+
+    def hints(self) -> dict[str, Hint]:
+        return self.db.run(self._hints)
+
+    def hint_rows(self) -> dict[str, dict[str, Any]]:
+        """The hints as the sampler reads them when a trial starts."""
+        return {name: h.as_sampler_sees_it() for name, h in self.hints().items()}
+
+    def _space_edits(self, s: Session) -> dict[str, SpaceEdit]:
+        rows = s.execute(select(T.space).where(T.space.c.study_id == self.study_id)).all()
+        return {r.param: SpaceEdit(r.param, json.loads(r.dimension), r.edited_by, r.edited_at) for r in rows}
+
+    def space_edits(self) -> dict[str, SpaceEdit]:
+        return self.db.run(self._space_edits)
+
+    def space_edit_dimensions(self) -> dict[str, Dimension]:
+        """The edited dimensions, as the objective and the sampler apply them."""
+        return {name: search_space.from_dict(name, e.dimension) for name, e in self.space_edits().items()}
+
+    def study_user_attr(self, key: str) -> Any:
+        return self.storage.get_study_user_attrs(self.study_id).get(key)
+
+    def spec_space(self) -> dict[str, Dimension]:
+        """The searched dimensions as the spec gave them: recorded by `steer run`; for a study of a user's own
+        objective, each parameter's distribution in the latest trial that drew it."""
+        recorded = (self.study_user_attr(record.SPEC) or {}).get("space")
+        if recorded is not None:
+            return {name: search_space.from_dict(name, d) for name, d in recorded.items()}
+        dims: dict[str, Dimension] = {}
+        for t in self.storage.get_all_trials(self.study_id, deepcopy=False):
+            for name, dist in t.distributions.items():
+                if not dist.single():
+                    dims[name] = search_space.from_distribution(name, dist)
+        return dims
+
+    def space(self, spec_space: dict[str, Dimension] | None = None) -> dict[str, Dimension]:
+        """The dimensions later trials draw from: the spec's, with the space edits in force."""
+        dims = dict(self.spec_space() if spec_space is None else spec_space)
+        for name, edit in self.space_edits().items():
+            if name in dims:
+                dims[name] = search_space.from_dict(name, edit.dimension)
+        return dims
+
     # ---- the person's pace ------------------------------------------------- #
     def held(self) -> dict[str, Any] | None:
         """Who held the study and when, while it is held (no worker starts a new trial); else None."""
@@ -421,8 +557,12 @@ class Control:
             raise UserError(f"no command {command_id}")
         return _command(row)
 
-    def commands(self, trial: int | None = None, states: tuple[str, ...] | None = None) -> list[Command]:
+    def commands(self, trial: int | None = None, states: tuple[str, ...] | None = None,
+                 actions: tuple[str, ...] | None = None) -> list[Command]:
+        """The study's commands in the order requested: of one trial, in some states, of some actions."""
         q = select(T.commands).where(T.commands.c.study_id == self.study_id)
+        if actions:
+            q = q.where(T.commands.c.action.in_(actions))
         if trial is not None:
             if not trial_number_ok(trial):
                 return []

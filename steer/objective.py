@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 import torch
 
-from steer import record
+from steer import record, search_space
 from steer.artifacts import (
     PREDICTION_ARTIFACT, TARGET_ARTIFACT, artifact_dir, artifact_store, has_study_artifact, upload_png,
 )
@@ -34,8 +34,14 @@ from steer.storage import storage_url
 from steer.trainer import Diverged, Trainer, mlp_config, resolve_device
 
 
-def suggest_params(trial: optuna.Trial, spec: Spec, pins: dict[str, Any] | None = None) -> dict[str, Any]:
+def suggest_params(trial: optuna.Trial, spec: Spec, pins: dict[str, Any] | None = None,
+                   space: dict[str, Dimension] | None = None) -> dict[str, Any]:
     """Suggest the spec's searched params; fixed values and defaults fill the rest.
+
+    `space` holds the dimensions a person edited (`steer ctl space`): a float or int is
+    drawn from the edited range (Optuna records each trial's own); a categorical keeps the
+    spec's choices as its distribution and the sampler draws among the edited ones
+    (`SteerSampler`, steer.search_space).
 
     Conditional params (w0 for sine, fourier_* for the Fourier encoding) are
     only suggested when their condition holds, so TPE sees a tree-structured
@@ -49,7 +55,8 @@ def suggest_params(trial: optuna.Trial, spec: Spec, pins: dict[str, Any] | None 
         when = PARAMS[dim.name].when
         if when is not None and params[when[0]] != when[1]:
             continue
-        params[dim.name] = _suggest(trial, dim)
+        edited = (space or {}).get(dim.name)
+        params[dim.name] = _suggest(trial, edited if edited is not None and edited.kind != "categorical" else dim)
     params.update(overrides)
     params.update(applicable_pins(trial, pins or {}))
     return params
@@ -121,7 +128,8 @@ def create_study(spec: Spec, storage: str | optuna.storages.BaseStorage | None =
         raise UserError(f"study {study.study_name!r} exists but does not maximize; steer studies maximize PSNR")
     control = _control(study)
     if control is not None:
-        study.sampler = SteerSampler(study.sampler, control.pin_values, steered=spec.sampler["steered"])
+        study.sampler = SteerSampler(study.sampler, control.pin_values, steered=spec.sampler["steered"],
+                                     hints=control.hint_rows, space=control.space_edit_dimensions, seed=spec.seed)
         control.sweep(study)  # trials of dead workers -> FAIL, their commands -> expired
     study.set_user_attr(record.SPEC, _spec_record(spec))
     target = load_target(spec.image, spec.size, spec.path.parent if spec.path else None)
@@ -168,6 +176,7 @@ def _spec_record(spec: Spec) -> dict[str, Any]:
     """What a replay or the app needs to know about the spec, stored in the study."""
     return {"image": spec.image, "size": spec.size, "steps": spec.steps, "report_every": spec.report_every,
             "backend": spec.backend, "device": spec.device, "precision": spec.precision, "seed": spec.seed,
+            "space": {d.name: search_space.to_dict(d) for d in spec.space},
             "base": str(spec.path.parent.resolve()) if spec.path else None}
 
 
@@ -191,7 +200,11 @@ class Objective:
         spec = self.spec
         control = _control(trial.study) if spec.steering_enabled else None
         pins = control.pin_values() if control else {}
-        params = suggest_params(trial, spec, pins)
+        edits = control.space_edit_dimensions() if control else {}
+        params = suggest_params(trial, spec, pins, edits)
+        if edits:  # the edits in force when it started, beside Optuna's own record of each distribution
+            record.write(trial, record.SPACE_EDITS, {n: search_space.describe(d) for n, d in edits.items()
+                                                     if n in trial.params})
         # A promoted trial was enqueued with its source's seed (unless promoted with a new one); a spec
         # that `steer export` wrote fixes the seed and the schedule of the trial it exported.
         given = record.attrs(trial)
@@ -201,6 +214,9 @@ class Objective:
         trainer = Trainer(params, self.target, steps=spec.steps, seed=seed,
                           backend=spec.backend, device=spec.device, precision=spec.precision,
                           cuda_graph=spec.cuda_graph)
+        if trainer.lr_found is not None:  # lr = "find": the range test's LR is what trains (and replays)
+            params = {**params, "lr": trainer.params["lr"]}
+            record.write(trial, record.LR_FOUND, trainer.lr_found.to_dict())
         record.write(trial, record.PARAMS, params)  # what a replay starts from
         record.write(trial, record.SEED, seed)
         record.write(trial, record.BACKEND, trainer.backend)

@@ -44,6 +44,9 @@ VISIBLE_GPUS = "steer.cuda_visible_devices"  # the worker's GPU (CUDA_VISIBLE_DE
 TORCH_THREADS = "steer.torch_threads"
 CUDA_GRAPH = "steer.cuda_graph"  # True when the trial's steps ran as captured CUDA graphs (absent: they did not)
 PINNED = "steer.pinned"  # the study pins this trial honoured when it started
+LR_FOUND = "steer.lr_found"  # the LR range test a trial of a spec with lr = "find" started with
+HINTED = "steer.hinted"  # {param: value}: what a person's hint drew for this trial (steer.search_space)
+SPACE_EDITS = "steer.space_edits"  # {param: range}: the search-space edits in force when it started
 CHOICES = "steer.choices"  # the optimizer and loss names this trial can switch to
 BASELINE = "steer.baseline"  # the spec's hand-picked first trial
 PROMOTED_FROM = "steer.promoted_from"  # the trial whose run this one repeats, clean (see `promotion`)
@@ -67,7 +70,7 @@ FAIL_REASON = "steer.fail_reason"
 
 # The keys kept as user attributes: short, and what a person looks for in `optuna trials` and
 # optuna-dashboard. Every other key is a system attribute.
-SHOWN = (STEERED, PROMOTED_FROM, BASELINE, PRUNED_REASON, DIVERGED)
+SHOWN = (STEERED, PROMOTED_FROM, BASELINE, PRUNED_REASON, DIVERGED, HINTED)
 
 
 def attrs(trial: Any) -> dict[str, Any]:
@@ -129,6 +132,7 @@ class TrialRecord:
     seed: int | None = None
     schedule: list[dict[str, Any]] = field(default_factory=list)  # a promoted trial's changes at their steps
     promotion: dict[str, Any] | None = None  # how it was promoted (see PROMOTION)
+    hinted: dict[str, Any] = field(default_factory=dict)  # params a person's hint drew (see HINTED)
 
     @property
     def kept(self) -> bool:
@@ -180,6 +184,7 @@ def read(trial: FrozenTrial) -> TrialRecord:
         marked_steered=bool(kept.get(STEERED, False)),
         paused=kept.get(PAUSED), paused_seconds=float(kept.get(PAUSED_SECONDS) or 0.0), spared=kept.get(SPARED),
         seed=kept.get(SEED), schedule=list(kept.get(SCHEDULE) or []), promotion=kept.get(PROMOTION),
+        hinted=dict(kept.get(HINTED) or {}),
     )
 
 
@@ -190,7 +195,7 @@ def row(trial: FrozenTrial, promoted_as: list[int] | tuple[int, ...] = ()) -> di
     return {"number": rec.number, "state": rec.state, "psnr": rec.value, "params": rec.sampled,
             "duration_s": rec.duration_s, "steered": rec.steered, "baseline": rec.baseline,
             "promoted_from": rec.promoted_from, "promoted_as": list(promoted_as), "origin": rec.origin,
-            "note": rec.note}
+            "hinted": rec.hinted, "note": rec.note}
 
 
 def rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
@@ -243,6 +248,10 @@ def change(e: dict[str, Any]) -> str:
         return f"pinned {param} = {fmt(new)} for later trials"
     if action == "promote":
         return f"promoted as #{new['trial']}" if isinstance(new, dict) and "trial" in new else "promoted (a clean run enqueued)"
+    if action == "find_lr" and isinstance(new, dict):
+        found = new.get("suggestion")
+        return (f"LR range test: suggested {fmt(found)}" if found is not None else "LR range test: no suggestion") \
+            + f" ({new.get('reason')})"
     words = {"pause": "paused", "resume": "resumed", "keep": "kept from automatic pruning"}
     return words.get(action) or f"{action} {fmt(args)}".strip()
 

@@ -200,6 +200,8 @@ def _parse_dimension(section: _Section, name: str, raw: Any) -> Dimension | Any:
     if pdef is None:
         section.fail(name, f"unknown parameter; known: {', '.join(PARAMS)}")
     if not isinstance(raw, dict):  # fixed value
+        if name == "lr" and raw == "find":  # each trial starts at what an LR range test suggests (steer.lr_finder)
+            return raw
         try:
             return pdef.check(raw)
         except ValueError as exc:

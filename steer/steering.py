@@ -133,6 +133,18 @@ def _reset(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
     return None, seed
 
 
+@handles("find_lr")
+def _find_lr(s: Steering, args: dict[str, Any]) -> tuple[Any, Any, Any]:
+    from steer.lr_finder import range_test
+
+    if s.lr_range_loss is None or s.model is None:
+        raise InvalidChange("find-lr needs the trial's model and a loss to test it with: pass model= and "
+                            "lr_range_loss= to steer.steering (steer's own trials do)")
+    test = range_test(s.model, s.optimizer, s.lr_range_loss)
+    summary = {"suggestion": test.suggestion, "reason": test.reason, "steps": test.steps}
+    return s.lr, summary, {"range_test": test.to_dict()}  # the curve goes with the command, not the record
+
+
 @handles("prune")
 def _prune(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
     reason = f"pruned by {s._current_by} at step {s.step_count}"
@@ -259,10 +271,12 @@ class Steering:
                  optimizer_name: str | None = None,
                  effective_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  control: Control | None = None, poll_interval: float = 0.2, publish_interval: float = 0.5,
-                 preview_size: int = 128, spare_watched: bool = True) -> None:
+                 preview_size: int = 128, spare_watched: bool = True,
+                 lr_range_loss: Callable[[torch.nn.Module], torch.Tensor] | None = None) -> None:
         self.trial = trial
         self.optimizer = optimizer
         self.model = model
+        self.lr_range_loss = lr_range_loss
         self.optimizers = dict(OPTIMIZERS if optimizers is None else optimizers)
         self.losses = dict(LOSSES if losses is None else losses)
         if loss is not None and loss not in self.losses:
@@ -400,6 +414,11 @@ class Steering:
 
     def apply(self, action: str, args: dict[str, Any]) -> tuple[Any, Any]:
         """Apply one trial-side action with checked `args` now; returns (old, new). For replay and tests."""
+        return self._apply(action, args)[:2]
+
+    def _apply(self, action: str, args: dict[str, Any]) -> tuple[Any, ...]:
+        """(old, new) or (old, new, detail): a handler may return what the command's result carries
+        beyond the trial's record (find_lr's curve)."""
         handler = HANDLERS.get(action)
         if handler is None:
             raise InvalidChange(f"action {action!r} cannot be applied by a trial")
@@ -415,22 +434,22 @@ class Steering:
     def _handle(self, cmd: Command) -> None:
         self._current_by = cmd.requested_by
         try:
-            old, new = self.apply(cmd.action, cmd.args)
+            old, new, *detail = self._apply(cmd.action, cmd.args)
         except InvalidChange as exc:
             self.control.resolve(cmd.id, "rejected", reason=str(exc))
             return
         except optuna.TrialPruned:
             self._record(cmd, None, None)
             raise
-        self._record(cmd, old, new)
+        self._record(cmd, old, new, detail[0] if detail else None)
 
-    def _record(self, cmd: Command, old: Any, new: Any) -> None:
+    def _record(self, cmd: Command, old: Any, new: Any, detail: dict[str, Any] | None = None) -> None:
         entry = record.entry(cmd.id, cmd.action, cmd.args, old, new, self.step_count, cmd.requested_by)
         self.interventions.append(entry)
         # Attributes first: if the worker dies after this, the record survives with the trial.
         record.write(self.trial, record.INTERVENTIONS, self.interventions)
         record.write(self.trial, record.STEERED, self.steered)
-        self.control.resolve(cmd.id, "applied", step=self.step_count, result=entry)
+        self.control.resolve(cmd.id, "applied", step=self.step_count, result={**entry, **(detail or {})})
         from optuna_dashboard import save_note
 
         save_note(self.trial, record.note(record.read(self.control.trial(self.trial.number))))
@@ -511,7 +530,8 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
              loss: str | None = None, optimizer_name: str | None = None,
              effective_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None, enabled: bool = True,
              poll_interval: float = 0.2, publish_interval: float = 0.5, preview_size: int = 128,
-             spare_watched: bool = True) -> Steering:
+             spare_watched: bool = True,
+             lr_range_loss: Callable[[torch.nn.Module], torch.Tensor] | None = None) -> Steering:
     """Make `trial` steerable; use it as a context manager around the training loop.
 
     optimizer       the optimizer the loop steps; `set_lr` / `set_weight_decay` change its param_groups,
@@ -523,14 +543,16 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
                     reads the current one as `s.loss_fn`
     effective_params  `(settings) -> params`: what trains now, given the current settings, as the
                     record and `promote` should say (default: the trial's params with the settings over them)
+    lr_range_loss   `(model) -> loss`: one training loss of the model given (a copy of the trial's), which
+                    `find-lr` trains with a rising LR (steer.lr_finder); without it find-lr is rejected
     enabled         False: commands are neither read nor applied (the trial still records its end)
     spare_watched   `s.should_prune()` spares the trial while its page is open in the app
 
     Studies on an RDB storage (SQLite, PostgreSQL, MySQL) are steerable; an
     in-memory study trains unsteered, with a warning. The study's sampler is
     wrapped, once, in a `steer.sampler.SteerSampler`: later trials honour the
-    study's pins, and steered trials do not inform the sampler (wrap it yourself
-    with `steered="sampled"` to keep them in).
+    study's pins and hints, and steered trials do not inform the sampler (wrap it
+    yourself with `steered="sampled"` to keep them in).
     """
     control = None
     if enabled:
@@ -539,11 +561,15 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
         except NotSteerable as exc:
             log.warning("trial %d trains unsteered: %s", trial.number, exc)
         if control is not None and not isinstance(trial.study.sampler, SteerSampler):
-            trial.study.sampler = SteerSampler(trial.study.sampler, control.pin_values)
+            trial.study.sampler = SteerSampler(trial.study.sampler, control.pin_values, hints=control.hint_rows)
+        sampler = trial.study.sampler
+        hinted = sampler.hinted(trial.number) if isinstance(sampler, SteerSampler) else {}
+        if hinted:  # marked on the trial, so the comparison (and a person) can tell hinted draws apart
+            record.write(trial, record.HINTED, hinted)
     return Steering(trial, optimizer, model=model, optimizers=optimizers, losses=losses, loss=loss,
                     optimizer_name=optimizer_name, effective_params=effective_params, control=control,
                     poll_interval=poll_interval, publish_interval=publish_interval, preview_size=preview_size,
-                    spare_watched=spare_watched)
+                    spare_watched=spare_watched, lr_range_loss=lr_range_loss)
 
 
 def _finite(x: Any) -> float | None:

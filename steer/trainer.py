@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,9 @@ from steer.errors import UserError
 from steer.spec import DEFAULT_PARAMS
 from steer.steering import OPTIMIZERS, SGD_MOMENTUM, OptimizerFactory
 
+if TYPE_CHECKING:
+    from steer.lr_finder import RangeTest
+
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
@@ -29,6 +32,8 @@ class Diverged(RuntimeError):
 # The losses a trial of the built-in objective can train with (Huber's delta suits [0, 1] colours).
 LOSS_FNS = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": lambda a, b: F.huber_loss(a, b, delta=0.1)}
 
+
+FIND_LR = "find"  # lr = "find" in a spec: each trial starts at what an LR range test suggests
 
 # The same optimizers for steps captured as CUDA graphs: fused (one launch for every parameter)
 # and, where torch has the flag, capturable (their step counters stay on the GPU).
@@ -104,6 +109,9 @@ class Trainer:
         ignored on the CPU. Off by default so that a replay of a trial recorded without it
         (every trial before it existed) runs the same arithmetic; the spec turns it on."""
         self.params = {**DEFAULT_PARAMS, **params}
+        find = self.params["lr"] == FIND_LR  # the spec's `lr = "find"`: an LR range test picks it, below
+        if find:
+            self.params["lr"] = DEFAULT_PARAMS["lr"]  # only while the test runs (on copies)
         self.steps = steps
         self.seed = seed
         self.device = resolve_device(device)
@@ -127,13 +135,44 @@ class Trainer:
         self.batch = batch if 0 < batch < self.coords.shape[0] else 0  # 0: every step trains on every pixel
         # The batch's pixel indices, drawn before each step into this one tensor (a graph reads it there).
         self._idx = torch.empty(self.batch, dtype=torch.long, device=self.device)
+        self._loss_fn: Callable | None = None  # the loss the last step trained with (an LR range test uses it)
+        self._range_gen: torch.Generator | None = None
         self._lr_written = self.current_lr  # what the schedule last wrote into the optimizer
+        self.lr_found: RangeTest | None = None
+        if find:
+            # Nothing the trial trains with moves: the test trains copies with batches of its own, so
+            # a replay that starts at the found LR (the recorded params) trains the same bits.
+            self.lr_found = self.find_lr()
+            if self.lr_found.suggestion is not None:
+                self.params["lr"] = self.lr_found.suggestion
+            self._write_lr()
 
     def steering_kwargs(self) -> dict[str, Any]:
         """What `steer.steering` needs to steer this trainer."""
         return {"optimizer": self.optimizer, "model": self.model, "optimizers": self.optimizers, "losses": LOSS_FNS,
                 "loss": self.params["loss"], "optimizer_name": self.params["optimizer"],
-                "effective_params": self.effective_params}
+                "effective_params": self.effective_params, "lr_range_loss": self.range_test_loss}
+
+    # ---- the LR range test (steer.lr_finder) --------------------------------- #
+    def range_test_loss(self, model: torch.nn.Module) -> torch.Tensor:
+        """One training loss of `model` (a copy of this trainer's) with the loss the trial trains with now.
+
+        Mini-batches come from a generator of the test's own: the trial's batch draws stay
+        as they were, so a trial that ran a test trains on exactly as it would have.
+        """
+        loss_fn = self._loss_fn or LOSS_FNS[self.params["loss"]]
+        if not self.batch:
+            return loss_fn(model(self.coords), self.target)
+        if self._range_gen is None:
+            self._range_gen = torch.Generator(device=self.device).manual_seed(self.seed + 2)
+        idx = torch.randint(self.coords.shape[0], (self.batch,), generator=self._range_gen, device=self.device)
+        return loss_fn(model(self.coords[idx]), self.target[idx])
+
+    def find_lr(self) -> "RangeTest":
+        """The range test on copies of the model and optimizer as they are now (they stay unchanged)."""
+        from steer.lr_finder import range_test
+
+        return range_test(self.model, self.optimizer, self.range_test_loss)
 
     # ---- state --------------------------------------------------------- #
     @property
@@ -179,7 +218,7 @@ class Trainer:
         """
         self._notice_lr_set_by_hand()
         self._write_lr()
-        loss_fn = loss_fn or LOSS_FNS[self.params["loss"]]
+        loss_fn = self._loss_fn = loss_fn or LOSS_FNS[self.params["loss"]]
         if self.batch:
             torch.randint(self.coords.shape[0], (self.batch,), generator=self.batch_gen, device=self.device,
                           out=self._idx)
@@ -234,4 +273,4 @@ class Trainer:
         return self.evaluate()[1]
 
 
-__all__ = ["Diverged", "LOSS_FNS", "Trainer", "pixel_coords", "psnr_from_mse"]
+__all__ = ["FIND_LR", "Diverged", "LOSS_FNS", "Trainer", "pixel_coords", "psnr_from_mse"]

@@ -122,6 +122,10 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real `steer` CLI in a subprocess (as a user would)."""
     full_env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # a user's shell
+    # A replay runs with the torch threads its trial recorded (the same bits need the same split); on a
+    # busy machine, OpenMP threads that spin while waiting for a descheduled one made a 9 s replay take
+    # over 300 s. Passive waiting changes no number, only how idle threads wait.
+    full_env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "steer", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

@@ -17,7 +17,7 @@ from steer import actions
 from steer.actions import ACTIONS, BY_CLI, SETTING_ACTIONS
 from steer.cli import main as cli_main
 from steer.control import IMMEDIATE, Control
-from steer.dashboards import held, ids, trial_page
+from steer.dashboards import held, ids, study_page, trial_page
 from steer.dashboards.app import create_app
 from steer.steering import HANDLERS
 from steer.storage import open_storage
@@ -27,6 +27,7 @@ def test_every_row_has_its_handlers_a_cli_spelling_and_an_app_control():
     app_triggers = {SETTING_ACTIONS[p].name for p in trial_page.VALUE_CONTROLS.values()}
     app_triggers |= set(trial_page.BUTTONS.values()) | {"pin", "unpin"}  # pin buttons; unpin on the study page
     app_triggers |= set(held.BUTTONS.values())  # hold and release, in every page's frame
+    app_triggers |= set(study_page.BUTTONS.values())  # hint, unhint and space: the study page's forms
     for a in ACTIONS.values():
         assert (a.name in HANDLERS) == a.by_trial, a.name
         assert (a.name in IMMEDIATE) == a.by_control, a.name

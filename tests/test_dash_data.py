@@ -252,12 +252,16 @@ def test_interventions_are_labelled_for_the_log_and_the_markers():
          "by": "cli:me"},
         {"command": 3, "action": "pin", "args": {"param": "optimizer"}, "old": None, "new": "sgd", "step": 160,
          "at": 7.0, "by": "x"},
+        {"command": 4, "action": "find_lr", "args": {}, "old": 1e-4, "new": {"suggestion": 3.16e-3, "steps": 90,
+                                                                              "reason": "reached lr_max"},
+         "step": 170, "at": 8.0, "by": "x"},
     ]}
     marks = views.interventions(frozen(0, state=TrialState.RUNNING, attrs=attrs))
-    assert [m["label"] for m in marks] == ["set_lr 2.00e-3 -> 1.00e-4", "reset seed 7", "pin optimizer: - -> sgd"]
-    assert [m["step"] for m in marks] == [100, 150, 160] and marks[1]["by"] == "cli:me"
+    assert [m["label"] for m in marks] == ["set_lr 2.00e-3 -> 1.00e-4", "reset seed 7", "pin optimizer: - -> sgd",
+                                           "find_lr LR range test: suggested 3.16e-3"]
+    assert [m["step"] for m in marks] == [100, 150, 160, 170] and marks[1]["by"] == "cli:me"
     fig = figures.curves_figure(views.curve_points([metric(0), metric(100)]), marks)
-    assert list(fig.data[2].x) == [100, 150, 160] and len(fig.layout.shapes) == 3
+    assert list(fig.data[2].x) == [100, 150, 160, 170] and len(fig.layout.shapes) == 4
     assert list(fig.data[2].customdata[0]) == ["set_lr", "2.00e-3 -> 1.00e-4", "dash:127.0.0.1"]
 
 
@@ -369,6 +373,122 @@ def test_controls_ask_only_for_changes():
     assert request_for(ids.PROMOTE, None, known) is None
 
 
+def test_find_lr_sends_the_suggestion_as_the_lr_control_sends_an_lr():
+    known = {"lr": 2e-3}
+    apply = ids.FIND_LR_APPLY
+    assert request_for(ids.FIND_LR, 1, known) == {"action": "find_lr"} and request_for(ids.FIND_LR, 0, known) is None
+    assert request_for(apply, 1, known, suggested=3.1415e-3) == {"action": "set_lr", "value": 3.14e-3}  # as shown
+    assert request_for(apply, 0, known, suggested=3.1415e-3) is None  # drawn, not clicked
+    assert request_for(apply, 1, known, suggested=None) is None
+    assert request_for(apply, 1, known, suggested=1e-4) is None  # 20x: the question first, as for any LR
+    assert request_for(apply, 1, known, suggested=4e-3, searched=[1e-3, 3e-3]) is None  # outside the search
+    edit = lr_edit(apply, 1, "2.00e-3", None, 2e-3, None, (-3.7, -1.7), 7, suggested=3.1415e-3)
+    assert edit["value"] == 3.14e-3 and edit["send"] and edit["confirm"] is None
+    edit = lr_edit(apply, 1, "2.00e-3", None, 2e-3, None, (-3.7, -1.7), 7, suggested=1e-4)
+    assert not edit["send"] and edit["confirm"].startswith("Set trial 7's learning rate from 2.00e-3 to 1.00e-4?")
+    assert lr_edit(apply, 1, "2.00e-3", None, 2e-3, None, None, 7, suggested=2.001e-3)["error"].startswith(
+        "Nothing to send: the trial's LR is already")
+    assert lr_edit(apply, 1, "2.00e-3", None, 2e-3, None, None, 7, suggested=None)["error"].startswith("No suggested")
+    assert lr_edit(apply, 0, "2.00e-3", None, 2e-3, None, None, 7, suggested=3e-3) is None
+
+
+def test_the_latest_range_test_in_words(study_db):
+    _, _, control, running = study_db
+    assert views.find_lr(control.commands(trial=running)) is None
+    first = control.request("find_lr", trial=running, by="alice")
+    assert views.find_lr(control.commands(trial=running)) == {"id": first.id, "state": "pending",
+                                                              "status": "range test running…", "test": None}
+    test = {"lrs": [1e-4, 1e-3, 1e-2], "losses": [0.5, 0.3, 0.9], "suggestion": 1e-3, "rule": "steepest",
+            "reason": "reached lr_max", "steps": 3}
+    control.resolve(first.id, "applied", step=40, result={"action": "find_lr", "old": 3e-3, "range_test": test,
+                                                          "new": {"suggestion": 1e-3}})
+    found = views.find_lr(control.commands(trial=running))
+    assert found["status"] == "suggested 1.00e-3" and found["test"]["command"] == first.id
+    assert (found["test"]["suggested_loss"], found["test"]["lr_then"], found["test"]["step"]) == (0.3, 3e-3, 40)
+    assert figures.lr_range_figure(found["test"]).data[1].x == (1e-3,)  # the suggestion, marked on the curve
+    again = control.request("find_lr", trial=running, by="bob")
+    control.resolve(again.id, "rejected", reason="find-lr needs the trial's model")
+    found = views.find_lr(control.commands(trial=running))  # a refused one: the last curve stays shown
+    assert found["status"] == "rejected: find-lr needs the trial's model" and found["test"]["command"] == first.id
+
+
+def test_hints_and_the_search_space_in_words(write_spec, tmp_path):
+    import steer
+
+    spec = steer.load_spec(write_spec())
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    control = Control.open(steer.create_study(spec, url))
+    assert [r["now"] for r in views.space_rows(control.spec_space(), control.space(), {})] == [
+        "[0.001, 0.01] log", "relu | sine", "[10, 30]"]
+    assert views.dimension_hint(control.space()["lr"]) == "in [0.001, 0.01] log"
+    assert views.dimension_hint(control.space()["activation"]) == "one of relu | sine"
+    control.request("hint", param="lr", value="3e-3", options={"strength": "0.5", "trials": "3"}, by="alice")
+    bad = control.request("hint", param="lr", value="5", options={"strength": "0.5"}, by="alice")
+    control.request("space", param="activation", options={"choices": "sine"}, by="bob")
+    control.request("space", param="w0", options={"low": 12, "high": 20}, by="bob")
+    control.request("space", param="w0", options={"reset": True}, by="bob")
+    control.request("unhint", param="activation", by="carol")  # not hinted: rejected
+    rows = views.hint_rows(control.hints(), n_trials=0)
+    assert rows == [{"param": "lr", "shown": "lr near 0.003, strength 0.5, trials 0-2", "left": 3,
+                     "left_words": "3 left", "by": "alice", "at": rows[0]["at"]}]
+    assert views.hint_rows(control.hints(), n_trials=2)[0]["left_words"] == "1 left"
+    assert views.hint_rows(control.hints(), n_trials=9)[0]["left_words"] == "used up"
+    space = views.space_rows(control.spec_space(), control.space(), control.space_edits())
+    assert [(r["param"], r["now"], r["spec"], r["by"]) for r in space] == [
+        ("lr", "[0.001, 0.01] log", None, None), ("activation", "sine", "relu | sine", "bob"),
+        ("w0", "[10, 30]", None, None)]
+    history = views.space_history(control.commands())
+    assert [(h["state"], h["by"], h["what"], h["change"]) for h in history] == [
+        ("rejected", "carol", "unhint activation", "activation is not hinted"),
+        ("applied", "bob", "space w0", "[12, 20] -> [10, 30] (the spec's)"),
+        ("applied", "bob", "space w0", "[10, 30] -> [12, 20]"),
+        ("applied", "bob", "space activation", "relu | sine -> sine"),
+        ("rejected", "alice", "hint lr 5 strength=0.5", bad.reason),
+        ("applied", "alice", "hint lr", "none -> near 0.003, strength 0.5, trials 0-2"),
+    ]
+    assert "outside the space later trials draw from" in bad.reason
+    assert len(views.space_history(control.commands(), limit=2)) == 2
+
+
+def test_the_hint_form_through_the_callback_endpoint_and_a_viewer(write_spec, tmp_path, capsys):
+    """What a browser posts when the hint button is clicked: applied for alice, refused for bob (a viewer)
+    with the server's reason, both recorded with their names."""
+    import steer
+    from steer.cli import main as cli_main
+    from steer.dashboards.users import load_users
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    control = Control.open(steer.create_study(steer.load_spec(write_spec()), url))
+    users = tmp_path / "users.toml"
+    tokens = {}
+    for name, role in (("alice", "steer"), ("bob", "view")):
+        assert cli_main(["user", name, "--users", str(users), "--role", role]) == 0
+        tokens[name] = capsys.readouterr().out.strip()
+    app = create_app(url, users=load_users(users))
+    key = next(k for k in app.callback_map if k.startswith(f"..{ids.HINT_STATUS}.children"))
+    outputs = [{"id": i, "property": p} for i, p in ((ids.HINT_STATUS, "children"), (ids.HINT_VALUE, "placeholder"),
+                                                      (ids.HINT_VALUE, "value"))]
+
+    def click(token: str, value: str) -> str:
+        client = app.server.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        body = {"output": key, "outputs": outputs, "changedPropIds": [f"{ids.HINT_SEND}.n_clicks"],
+                "inputs": [{"id": ids.HINT_SEND, "property": "n_clicks", "value": 1}, [],
+                           {"id": ids.HINT_PARAM, "property": "value", "value": "lr"}],
+                "state": [{"id": ids.HINT_VALUE, "property": "value", "value": value},
+                          {"id": ids.HINT_STRENGTH, "property": "value", "value": "0.8"},
+                          {"id": ids.HINT_TRIALS, "property": "value", "value": ""},
+                          {"id": ids.PAGE_CTX, "property": "data", "value": {"study": "tiny"}}]}
+        response = client.post("/_dash-update-component", json=body)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()["response"][ids.HINT_STATUS]["children"]["props"]["children"]
+
+    assert "hint lr: applied · none -> near 0.002, strength 0.8, trials 0-4" in click(tokens["alice"], "2e-3")
+    assert control.hints()["lr"].hinted_by == "alice" and control.hints()["lr"].trials == 5  # an empty box: 5
+    assert "rejected: bob may watch, not steer (role view)" in click(tokens["bob"], "3e-3")
+    assert control.hints()["lr"].value == 0.002 and control.commands()[-1].requested_by == "bob"
+
+
 # ---- HTTP: images, hosts, token --------------------------------------------------------- #
 
 
@@ -450,3 +570,15 @@ def test_module_entry_point_refuses_exposure_in_one_line(study_db):
     assert proc.stderr.strip().splitlines() == [
         "steer: error: --host 0.0.0.0 serves the app beyond this machine: give a token with --token TOKEN or "
         "$STEER_TOKEN (clients then open /?token=TOKEN once)"]
+
+
+def test_the_trials_table_says_which_trials_a_hint_drew():
+    from steer import record
+    from steer.dashboards import study_page
+
+    hinted = optuna.trial.create_trial(
+        params={"lr": 1e-3}, distributions={"lr": FloatDistribution(1e-4, 1e-2, log=True)},
+        value=20.0, user_attrs={record.HINTED: {"lr": 1e-3}})
+    hinted.number = 4
+    table = study_page.trials_table(views.trial_rows([hinted]), "s", None)
+    assert "hinted lr" in str(table)

@@ -2,7 +2,9 @@
 
 Opt-in (about two minutes): STEER_DASH_SCREENSHOTS=docs pytest tests/test_dash_screenshots.py
 writes app-study.png, app-trial.png and app-wall.png into that folder, and for the person's pace
-app-pace-trial.png (a paused, kept trial with an LR edit not sent yet) and app-held.png (a held study).
+app-pace-trial.png (a paused, kept trial with an LR edit not sent yet) and app-held.png (a held study),
+app-hints.png (the study page with a hint, two space edits and a refused hint) and app-find-lr.png (a trial
+page with an LR range test).
 """
 
 from __future__ import annotations
@@ -124,6 +126,24 @@ def test_screenshots(tmp_path):
             page.locator(f"#{ids.PINS}", has_text="lr = ").wait_for()
             time.sleep(2)
             page.screenshot(path=str(out / "app-study.png"), full_page=True)
+            # hints and the search space: a hint, a refused one, a narrowed range and fewer choices
+            page.fill(f"#{ids.HINT_VALUE}", "3e-3")
+            page.get_by_role("button", name="hint", exact=True).click()
+            page.locator(f"#{ids.HINTS} .pin-row", has_text="lr near 0.003").wait_for()
+            page.fill(f"#{ids.SPACE_LOW}", "1e-3")
+            page.fill(f"#{ids.SPACE_HIGH}", "1e-2")
+            page.get_by_role("button", name="apply", exact=True).click()
+            page.locator(f"#{ids.SPACE} .space-row", has_text="(spec: ").wait_for()
+            page.click(f"#{ids.SPACE_PARAM}")
+            page.get_by_role("option", name="optimizer", exact=True).click()
+            page.fill(f"#{ids.SPACE_CHOICES}", "adam,adamw")
+            page.get_by_role("button", name="apply", exact=True).click()
+            page.locator(f"#{ids.SPACE} .space-row", has_text="optimizer adam | adamw (spec: ").wait_for()
+            page.fill(f"#{ids.HINT_VALUE}", "0.5")  # outside the edited range: refused, in the server's words
+            page.get_by_role("button", name="hint", exact=True).click()
+            page.locator(f"#{ids.HINT_STATUS} .field-error").wait_for()
+            time.sleep(2)
+            page.screenshot(path=str(out / "app-hints.png"), full_page=True)
             page.get_by_role("button", name="hold the study").click()
             page.locator(f"#{ids.HELD_BANNER}", has_text="Study held by").wait_for()
             time.sleep(2)
@@ -142,6 +162,14 @@ def test_screenshots(tmp_path):
             time.sleep(1)
             page.set_viewport_size({"width": 1400, "height": 560})
             page.screenshot(path=str(out / "app-wall.png"))
+            # an LR range test on another running trial, its suggestion ready to apply
+            page.set_viewport_size({"width": 1400, "height": 1000})
+            open_trial(page, base, running[1], study="demo")
+            page.get_by_role("button", name="find LR", exact=True).click()
+            page.locator(f"#{ids.FIND_LR_CARD}").wait_for(state="visible")
+            time.sleep(2)
+            page.mouse.move(0, 0)
+            page.screenshot(path=str(out / "app-find-lr.png"), full_page=True)
             browser.close()
     finally:
         srv.close()

@@ -1,7 +1,7 @@
 """Old studies keep working: a study database from each steer schema version opens, continues and is steered.
 
 `fixtures/schema-v1.db` was made by steer's main of 2026-11-25 (schema 1; schema 2 added
-`steer_watch`, which opening it creates) from
+`steer_watch`, schema 3 `steer_hints` and `steer_space`, which opening it creates) from
 `fixtures/schema-v1.toml`: trial 0 steered (set_lr at step 2460, then its
 loss pinned and the trial promoted after it finished), trials 1 and 2 plain,
 trial 3 the promoted run, still WAITING, and two rejected commands.
@@ -44,10 +44,12 @@ def v1(tmp_path):
 def test_v1_reads_as_it_was_recorded(v1):
     folder, url = v1
     control = Control.open(url)
-    assert SCHEMA_VERSION == 2  # a new version needs a migration and a fixture of its own
+    assert SCHEMA_VERSION == 3  # a new version needs a migration and a fixture of its own
     with sqlite3.connect(folder / "fixture.db") as db:  # migrated in place when opened
-        assert db.execute("SELECT version FROM steer_schema").fetchall() == [(2,)]
+        assert db.execute("SELECT version FROM steer_schema").fetchall() == [(3,)]
         assert db.execute("SELECT count(*) FROM steer_watch").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM steer_hints").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM steer_space").fetchone() == (0,)
     assert [(c.action, c.state) for c in control.commands()] == [
         ("set_lr", "applied"), ("set_loss", "rejected"), ("pin", "applied"), ("set_lr", "rejected"),
         ("promote", "applied")]
@@ -111,3 +113,42 @@ def test_v2_reads_replays_and_continues(v2):
     more = run_cli("run", "fixture.toml", "--storage", url, "--trials", "4", "--steps", "60", cwd=folder)
     assert more.returncode == 0, more.stderr
     assert [t.state.name for t in optuna.load_study(study_name="fixture", storage=url).trials][-1] == "COMPLETE"
+
+
+@pytest.fixture
+def v3(tmp_path):
+    """`fixtures/schema-v3.db`, made by this round's code from `fixtures/schema-v3.toml`: find-lr applied
+    to trial 0 while it ran (by alice), then a hint on lr (strength 1, 2 trials, by alice), the
+    optimizer narrowed to sgd and lr to [0.0015, 0.005] (by bob), a rejected hint (lr 5, by bob);
+    trials 1 and 2 drawn under them, both hinted."""
+    return copy_fixture(tmp_path, 3)
+
+
+def test_v2_gains_hints_and_space_edits(v2):
+    _, url = v2
+    assert run_cli("ctl", "hint", "lr", "2e-3", "--storage", url).returncode == 0
+    assert run_cli("ctl", "space", "lr", "--low", "2e-3", "--high", "4e-3", "--storage", url).returncode == 0
+    control = Control.open(url)
+    assert control.hints()["lr"].value == 2e-3 and control.hints()["lr"].first_trial == 3
+    assert control.space()["lr"].low == 2e-3
+
+
+def test_v3_reads_replays_and_continues(v3):
+    folder, url = v3
+    control = Control.open(url)
+    assert [(c.action, c.state, c.requested_by) for c in control.commands()] == [
+        ("find_lr", "applied", "alice"), ("hint", "applied", "alice"), ("space", "applied", "bob"),
+        ("space", "applied", "bob"), ("hint", "rejected", "bob")]
+    assert control.hints()["lr"].describe() == "lr near 0.002, strength 1, trials 1-2"
+    assert {n: e.dimension for n, e in control.space_edits().items()} == {
+        "optimizer": {"kind": "categorical", "choices": ["sgd"]},
+        "lr": {"kind": "float", "low": 0.0015, "high": 0.005, "log": True, "step": None}}
+    study = control.study()
+    assert [bool(record.read(t).hinted) for t in study.trials] == [False, True, True]
+    replay = run_cli("replay", "--trial", "0", "--storage", url, "--json")
+    assert replay.returncode == 0 and json.loads(replay.stdout)["identical"], replay.stdout + replay.stderr
+    more = run_cli("run", "fixture.toml", "--storage", url, "--trials", "4", "--steps", "60", cwd=folder)
+    assert more.returncode == 0, more.stderr
+    last = optuna.load_study(study_name="fixture", storage=url).trials[-1]
+    assert last.state.name == "COMPLETE" and last.params["optimizer"] == "sgd" and 1.5e-3 <= last.params["lr"] <= 5e-3
+    assert not record.read(last).hinted  # the hint covered trials 1 and 2

@@ -15,6 +15,7 @@ import optuna
 import steer.bench
 from steer.bench.click import click_to_applied
 from steer.bench.demo import demo
+from steer.bench.hints import hints_bench
 from steer.bench.precision import precision
 from steer.bench.report import markdown
 from steer.bench.scale import faults, readers, throughput
@@ -23,7 +24,7 @@ from steer.bench.trainer_step import trainer_step
 
 # The groups a benchmark belongs to, besides its own name.
 GROUPS = {"latency": "all", "overhead": "all", "concurrency": "all", "click": "app",
-          "throughput": "scale", "readers": "scale", "faults": "scale", "demo": "demo", "precision": "gpu", "step": "gpu"}
+          "throughput": "scale", "readers": "scale", "faults": "scale", "demo": "demo", "precision": "gpu", "step": "gpu", "hints": "hints"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                              "scale (throughput, readers, faults), app (click: needs Playwright and Chromium), "
                              "demo (make demo's study, timed, and its best trial against the baseline), "
                              "gpu (precision: the quick study's nets trained at each kernel precision; step: "
-                             "Trainer.step at the kernel goal's shape with and without CUDA graphs; both need CUDA)")
+                             "Trainer.step at the kernel goal's shape with and without CUDA graphs; both need CUDA), "
+                             "hints (the quick study with no hint, a good and a bad one, per seed)")
     parser.add_argument("--json", type=Path, help="write the results here (after each benchmark)")
     parser.add_argument("--requests", type=int, default=60, help="latency: set_lr requests")
     parser.add_argument("--clicks", type=int, default=20, help="click: LR changes sent from the trial page")
@@ -54,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision-seeds", type=int, nargs="+", default=[0, 1, 2], help="precision: seeds")
     parser.add_argument("--step-size", type=int, default=256, help="step: image side in pixels (256: 2^16 points)")
     parser.add_argument("--step-steps", type=int, default=300, help="step: timed steps per run")
+    parser.add_argument("--hint-seeds", type=int, nargs="+", default=[0, 1, 2], help="hints: seeds")
+    parser.add_argument("--hint-trials", type=int, default=16, help="hints: trials per study")
+    parser.add_argument("--hint-steps", type=int, help="hints: steps per trial (default: the quick spec's)")
+    parser.add_argument("--hint-size", type=int, help="hints: image side (default: the quick spec's)")
     parser.add_argument("--pg-url", default=os.environ.get("STEER_TEST_PG_URL"),
                         help="a PostgreSQL server whose user may create databases (default: $STEER_TEST_PG_URL)")
     return parser
@@ -78,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         "precision": lambda: precision(size=args.precision_size, steps=args.precision_steps,
                                          seeds=tuple(args.precision_seeds)),
         "step": lambda: trainer_step(size=args.step_size, steps=args.step_steps),
+        "hints": lambda: hints_bench(seeds=tuple(args.hint_seeds), trials=args.hint_trials, steps=args.hint_steps,
+                                     size=args.hint_size),
     }
     results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {cpu_count()} cores",
                                "python": platform.python_version(), "optuna": optuna.__version__,

@@ -97,11 +97,17 @@ def _step(rows: list[dict[str, Any]]) -> list[str]:
     return markdown_table(rows).splitlines()
 
 
+def _hints(rows: list[dict[str, Any]]) -> list[str]:
+    from steer.bench.hints import markdown_table
+
+    return markdown_table(rows).splitlines()
+
+
 # In the order the tables are printed; the keys are those of the results dict.
 TABLES: dict[str, Callable[[Any], list[str]]] = {
     "click": _click, "latency": _latency, "overhead": _overhead, "concurrency": _concurrency,
     "throughput": _throughput, "readers": _readers, "faults": _faults, "demo": _demo,
-    "precision": _precision, "step": _step,
+    "precision": _precision, "step": _step, "hints": _hints,
 }
 
 

@@ -27,12 +27,13 @@ from sqlalchemy.orm import Session
 
 from steer.storage._engine import ControlError, Database
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What each version added. A database of an older version is brought up to date in place when it is
 # opened: `create_all` adds the missing tables, then the recorded version moves up. Versions that
 # change an existing table need a step here too (none yet).
 #   1  steer_schema, steer_commands, steer_live, steer_metrics, steer_pins, steer_targets
 #   2  steer_watch: the trials a person has open in the app (not pruned automatically while watched)
+#   3  steer_hints, steer_space: a person's hints and search-space edits for later trials
 
 metadata = MetaData()
 
@@ -95,6 +96,27 @@ pins = Table(
     Column("pinned_by", String(128), nullable=False),
     Column("pinned_at", Float, nullable=False),
     Column("source_trial", Integer, nullable=True),
+)
+
+hints = Table(  # steer.search_space: a soft pin for the next `trials` trials from `first_trial`
+    "steer_hints", metadata,
+    Column("study_id", Integer, primary_key=True),
+    Column("param", String(32), primary_key=True),
+    Column("value", Text, nullable=False),  # JSON scalar
+    Column("strength", Float, nullable=False),
+    Column("trials", Integer, nullable=False),
+    Column("first_trial", Integer, nullable=False),
+    Column("hinted_by", String(128), nullable=False),
+    Column("hinted_at", Float, nullable=False),
+)
+
+space = Table(  # steer.search_space: one dimension of the spec's space as later trials draw it
+    "steer_space", metadata,
+    Column("study_id", Integer, primary_key=True),
+    Column("param", String(32), primary_key=True),
+    Column("dimension", Text, nullable=False),  # JSON, steer.search_space.to_dict
+    Column("edited_by", String(128), nullable=False),
+    Column("edited_at", Float, nullable=False),
 )
 
 watch = Table(
