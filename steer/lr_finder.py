@@ -26,12 +26,12 @@ import torch
 
 RULE = ("steepest descent of the smoothed loss against log LR (fastai's 'steep' rule), "
         "between the first 10% of the curve and the loss's minimum (and never in the last 10%)")
-# A trained net's curve is flat until the LR is too large: its steepest point is noise (on a trial
-# training well at 1.6e-3 the steep rule said 7e-6). There the edge of the flat part is what the
-# curve knows: the LR can rise that far before the loss does.
+# A trained net's curve falls slowly at every LR (it simply trains on) until the LR is too large; its
+# steepest point is noise (on trials training well at 1.6e-3 and 8.6e-3 the steep rule said 7e-6 and
+# 4e-5). What such a curve knows is its edge: how far the LR can rise before the loss does.
 FLAT_DROP = 0.10  # a curve whose smoothed loss falls less than this (relative) is flat
-RULE_FLAT = ("the curve is flat until it rises (the smoothed loss fell less than 10%, as for a trained net): a "
-             "third of the largest LR before the smoothed loss rose 10% above its minimum")
+RULE_EDGE = ("a trained net (its optimizer has state) or a flat curve: a third of the largest LR before the "
+             "smoothed loss rose 10% above its minimum")
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,17 @@ def _copies(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
     return model_copy, opt_copy
 
 
-def _suggest(lrs: list[float], losses: list[float]) -> tuple[float | None, str, str]:
-    """(suggestion or None, why none, the rule that made it)."""
+def _suggest(lrs: list[float], losses: list[float], trained: bool) -> tuple[float | None, str, str]:
+    """(suggestion or None, why none, the rule that made it). `trained`: the optimizer had state."""
     n = len(losses)
     lo, hi = n // 10, n - n // 10  # the first points are noise; the last ones are already near divergence
     if hi - lo < 10:
         return None, f"no suggestion: only {hi - lo} usable points on the curve (need 10)", RULE
     low = min(losses)
-    if low > 0 and losses[lo] - low < FLAT_DROP * losses[lo]:
+    if low > 0 and (trained or losses[lo] - low < FLAT_DROP * losses[lo]):
         rising = next((i for i in range(int(np.argmin(losses)), n) if losses[i] > (1 + FLAT_DROP) * low), None)
         if rising is not None:  # (a curve that never rose has no edge: the steep rule below decides)
-            return lrs[max(rising - 1, 0)] / 3, "", RULE_FLAT
+            return lrs[max(rising - 1, 0)] / 3, "", RULE_EDGE
     # A constant loss still wobbles by rounding in the bias-corrected average; that is no decrease.
     if losses[0] - min(losses) <= 1e-6 * abs(losses[0]):
         return None, "no suggestion: the smoothed loss never fell below its first value", RULE
@@ -135,7 +135,7 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 reason = f"diverged at lr={lr:.3g}: the smoothed loss exceeded {diverge_factor:g}x its best"
                 break
 
-    suggestion, why_none, rule = _suggest(lrs, losses)
+    suggestion, why_none, rule = _suggest(lrs, losses, trained=any(optimizer.state.values()))
     if suggestion is None:
         reason = f"{reason}; {why_none}"
     return RangeTest(lrs=lrs, losses=losses, suggestion=suggestion, rule=rule, reason=reason, steps=run)

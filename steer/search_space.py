@@ -190,7 +190,8 @@ def check_hint(dim: Dimension, value: Any, strength: Any, trials: Any) -> dict[s
             value = float(value)
     if not contains(dim, value):
         raise ValueError(f"hint {name}: {value!r} is outside the space later trials draw from "
-                         f"({describe(dim)}); widen it first with `steer ctl space {name}`")
+                         f"({describe(dim)}); widen it first (`steer ctl space {name}`, or the study page's search "
+                         f"space panel)")
     strength = _number(f"hint {name}", "strength", strength)
     if not 0 <= strength <= 1:
         raise ValueError(f"hint {name} --strength: got {strength:g}; allowed: [0, 1]")

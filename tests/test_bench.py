@@ -66,3 +66,4 @@ def test_cli_help_names_every_benchmark(capsys):
     assert usage.startswith("usage: python -m steer.bench")
     for which in ("latency", "overhead", "concurrency", "throughput", "readers", "faults", "all", "scale"):
         assert which in usage
+

@@ -8,6 +8,7 @@ tests/test_search_space.py; the range test's own behaviour in tests/test_lr_find
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -18,6 +19,8 @@ from conftest import run_cli, steer_in_thread
 from steer import record
 from steer.control import Control
 from steer.steering import InvalidChange, Steering
+
+STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
 SPEC = """
 [study]
@@ -228,3 +231,12 @@ def test_hints_and_space_edits_on_postgresql(tmp_path, pg_url):
     ts = study.trials
     assert control.hints()["lr"].trials == 3 and all(1e-3 <= t.params["lr"] <= 4e-3 for t in ts)
     assert record.read(ts[0]).hinted  # probability 1
+
+
+def test_the_hints_benchmark_runs_its_three_arms():
+    from steer.bench.hints import K, hints_bench, markdown_table
+
+    rows = hints_bench(seeds=(0,), trials=2, steps=5, size=8, spec=STUDIES / "quick.toml")
+    assert [(r["hint"], r["trials"]) for r in rows] == [("none", 2), ("good", 2 + K), ("bad", 2 + K)]
+    assert rows[0]["reach"] is not None  # an unhinted run reaches its own best
+    assert "| mean | bad |" in markdown_table(rows)

@@ -152,10 +152,10 @@ def test_bad_arguments(kwargs, name):
 
 
 def test_a_trained_net_gets_the_edge_of_its_flat_curve():
-    """A net trained to its minimum has a flat curve until the LR is too large; its steepest point is noise
-    (the steep rule once said 7e-6 for a trial training well at 1.6e-3). The flat rule says a third of the
-    largest LR before the loss rose 10% above its minimum."""
-    from steer.lr_finder import RULE_FLAT
+    """A trained net's curve is flat until the LR is too large; its steepest point is noise (the steep rule
+    once said 7e-6 for a trial training well at 1.6e-3). The edge rule says a third of the largest LR
+    before the loss rose 10% above its minimum."""
+    from steer.lr_finder import RULE_EDGE
 
     torch.manual_seed(0)
     x = 3 * torch.randn(256, 8)  # curvature about 18: plain SGD diverges above an LR of about 0.1
@@ -171,7 +171,7 @@ def test_a_trained_net_gets_the_edge_of_its_flat_curve():
         loss_fn(model).backward()
         optimizer.step()
     test = range_test(model, optimizer, loss_fn)
-    assert test.rule == RULE_FLAT, test
+    assert test.rule == RULE_EDGE, test
     edge = test.suggestion * 3
     i = test.lrs.index(edge)
     assert max(test.losses[: i + 1]) <= 1.1 * min(test.losses) < test.losses[i + 1]
