@@ -84,3 +84,22 @@ class TestCompiledCudaGraph:
         plain, plain_losses = train("cuda", cuda_graph=False)
         assert graphed.optimizer.param_groups[0]["lr"] == graphed.current_lr  # a float again between steps
         assert graphed_losses[:18] == pytest.approx(plain_losses[:18], rel=1e-3)
+
+    @pytest.mark.parametrize("backend", ["torch", "triton"])
+    def test_an_lr_range_test_leaves_a_graphed_trial_unchanged(self, backend):
+        """find-lr tests copies (fused, capturable optimizers included) while the trial waits: the trial's
+        captured steps go on bit for bit as if it had never run, CUDA RNG included."""
+        target = torch.rand(24, 20, 3, generator=torch.Generator().manual_seed(1))
+        runs = []
+        for with_test in (False, True):
+            trainer = Trainer({**PARAMS, "batch_size": 256}, target, steps=STEPS, seed=3, backend=backend,
+                              device="cuda", cuda_graph=True)
+            losses = []
+            while trainer.step_count < STEPS:
+                if with_test and trainer.step_count == 20:
+                    test = trainer.find_lr()
+                    assert len(test.lrs) >= 10 and test.suggestion is not None, test.reason
+                losses.append(trainer.step())
+            runs.append(([trainer.check(loss) for loss in losses], weights(trainer), trainer.graph.captures))
+        assert runs[0][0] == runs[1][0] and runs[0][2] == runs[1][2] == 1
+        assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
