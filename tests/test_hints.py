@@ -239,4 +239,6 @@ def test_the_hints_benchmark_runs_its_three_arms():
     rows = hints_bench(seeds=(0,), trials=2, steps=5, size=8, spec=STUDIES / "quick.toml")
     assert [(r["hint"], r["trials"]) for r in rows] == [("none", 2), ("good", 2 + K), ("bad", 2 + K)]
     assert rows[0]["reach"] is not None  # an unhinted run reaches its own best
-    assert "| mean | bad |" in markdown_table(rows)
+    table = markdown_table(rows)
+    assert "| mean | bad |" in table and f"bad hint, after n + {K} trials" in table
+    assert "| 2 |" in table  # two trials of the unhinted run, each hinted run read K later

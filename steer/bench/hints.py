@@ -98,6 +98,32 @@ def hints_bench(seeds: tuple[int, ...] = (0, 1, 2), trials: int = 16, spec: Path
     return rows
 
 
+def _best_so_far(values: list[float]) -> list[float]:
+    out, best = [], float("-inf")
+    for v in values:
+        best = max(best, v)
+        out.append(best)
+    return out
+
+
+def mean_best_so_far(rows: list[dict[str, Any]], name: str, shift: int = 0) -> list[float]:
+    """The best PSNR after n trials (n = 1, 2, ...), averaged over seeds, of the runs with hint `name`,
+    read `shift` trials later (a bad hint's run read K trials later: has it caught up with no hint?)."""
+    curves = [_best_so_far(r["values"]) for r in rows if r["hint"] == name]
+    length = min(len(c) for c in curves) - shift
+    return [statistics.mean(c[n + shift] for c in curves) for n in range(length)]
+
+
+def curves_table(rows: list[dict[str, Any]]) -> str:
+    """Mean best-so-far by trial: no hint, a good hint, and a bad hint read K trials later."""
+    none, good, bad = (mean_best_so_far(rows, "none"), mean_best_so_far(rows, "good"),
+                       mean_best_so_far(rows, "bad", shift=K))
+    lines = [f"| after n trials | no hint | good hint | bad hint, after n + {K} trials |", "|---:|---:|---:|---:|"]
+    for n in range(min(len(none), len(good), len(bad))):
+        lines.append(f"| {n + 1} | {none[n]:.1f} | {good[n]:.1f} | {bad[n]:.1f} |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [f"| seed | hint | trials | best PSNR (dB) | trials to within {TOLERANCE_DB:g} dB of the unhinted best "
              f"| mean PSNR of the first {K} trials |",
@@ -114,4 +140,4 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| mean | {name} | | {statistics.mean(r['best'] for r in rows if r['hint'] == name):.2f} | "
                      f"{mean} ({len(got)} of {len(reached)} reached) | "
                      f"{statistics.mean(firsts) if firsts else float('nan'):.2f} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\nMean best PSNR (dB) so far, over the seeds:\n\n" + curves_table(rows)
