@@ -181,7 +181,7 @@ def check_searched(action: str, param: Any, space: dict[str, Any] | None) -> str
     if not space:
         raise ValueError(f"{action}: this study records no search space yet (a trial must have drawn a parameter, "
                          f"or `steer run` record its spec)")
-    if param not in space:
+    if not isinstance(param, str) or param not in space:  # (a list from the Python API is no key: found by fuzzing)
         raise ValueError(f"{action} needs a searched parameter: one of {', '.join(space)}; got {param!r}")
     return param
 

@@ -135,6 +135,7 @@ def test_space_edits_bound_later_trials_and_reset(study):
 
 @pytest.mark.parametrize("action, kwargs, words", [
     ("hint", dict(param="batch_size", value="8"), "needs a searched parameter: one of lr, optimizer, width"),
+    ("space", dict(param=["lr"], options={"low": 1e-3}), "needs a searched parameter"),  # found by fuzzing
     ("hint", dict(param="lr", value="5"), "outside the space"),
     ("hint", dict(param="lr", value="1e-3", options={"strength": "1.5"}), "--strength: got 1.5; allowed: [0, 1]"),
     ("hint", dict(param="lr", value="1e-3", options={"trials": "0"}), "--trials"),
