@@ -269,11 +269,11 @@ def register(app: dash.Dash, studies: Studies) -> None:
         """The same tick, for what a person set for later trials: the hints (how many trials each has left),
         the space later trials draw from, and the history of both."""
         control = studies.control(page["study"])
-        spec = control.spec_space()
-        space = control.space(spec)
+        spec, edits = control.spec_space(), control.space_edits()
+        space = control.space(spec, edits)
         n_trials = control.storage.get_n_trials(control.study_id)  # the next trial's number
         parts = {"hints": views.hint_rows(control.hints(), n_trials),
-                 "space": views.space_rows(spec, space, control.space_edits()),
+                 "space": views.space_rows(spec, space, edits),
                  "history": views.space_history(control.commands(actions=actions.SPACE_ACTIONS)), "params": list(space)}
         now = {key: digest(value) for key, value in parts.items()}
         changed = {key: now[key] != (seen or {}).get(key) for key in now}

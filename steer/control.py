@@ -181,7 +181,7 @@ def _unpin_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None
 
     def write(s: Session) -> dict[str, Any]:
         old = control._pins(s).get(param)
-        s.execute(T.pins.delete().where(and_(T.pins.c.study_id == control.study_id, T.pins.c.param == param)))
+        control._forget(s, T.pins, param)
         return {"action": "unpin", "param": param, "old": old.value if old else None, "new": None}
 
     return write
@@ -208,7 +208,7 @@ def _unhint_now(control: Control, args: dict[str, Any], trial: FrozenTrial | Non
 
     def write(s: Session) -> dict[str, Any]:
         old = control._hints(s).get(param)
-        s.execute(T.hints.delete().where(and_(T.hints.c.study_id == control.study_id, T.hints.c.param == param)))
+        control._forget(s, T.hints, param)
         return {"action": "unhint", "param": param, "old": old.as_sampler_sees_it() if old else None, "new": None}
 
     return write
@@ -222,7 +222,7 @@ def _space_now(control: Control, args: dict[str, Any], trial: FrozenTrial | None
     def write(s: Session) -> dict[str, Any]:
         old = control._space_edits(s).get(param)
         if new is None:
-            s.execute(T.space.delete().where(and_(T.space.c.study_id == control.study_id, T.space.c.param == param)))
+            control._forget(s, T.space, param)
         else:
             T.upsert(s, T.space, {"study_id": control.study_id, "param": param, "dimension": json.dumps(new),
                                   "edited_by": by, "edited_at": time.time()})
@@ -402,9 +402,10 @@ class Control:
             raise ValueError(f"{param} is not pinned")
         if options and act.name not in ("hint", "space"):
             raise ValueError(f"{act.name} takes no options (got {', '.join(map(str, options))})")
-        space = spec_space = None
+        space = spec_space = steer_spec = None
         if act.name in actions.SPACE_ACTIONS:
-            spec_space = self.spec_space()
+            steer_spec = self.study_user_attr(record.SPEC)
+            spec_space = self._spec_space(steer_spec)
             space = self.space(spec_space)
             if act.name == "unhint" and isinstance(param, str) and param.replace("-", "_") not in self.hints():
                 raise ValueError(f"{param} is not hinted")
@@ -422,7 +423,7 @@ class Control:
             choices = {s: record.choices(frozen, s) for s in ("optimizer", "loss")}
         args = actions.arguments(act, value=value, param=param, reason=reason, trial=trial, choices=choices,
                                  options=options, space=space,
-                                 spec_space=spec_space if self.study_user_attr(record.SPEC) else None)
+                                 spec_space=spec_space if steer_spec else None)
         return args, finished
 
     def _trial(self, number: int | None) -> FrozenTrial | None:
@@ -456,6 +457,10 @@ class Control:
                 save_trial_note(self.storage, self.study_id, trial_id,
                                 record.note(record.read(t), promoted_as.get(t.number, ())))
         return number, params
+
+    def _forget(self, s: Session, table: Any, param: str) -> None:
+        """Delete this study's row for `param` from a table keyed by (study, param): a pin, a hint, an edit."""
+        s.execute(table.delete().where(and_(table.c.study_id == self.study_id, table.c.param == param)))
 
     # ---- pins ----------------------------------------------------------- #
     def _write_pin(self, s: Session, param: str, value: Any, by: str, source: int | None) -> dict[str, Any]:
@@ -508,7 +513,10 @@ class Control:
     def spec_space(self) -> dict[str, Dimension]:
         """The searched dimensions as the spec gave them: recorded by `steer run`; for a study of a user's own
         objective, each parameter's distribution in the latest trial that drew it."""
-        recorded = (self.study_user_attr(record.SPEC) or {}).get("space")
+        return self._spec_space(self.study_user_attr(record.SPEC))
+
+    def _spec_space(self, steer_spec: dict[str, Any] | None) -> dict[str, Dimension]:
+        recorded = (steer_spec or {}).get("space")
         if recorded is not None:
             return {name: search_space.from_dict(name, d) for name, d in recorded.items()}
         dims: dict[str, Dimension] = {}
@@ -518,10 +526,12 @@ class Control:
                     dims[name] = search_space.from_distribution(name, dist)
         return dims
 
-    def space(self, spec_space: dict[str, Dimension] | None = None) -> dict[str, Dimension]:
-        """The dimensions later trials draw from: the spec's, with the space edits in force."""
+    def space(self, spec_space: dict[str, Dimension] | None = None,
+              edits: dict[str, SpaceEdit] | None = None) -> dict[str, Dimension]:
+        """The dimensions later trials draw from: the spec's, with the space edits in force (either may be
+        given, read already)."""
         dims = dict(self.spec_space() if spec_space is None else spec_space)
-        for name, edit in self.space_edits().items():
+        for name, edit in (self.space_edits() if edits is None else edits).items():
             if name in dims:
                 dims[name] = search_space.from_dict(name, edit.dimension)
         return dims

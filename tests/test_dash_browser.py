@@ -10,6 +10,7 @@ browser console has no errors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -84,6 +85,37 @@ def wait_for(what, check, timeout=60.0, every=0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(every)
+
+
+@contextlib.contextmanager
+def one_worker(root, name, spec):
+    """A real study `name` of `spec` in `root`, one worker (WORKER) training one long trial; yields
+    {"url", "control", "n": the running trial's number, once it shows a preview}."""
+    (root / f"{name}.toml").write_text(spec)
+    (root / "worker.py").write_text(WORKER)
+    url = f"sqlite:///{root / f'{name}.db'}"
+    env = {**{k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}, "OMP_NUM_THREADS": "1"}
+    worker = subprocess.Popen([sys.executable, "worker.py", "run", f"{name}.toml"], cwd=root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=(root / "worker.log").open("w"))
+
+    def opened():
+        try:
+            return Control.open(url, name)
+        except Exception:  # the worker is still creating the study
+            return None
+
+    try:
+        wait_for("the study", lambda: (root / f"{name}.db").exists(), timeout=120)
+        control = wait_for("the control plane", opened, timeout=120)
+        shown = wait_for("a running trial with a preview",
+                         lambda: [s.trial for s in control.live_all() if s.png is not None], timeout=120)
+        yield {"url": url, "control": control, "n": shown[0]}
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
 
 
 @pytest.fixture(scope="module")

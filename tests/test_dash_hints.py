@@ -9,18 +9,14 @@ the browser console has no errors.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import pytest
 
 from conftest import requires_browser
-from steer.control import Control
 from steer.dashboards import ids
 from steer.dashboards.app import create_app
 from steer.dashboards.views import fmt_lr, round_lr
-from test_dash_browser import WORKER, open_trial, plotly_data, serve, wait_for
+from test_dash_browser import one_worker, open_trial, plotly_data, serve, wait_for
 
 pytestmark = requires_browser
 
@@ -58,31 +54,8 @@ ME = "dash:127.0.0.1"
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """A real study with one worker training one long trial."""
-    root = tmp_path_factory.mktemp("hints")
-    (root / "hints.toml").write_text(SPEC)
-    (root / "worker.py").write_text(WORKER)
-    url = f"sqlite:///{root / 'hints.db'}"
-    env = {**{k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}, "OMP_NUM_THREADS": "1"}
-    worker = subprocess.Popen([sys.executable, "worker.py", "run", "hints.toml"], cwd=root, env=env,
-                              stdout=subprocess.DEVNULL, stderr=(root / "worker.log").open("w"))
-    try:
-        control = wait_for("the control plane", lambda: _control(url), timeout=120)
-        shown = wait_for("a running trial with a preview",
-                         lambda: [s.trial for s in control.live_all() if s.png is not None], timeout=120)
-        yield {"url": url, "control": control, "n": shown[0]}
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-
-
-def _control(url):
-    try:
-        return Control.open(url, "hints")
-    except Exception:  # the worker is still creating the study
-        return None
+    with one_worker(tmp_path_factory.mktemp("hints"), "hints", SPEC) as study:
+        yield study
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,17 @@ ends by checking the browser console has no errors.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
 
 from conftest import requires_browser
 from steer import record
-from steer.control import Control
 from steer.dashboards import ids, trial_page
 from steer.dashboards.app import create_app
 from steer.dashboards.views import fmt, fmt_lr, round_lr
-from test_dash_browser import WORKER, open_trial, serve, wait_for
+from test_dash_browser import one_worker, open_trial, serve, wait_for
 
 pytestmark = requires_browser
 
@@ -59,32 +55,8 @@ WAIT = 20_000  # ms a page gets to show what the worker did
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """A real study with one worker training one long trial."""
-    root = tmp_path_factory.mktemp("pace")
-    (root / "pace.toml").write_text(SPEC)
-    (root / "worker.py").write_text(WORKER)
-    url = f"sqlite:///{root / 'pace.db'}"
-    env = {**{k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}, "OMP_NUM_THREADS": "1"}
-    worker = subprocess.Popen([sys.executable, "worker.py", "run", "pace.toml"], cwd=root, env=env,
-                              stdout=subprocess.DEVNULL, stderr=(root / "worker.log").open("w"))
-    try:
-        wait_for("the study", lambda: (root / "pace.db").exists(), timeout=120)
-        control = wait_for("the control plane", lambda: _control(url), timeout=120)
-        shown = wait_for("a running trial with a preview",
-                         lambda: [s.trial for s in control.live_all() if s.png is not None], timeout=120)
-        yield {"url": url, "control": control, "n": shown[0]}
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-
-
-def _control(url):
-    try:
-        return Control.open(url, "pace")
-    except Exception:  # the worker is still creating the study
-        return None
+    with one_worker(tmp_path_factory.mktemp("pace"), "pace", SPEC) as study:
+        yield study
 
 
 @pytest.fixture(scope="module")
