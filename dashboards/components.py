@@ -143,4 +143,12 @@ figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
 .note-edited { color: #b45309; }
 .find-lr { margin-top: 8px; }
 .range-test-text { font-size: 13px; display: flex; flex-direction: column; gap: 3px; margin: 4px 0 8px; }
+.card-head { display: flex; align-items: center; gap: 10px; margin-bottom: 10px; }
+.card-head .card-title { margin: 0; flex: 1; }
+.undo-status { font-size: 13px; }
+.controls .pair { display: flex; gap: 10px; }
+.fork-status { margin-top: 8px; font-size: 13px; }
+.fork-status:empty, .forks:empty { display: none; }
+.fork-made { color: #047857; font-weight: 600; }
+.forks { margin-top: 8px; font-size: 13px; color: var(--muted); display: flex; flex-direction: column; gap: 3px; }
 """

@@ -44,9 +44,37 @@ def _marker_lines(markers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                  line=dict(color=MARK_COLOR, width=1, dash="dot")) for m in markers]
 
 
+# The trial's relatives (a fork's parent, its forks): one colour each, dashed, after the trial's own three
+# traces (loss, value, markers), a pair each: value then loss (`relative_traces`).
+PARENT_COLOR = "#64748b"
+FORK_COLORS = ("#7c3aed", "#db2777", "#0891b2", "#ca8a04", "#0f766e", "#9333ea")
+OWN_TRACES = 3
+
+
+def relative_traces(member: dict[str, Any], k: int, points: dict[str, list[Any]] | None,
+                    value_label: str = "PSNR (dB)") -> list[dict[str, Any]]:
+    """The `k`-th relative's curves (`views.relatives`): its value on the right axis, dashed, named in the
+    legend, and its loss on the left, dotted and fainter; one legend entry toggles both."""
+    points = points or {"step": [], "loss": [], "psnr": []}
+    color = PARENT_COLOR if member.get("role") == "parent" else FORK_COLORS[k % len(FORK_COLORS)]
+    group = f"trial-{member['trial']}"
+    unit = " dB" if value_label.startswith("PSNR") else ""
+    return [
+        dict(type="scatter", x=list(points["step"]), y=list(points["psnr"]), name=member["name"], mode="lines",
+             yaxis="y2", legendgroup=group, connectgaps=True, line=dict(color=color, dash="dash", width=1.6),
+             hovertemplate=f"trial {member['trial']}, step %{{x}}: %{{y:.2f}}{unit}<extra></extra>"),
+        dict(type="scatter", x=list(points["step"]), y=list(points["loss"]), name=f"{member['name']}: loss",
+             mode="lines", legendgroup=group, showlegend=False, opacity=0.55,
+             line=dict(color=color, dash="dot", width=1),
+             hovertemplate=f"trial {member['trial']}, step %{{x}}: loss %{{y:.3g}}<extra></extra>"),
+    ]
+
+
 def curves_figure(points: dict[str, list[Any]], markers: Sequence[dict[str, Any]],
-                  value_label: str = "PSNR (dB)") -> go.Figure:
-    """Training loss (log axis, left) and PSNR (right) vs step; a dotted line and a hover marker per intervention."""
+                  value_label: str = "PSNR (dB)",
+                  relatives: Sequence[tuple[dict[str, Any], dict[str, list[Any]]]] = ()) -> go.Figure:
+    """Training loss (log axis, left) and PSNR (right) vs step; a dotted line and a hover marker per intervention;
+    the curves of the trial's relatives (`relatives`: (member, points) pairs), dashed."""
     fig = go.Figure()
     fig.add_scatter(x=points["step"], y=points["loss"], name="loss", mode="lines", line=dict(color=LOSS_COLOR),
                     hovertemplate="step %{x}: loss %{y:.3g}<extra></extra>")
@@ -65,11 +93,20 @@ def curves_figure(points: dict[str, list[Any]], markers: Sequence[dict[str, Any]
                     showgrid=False),
         yaxis3=dict(type="linear", overlaying="y", range=[0, 1.04], visible=False, fixedrange=True),
     )
+    for k, (member, member_points) in enumerate(relatives):
+        for trace in relative_traces(member, k, member_points, value_label):
+            fig.add_trace(go.Scatter(**{key: v for key, v in trace.items() if key != "type"}))
     return fig
 
 
-def curves_patch(new_points: dict[str, list[Any]] | None, markers: Sequence[dict[str, Any]] | None) -> Patch:
-    """Extend the curves with new metric rows and/or replace the intervention markers, without resending the rest."""
+def curves_patch(new_points: dict[str, list[Any]] | None, markers: Sequence[dict[str, Any]] | None,
+                 relatives: dict[int, dict[str, list[Any]]] | None = None,
+                 joined: Sequence[tuple[dict[str, Any], dict[str, list[Any]]]] = (), shown: int = 0,
+                 value_label: str = "PSNR (dB)") -> Patch:
+    """Extend the curves with new metric rows and/or replace the intervention markers, without resending the rest.
+
+    `relatives`: the k-th relative shown -> its new rows; `joined`: relatives new to the figure, (member,
+    points), appended after the `shown` ones already there."""
     patch = Patch()
     if new_points:
         for i, key in ((0, "loss"), (1, "psnr")):
@@ -79,6 +116,14 @@ def curves_patch(new_points: dict[str, list[Any]] | None, markers: Sequence[dict
         for key, value in _marker_trace(markers).items():
             patch["data"][2][key] = value
         patch["layout"]["shapes"] = _marker_lines(markers)
+    for k, rows in (relatives or {}).items():
+        value_trace = OWN_TRACES + 2 * k
+        for i, key in ((value_trace, "psnr"), (value_trace + 1, "loss")):
+            patch["data"][i]["x"].extend(rows["step"])
+            patch["data"][i]["y"].extend(rows[key])
+    for k, (member, member_points) in enumerate(joined, start=shown):
+        for trace in relative_traces(member, k, member_points, value_label):
+            patch["data"].append(trace)
     return patch
 
 

@@ -47,6 +47,10 @@ COMPONENT_TYPES: dict[tuple[str, str], tuple[type, ...]] = {
     (ids.HINT_STRENGTH, "value"): (str, NONE), (ids.HINT_TRIALS, "value"): (str, NONE),
     (ids.SPACE_PARAM, "value"): (str, NONE), (ids.SPACE_LOW, "value"): (str, NONE),
     (ids.SPACE_HIGH, "value"): (str, NONE), (ids.SPACE_CHOICES, "value"): (str, NONE),
+    # the trial page's fork card: text boxes and dropdowns (empty: the parent's), its log LR slider
+    (ids.FORK_LR, "value"): (str, NONE), (ids.FORK_OPTIMIZER, "value"): (str, NONE),
+    (ids.FORK_LOSS, "value"): (str, NONE), (ids.FORK_WEIGHT_DECAY, "value"): (str, NONE),
+    (ids.FORK_LR_SLIDER, "value"): (*NUMBER, NONE),
 }
 # What each dcc.Store holds (the app writes them; a request may carry anything).
 STORE_TYPES: dict[str, tuple[type, ...]] = {
@@ -60,7 +64,7 @@ STORE_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     ids.KNOWN: {"lr": ((*NUMBER, NONE), False), "optimizer": ((str, NONE), False), "loss": ((str, NONE), False),
                 "weight_decay": ((*NUMBER, NONE), False)},
     ids.TRIAL_CURSOR: {"step": ((int,), False), "watched": (NUMBER, False), "psnr": ((*NUMBER, NONE), False),
-                       "n_int": ((int,), False), "buttons": ((list,), False)},
+                       "n_int": ((int,), False), "buttons": ((list,), False), "family": ((list,), False)},
     ids.FIND_LR_RESULT: {"command": ((int,), True), "suggestion": ((*NUMBER, NONE), True)},
 }
 

@@ -95,6 +95,20 @@ FIND_LR_GRAPH = "find-lr-graph"  # dcc.Graph: smoothed loss vs LR (log x), the s
 FIND_LR_TEXT = "find-lr-text"  # the suggestion, the rule and the reason
 FIND_LR_APPLY = "find-lr-apply"  # "Apply suggested LR (x)": an LR edit to the suggestion, sent as the LR control sends
 FIND_LR_RESULT = "find-lr-result"  # dcc.Store: {"command": id, "suggestion": lr or None} of the range test shown
+UNDO = "undo-button"  # beside the intervention log: sends undo (the trial goes back to before its last change)
+UNDO_STATUS = "undo-status"  # beside it: what became of the trial's latest undo
+# the fork card: a new trial from this one's state now, with the settings filled in (empty: the parent's)
+FORK_LR = "fork-lr"  # text: the fork's LR (the slider and steppers write it; empty: the parent's)
+FORK_LR_SLIDER = "fork-lr-slider"  # log10(lr), two decades around the LR shown
+FORK_LR_STEP = "fork-lr-step"  # prefix of the fork's LR stepper ids: fork-lr-step-div10 ... fork-lr-step-mul10
+FORK_LR_KEEP = "fork-lr-keep"  # empties the fork's LR: the parent's
+FORK_OPTIMIZER = "fork-optimizer"  # dcc.Dropdown, clearable (empty: the parent's)
+FORK_LOSS = "fork-loss"
+FORK_WEIGHT_DECAY = "fork-weight-decay"  # text (empty: the parent's)
+FORK_SEND = "fork-send"
+FORK_ERROR = "fork-error"  # why a value of the fork card is refused, in the server's words
+FORK_STATUS = "fork-status"  # what became of this browser's latest fork: "forked as trial M" with a link
+FORKS = "forks"  # the trial's family: its parent (a fork) and its forks, as links
 
 # ---- wall ---------------------------------------------------------------------------- #
 WALL_TICK = "wall-tick"

@@ -98,6 +98,7 @@ def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None
             origin.append("kept")
         if r.get("hinted"):
             origin.append("hinted " + ", ".join(r["hinted"]))  # drawn near a person's hint
+        origin = [*family_words(r, study), *origin]  # where it came from first: fork of #N, retry of #N
         body.append(html.Tr([
             html.Td(dcc.Link(f"#{r['number']}", href=C.href(f"/trial/{r['number']}", study))),
             html.Td(C.state_badge(r["state"])),
@@ -111,12 +112,42 @@ def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None
             html.Td(steered),
             html.Td([html.Span(f"{k}={views.fmt_param(k, v)}", className="chip pin") for k, v in r["pinned"].items()]),
             html.Td("" if r["duration_s"] is None else f"{r['duration_s']:.0f} s", className="num"),
-            html.Td("; ".join(filter(None, [*origin, r["note"]])), className="muted"),
+            html.Td(joined([*origin, r["note"]]), className="muted"),
         ], className="best" if r["number"] == best_number else ""))
     if not body:
         body = [html.Tr(html.Td("No trial yet: start a worker with `steer run SPEC`.", colSpan=12,
                                 className="muted"))]
     return html.Table([html.Thead(head), html.Tbody(body)], className="data")
+
+
+def family_words(r: dict[str, Any], study: str) -> list:
+    """A row's family in the note column, trials as links: "fork of #0 at step 1425", "forks: #5, #7", "retry of
+    #3 from step 1200" (its worker died), "retried as #8"."""
+    def links(numbers: list[int]) -> list:
+        out: list = []
+        for n in numbers:
+            out += [", " if out else "", dcc.Link(f"#{n}", href=C.href(f"/trial/{n}", study))]
+        return out
+
+    words = []
+    if r.get("fork_of") is not None:
+        words.append(html.Span(["fork of ", *links([r["fork_of"]]), f" at step {r.get('resumed_at')}"]))
+    if r.get("retry_of") is not None:
+        words.append(html.Span(["retry of ", *links([r["retry_of"]]), f" from step {r.get('resumed_at')}"],
+                               title="its worker died; this trial carried it on from its last checkpoint"))
+    if r.get("forks"):
+        words.append(html.Span(["forks: ", *links(r["forks"])]))
+    if r.get("retried_as"):
+        words.append(html.Span(["retried as ", *links(r["retried_as"])]))
+    return words
+
+
+def joined(parts: list) -> list:
+    """The note column's parts (text or components), "; " between them, empty ones left out."""
+    out: list = []
+    for part in filter(None, parts):
+        out += ["; " if out else "", part]
+    return out
 
 
 def pins_list(pins: list[dict[str, Any]]) -> list:

@@ -12,6 +12,12 @@ where the requests list marks it. `edit_lr` is the LR control: slider,
 steppers, the typed value and the range test's *apply suggested LR* change the
 LR shown (exactly what is sent), checked by the action table's rules with the
 server's message, and it asks to confirm big changes; it records nothing.
+`edit_fork` is the fork card's: its own log LR slider and steppers write the
+fork's LR box, and what is typed there is checked the same way (`send` sends
+the fork with only the fields filled in). The tick also overlays the trial's
+relatives on its curves (a fork's parent, its own forks: `views.relatives`),
+each read from where the browser's copy ends, and says what became of this
+browser's latest fork ("forked as trial M", a link) and of the latest undo.
 
 The controls show the value last set by hand (by anyone: another browser, the
 CLI); the LR control shows the trial's current LR whenever nothing is being
@@ -62,11 +68,15 @@ LR_STEPS = {f"{ids.LR_STEP}-{key}": step for key, step in views.LR_STEPS.items()
 VALUE_CONTROLS = {ids.LR_INPUT: "lr", ids.OPTIMIZER: "optimizer", ids.LOSS: "loss", ids.WEIGHT_DECAY: "weight_decay"}
 SYNCED = {cid: p for cid, p in VALUE_CONTROLS.items() if p != "lr"}  # `tick` sets these to the value last set by hand
 LR_SENDERS = (ids.LR_INPUT, ids.LR_SEND, ids.LR_CONFIRM, ids.FIND_LR_APPLY)  # FIND_LR_APPLY: the range test's LR
+# button -> action (the fork button sends the fork card's fields with it: `request_for`)
 BUTTONS = {ids.PRUNE: "prune", ids.RESET: "reset", ids.PROMOTE: "promote", ids.PAUSE: "pause",
-           ids.RESUME: "resume", ids.KEEP: "keep", ids.FIND_LR: "find_lr"}  # button -> action
+           ids.RESUME: "resume", ids.KEEP: "keep", ids.FIND_LR: "find_lr", ids.UNDO: "undo", ids.FORK_SEND: "fork"}
+FORK_LR_STEPS = {f"{ids.FORK_LR_STEP}-{key}": step for key, step in views.LR_STEPS.items()}  # as LR_STEPS
+FORK_FIELDS = (ids.FORK_LR, ids.FORK_OPTIMIZER, ids.FORK_LOSS, ids.FORK_WEIGHT_DECAY)  # sent with the fork button
 RUNNING_ONLY = (ids.LR_SLIDER, ids.LR_INPUT, ids.LR_SEND, ids.LR_REVERT, *LR_STEPS, ids.FIND_LR, ids.FIND_LR_APPLY,
                 ids.OPTIMIZER, ids.LOSS, ids.WEIGHT_DECAY, ids.PRUNE_BUTTON, ids.RESET_BUTTON, ids.PAUSE,
-                ids.RESUME)  # controls that change a running trial: disabled once it ends
+                ids.RESUME, ids.UNDO, *FORK_FIELDS, ids.FORK_LR_SLIDER, *FORK_LR_STEPS, ids.FORK_LR_KEEP,
+                ids.FORK_SEND)  # controls that change a running trial (or fork it): disabled once it ends
 SHOWN_REQUESTS = 12
 FAST_POLL_MS = 150  # while a request of this browser waits for the worker: the click shows applied sooner
 WATCH_S, WATCH_RENEW_S = 6.0, 2.0  # the page keeps its trial watched for 6 s, renewed every 2 s
@@ -134,14 +144,22 @@ def build(study: str, number: int, shown: dict[str, Any], steps: int | None, run
                     id=ids.CURVES, config={"displaylogo": False},
                     figure=figures.curves_figure(views.curve_points([]), [], value_label))),
                 range_test_card(),
+                # what became of the requests, under the curves: the controls' column (steer, fork) is as long
+                C.card("Requests to this trial", html.Ul(id=ids.REQUESTS, className="status-list")),
+                html.Div([
+                    html.Div([html.H3("Intervention log", className="card-title"),
+                              html.Span(id=ids.UNDO_STATUS, className="muted undo-status"),
+                              html.Button(ACTIONS["undo"].label, id=ids.UNDO, n_clicks=0, className="btn",
+                                          disabled=not running, title=ACTIONS["undo"].help)],
+                             className="card-head"),
+                    html.Div(id=ids.INTERVENTIONS),
+                ], className="card"),
             ], className="grow"),
             html.Div([C.card("Steer this trial", controls(number, shown, running, choices, images, paused, kept),
-                             class_name="controls")],
+                             class_name="controls"),
+                      C.card("Fork this trial", fork_card(shown["lr"], not running, choices, images),
+                             class_name="controls fork-card")],
                      style={"flex": "0 1 420px"}),
-        ], className="row"),
-        html.Div([
-            C.card("Requests to this trial", html.Ul(id=ids.REQUESTS, className="status-list"), class_name="grow"),
-            C.card("Intervention log", html.Div(id=ids.INTERVENTIONS), class_name="grow"),
         ], className="row"),
     ], className="page")
 
@@ -258,6 +276,47 @@ def controls(number: int, shown: dict[str, Any], running: bool, choices: dict[st
     ])
 
 
+def fork_card(lr: float, off: bool, choices: dict[str, tuple[str, ...] | None], images: bool = True) -> html.Div:
+    """The fork card: the steering controls' settings for a new trial that starts from this one's state now.
+    Every field may stay empty (the parent's value); the LR is a log slider with steppers writing the typed
+    value, as in the LR control. `edit_fork` checks what is typed; `send` sends the fork."""
+    shown = views.round_lr(lr)
+    low, high = views.lr_window(shown)
+    keep = "this trial's"
+    return html.Div([
+        html.P("A new trial from this one's weights, optimizer state and step now; this trial goes on untouched. "
+               "Empty fields keep this trial's settings.", className="muted explain"),
+        html.Label("Learning rate", className="field"),
+        html.Div([dcc.Input(id=ids.FORK_LR, type="text", placeholder=f"{keep} (e.g. 3e-4)", debounce=True,
+                            disabled=off),
+                  html.Button(f"use {keep}", id=ids.FORK_LR_KEEP, n_clicks=0, className="btn", disabled=off,
+                              title="empty the fork's LR: it starts with this trial's LR at the fork")],
+                 className="line"),
+        dcc.Slider(id=ids.FORK_LR_SLIDER, min=low, max=high, step=10.0 ** -views.LR_GRID,
+                   value=views.lr_to_slider(shown), updatemode="mouseup", allow_direct_input=False,
+                   marks=views.lr_marks(low, high), disabled=off),
+        html.Div([html.Button(label, id=cid, n_clicks=0, className="btn step", disabled=off,
+                              title=f"the fork's LR {label} (this trial's when empty)",
+                              **{"aria-label": f"fork LR {label}"})  # not the LR control's ÷2 for a reader
+                  for cid, (label, _) in FORK_LR_STEPS.items()], className="btn-row steps"),
+        html.Div([
+            html.Div([html.Label("Optimizer", className="field"),
+                      dcc.Dropdown(id=ids.FORK_OPTIMIZER, options=options("optimizer", choices.get("optimizer"), images),
+                                   value=None, placeholder=keep, searchable=False, disabled=off)], className="grow"),
+            html.Div([html.Label("Loss", className="field"),
+                      dcc.Dropdown(id=ids.FORK_LOSS, options=options("loss", choices.get("loss"), images), value=None,
+                                   placeholder=keep, searchable=False, disabled=off)], className="grow"),
+        ], className="pair"),
+        html.Label("Weight decay", className="field"),
+        html.Div([dcc.Input(id=ids.FORK_WEIGHT_DECAY, type="text", placeholder=keep, debounce=True, disabled=off),
+                  html.Button("Fork", id=ids.FORK_SEND, n_clicks=0, className="btn primary", disabled=off,
+                              title=ACTIONS["fork"].help)], className="line"),
+        html.Div(id=ids.FORK_ERROR, className="field-error"),
+        html.Div(id=ids.FORK_STATUS, className="fork-status"),
+        html.Div(id=ids.FORKS, className="forks"),
+    ])
+
+
 def keep_label(kept: bool) -> str:
     return "kept" if kept else ACTIONS["keep"].label
 
@@ -267,7 +326,7 @@ def keep_label(kept: bool) -> str:
 
 def request_for(trigger: str | dict[str, Any] | None, value: Any, known: dict[str, Any],
                 shown_lr: str | None = None, searched: list[float] | None = None,
-                suggested: float | None = None) -> dict[str, Any] | None:
+                suggested: float | None = None, fork: tuple[Any, ...] = ()) -> dict[str, Any] | None:
     """The `Control.request` arguments for the control that fired, or None when there is nothing to ask.
 
     A value control that fired with the value it already shows (because `tick`
@@ -275,7 +334,10 @@ def request_for(trigger: str | dict[str, Any] | None, value: Any, known: dict[st
     as `views.check_lr` makes it of the typed value (Enter) or of the LR shown
     (`shown_lr`: send, or the confirmation), or the range test's `suggested` LR
     (its apply button): nothing when it is malformed or out of range (`edit_lr`
-    shows why), nor when it needs a confirmation not given.
+    shows why), nor when it needs a confirmation not given. The fork button
+    sends the fork card's fields (`fork`: `FORK_FIELDS`' values) that are
+    filled in, as `views.fork_form` checks them: nothing when one is refused
+    (`edit_fork` shows why).
     """
     if trigger in LR_SENDERS:
         if trigger == ids.LR_INPUT:
@@ -303,6 +365,9 @@ def request_for(trigger: str | dict[str, Any] | None, value: Any, known: dict[st
         return None
     if isinstance(trigger, dict) and trigger.get("type") == ids.PIN:
         return {"action": "pin", "param": trigger["param"]}
+    if trigger == ids.FORK_SEND:
+        form = views.fork_form(*(*fork, None, None, None, None)[:len(FORK_FIELDS)])
+        return None if form.error else {"action": "fork", "value": form.changes}
     if trigger in BUTTONS:
         return {"action": BUTTONS[trigger], **({"reason": "from the dash app"} if trigger == ids.PRUNE else {})}
     return None
@@ -378,6 +443,61 @@ def lr_edit(trigger: str, fired: Any, shown_lr: str | None, pending: dict[str, A
     return out
 
 
+def fork_lr_edit(trigger: str, fired: Any, typed: Any, now: float | None,
+                 window: tuple[float, float] | None) -> dict[str, Any] | None:
+    """What touching the fork card's LR does, as plain data (None: nothing).
+
+    `typed` is the fork's LR as its box shows it ("" or None: this trial's LR,
+    `now`), `window` the slider's range. Keys: `text` (the box's new text, or
+    None to leave it), `position` and `window` (the slider's, or None),
+    `error` (refused: the server's message; "" clears it).
+    """
+    def slider_at(lr: float | None) -> dict[str, Any]:
+        if not lr:
+            return {"position": None, "window": None}
+        return {"position": views.lr_to_slider(lr),
+                "window": views.lr_window(lr) if views.lr_off_centre(lr, window) else None}
+
+    text = typed.strip() if isinstance(typed, str) else ""
+    if trigger == ids.FORK_LR_KEEP:
+        return {"text": "", "error": "", **slider_at(now)} if fired else None
+    if trigger == ids.FORK_LR_SLIDER:
+        if fired is None:
+            return None
+        lr = views.slider_to_lr(fired)
+        return {"text": views.fmt_lr(lr), "error": "", "position": None, "window": None}
+    if trigger == ids.FORK_LR:
+        if not text:  # emptied: this trial's LR
+            return {"text": None, "error": "", **slider_at(now)}
+        check = views.check_lr(text, None, None)
+        if check.value is None:
+            return {"text": None, "error": check.error, "position": None, "window": None}
+        return {"text": views.fmt_lr(check.value), "error": "", **slider_at(check.value)}
+    if trigger in FORK_LR_STEPS:
+        if not fired:
+            return None
+        base = views.check_lr(text, None, None).value if text else (views.round_lr(now) if now else None)
+        if base is None:
+            return {"text": None, "error": "Type an LR the steps can scale first (e.g. 3e-4), or empty the box.",
+                    "position": None, "window": None}
+        check = views.check_lr(base * FORK_LR_STEPS[trigger][1], None, None)
+        if check.value is None:
+            return {"text": None, "error": check.error, "position": None, "window": None}
+        return {"text": views.fmt_lr(check.value), "error": "", **slider_at(check.value)}
+    return None
+
+
+def family_cursor(value: Any) -> list[list[int]]:
+    """The relatives the browser's figure shows, [[trial, its last step there], ...] in trace order (the
+    cursor's `family`); a malformed one (a forged request: no page writes it) reads as none."""
+    if not isinstance(value, list):
+        return []
+    if not all(isinstance(m, list) and len(m) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                           for x in m) for m in value):
+        return []
+    return [list(m) for m in value][:views.MAX_FAMILY]
+
+
 # ---- polling -------------------------------------------------------------------- #
 
 
@@ -436,6 +556,47 @@ def intervention_table(marks: list[dict[str, Any]]) -> Any:
                      html.Td(m["by"]), html.Td(views.clock(m["at"]) if m["at"] else "")])
             for m in reversed(marks)]
     return html.Table([html.Thead(head), html.Tbody(rows)], className="data")
+
+
+def undo_line(status: dict[str, Any] | None) -> Any:
+    """Beside the undo button: what became of the trial's latest undo (a refusal in the server's words, red)."""
+    if status is None:
+        return ""
+    return html.Span(status["text"], className="field-error" if status["state"] in ("rejected", "expired") else None)
+
+
+def fork_line(status: dict[str, Any] | None, study: str) -> Any:
+    """Under the fork button: what became of this browser's latest fork, "forked as trial M" linking to M."""
+    if status is None:
+        return ""
+    if status["state"] == "pending":
+        return html.Span("fork sent: waiting for the trial's next step boundary", className="muted")
+    if status["state"] != "applied" or status["trial"] is None:
+        return html.Span(f"fork {status['state']}: {status['reason']}" if status["reason"] else
+                         f"fork {status['state']}", className="field-error")
+    return html.Span(["forked as ", dcc.Link(f"trial {status['trial']}",
+                                             href=C.href(f"/trial/{status['trial']}", study)),
+                      f" at step {status['step']} {views.fork_changes_words(status['changes'])}"],
+                     className="fork-made")
+
+
+def family_list(rec: record.TrialRecord, forks: list[dict[str, Any]], study: str) -> list:
+    """The trial's family, as links: the trial it was forked from, and its own forks (newest last)."""
+    def link(number: int) -> Any:
+        return dcc.Link(f"#{number}", href=C.href(f"/trial/{number}", study))
+
+    out = []
+    if rec.fork_of is not None:
+        r = rec.resume or {}
+        out.append(html.Div(["Forked from ", link(rec.fork_of), f" at step {r.get('step')} ",
+                             views.fork_changes_words(r.get("changes"))]))
+    if forks:
+        items = []
+        for f in forks:
+            items += [", " if items else "", link(f["trial"]), f" (step {f['step']}: "
+                      f"{views.fork_changes_words(f['changes']).removeprefix('with ')})"]
+        out.append(html.Div(["Forks of this trial: ", *items]))
+    return out
 
 
 def range_test_outputs(find: dict[str, Any] | None) -> dict[str, Any]:
@@ -618,6 +779,8 @@ def register(app: dash.Dash, studies: Studies) -> None:
         "find_figure": Output(ids.FIND_LR_GRAPH, "figure"), "find_text": Output(ids.FIND_LR_TEXT, "children"),
         "find_apply": Output(ids.FIND_LR_APPLY, "children"), "find_apply_style": Output(ids.FIND_LR_APPLY, "style"),
         "find_result": Output(ids.FIND_LR_RESULT, "data"),
+        "undo_status": Output(ids.UNDO_STATUS, "children"), "fork_status": Output(ids.FORK_STATUS, "children"),
+        "forks": Output(ids.FORKS, "children"),
         **{f"disabled:{cid}": Output(cid, "disabled") for cid in RUNNING_ONLY},
     }
 
@@ -663,13 +826,35 @@ def register(app: dash.Dash, studies: Studies) -> None:
             control.watch(number, seconds=WATCH_S)
             new["watched"] = now
 
-        # the curves: the whole figure once, then patches with the new rows / the new markers
+        # the trial's relatives (a fork's parent, its forks): their curves beside its own, each read from where
+        # the browser's copy ends, one metrics read per relative per poll (`views.MAX_FAMILY` at most)
+        shown_family = [] if first else family_cursor(cursor.get("family"))
+        there = {t for t, _ in shown_family}
+        joined = [m for m in views.relatives(rec, commands)
+                  if m["trial"] not in there][:views.MAX_FAMILY - len(shown_family)]
+        grown: dict[int, dict[str, list[Any]]] = {}
+        family = []
+        for k, (member, last) in enumerate(shown_family):
+            more = control.metrics(member, after_step=last)
+            if more:
+                grown[k] = views.curve_points(more, cap=None)
+            family.append([member, more[-1].step if more else last])
+        joined_points = []
+        for member in joined:
+            more = control.metrics(member["trial"])
+            joined_points.append((member, views.curve_points(more)))
+            family.append([member["trial"], more[-1].step if more else -1])
+        new["family"] = family
+
+        # the curves: the whole figure once, then patches with the new rows / the new markers / relatives
+        label = page.get("value_label", "PSNR (dB)")
         if first:
-            out["figure"] = figures.curves_figure(views.curve_points(rows), marks,
-                                                  page.get("value_label", "PSNR (dB)"))
-        elif rows or len(marks) != cursor.get("n_int"):
+            out["figure"] = figures.curves_figure(views.curve_points(rows), marks, label, relatives=joined_points)
+        elif rows or len(marks) != cursor.get("n_int") or grown or joined_points:
             out["figure"] = figures.curves_patch(views.curve_points(rows, cap=None) if rows else None,
-                                                 marks if len(marks) != cursor.get("n_int") else None)
+                                                 marks if len(marks) != cursor.get("n_int") else None,
+                                                 relatives=grown, joined=joined_points, shown=len(shown_family),
+                                                 value_label=label)
         new["n_int"] = len(marks)
 
         # the prediction: a new URL only when a new preview was published
@@ -709,6 +894,7 @@ def register(app: dash.Dash, studies: Studies) -> None:
         # the words: header, current settings, requests, log; each only when it changed
         everything = views.request_statuses(commands, mine or [])
         statuses = everything[:SHOWN_REQUESTS]
+        undo, forked, forks = views.undo_status(commands), views.fork_status(commands, mine), views.forks(commands)
         parts = {
             "header": (lambda: header(trial, new.get("psnr"), live.step if live else None, page.get("steps"),
                                       page.get("value_label", "PSNR (dB)") == "PSNR (dB)"),
@@ -718,6 +904,9 @@ def register(app: dash.Dash, studies: Studies) -> None:
             "current": (lambda: current_line(current), current),
             "requests": (lambda: requests_list(statuses), statuses),
             "log": (lambda: intervention_table(marks), marks),
+            "undo_status": (lambda: undo_line(undo), undo),
+            "fork_status": (lambda: fork_line(forked, page["study"]), forked),
+            "forks": (lambda: family_list(rec, forks, page["study"]), (rec.resume, forks)),
         }
         for key, (render, shown_data) in parts.items():
             fingerprint = digest(shown_data)
@@ -795,6 +984,35 @@ def register(app: dash.Dash, studies: Studies) -> None:
                 views.lr_marks(*low_high) if low_high else nu,
                 bool(edit.get("confirm")) or nu, edit.get("confirm") or nu)
 
+    @app.callback(
+        Output(ids.FORK_LR, "value"), Output(ids.FORK_LR_SLIDER, "value"), Output(ids.FORK_LR_SLIDER, "min"),
+        Output(ids.FORK_LR_SLIDER, "max"), Output(ids.FORK_LR_SLIDER, "marks"), Output(ids.FORK_ERROR, "children"),
+        Input(ids.FORK_LR_SLIDER, "value"), *(Input(cid, "n_clicks") for cid in FORK_LR_STEPS),
+        Input(ids.FORK_LR_KEEP, "n_clicks"), Input(ids.FORK_LR, "value"), Input(ids.FORK_WEIGHT_DECAY, "value"),
+        Input(ids.FORK_SEND, "n_clicks"),
+        State(ids.FORK_OPTIMIZER, "value"), State(ids.FORK_LOSS, "value"), State(ids.KNOWN, "data"),
+        State(ids.FORK_LR_SLIDER, "min"), State(ids.FORK_LR_SLIDER, "max"),
+        prevent_initial_call=True,
+    )
+    def edit_fork(*args: Any):
+        """The fork card: its LR (slider, steppers, typed, "use this trial's") and the checks of what is typed,
+        with the server's messages; the fork button's check too (`send` sends nothing refused). Records nothing."""
+        *_, typed, decay, _send, optimizer, loss, known, low, high = args
+        trigger, nu = ctx.triggered_id, dash.no_update
+        if trigger in (ids.FORK_WEIGHT_DECAY, ids.FORK_SEND):
+            if trigger == ids.FORK_SEND and not ctx.triggered[0]["value"]:
+                raise dash.exceptions.PreventUpdate
+            return nu, nu, nu, nu, nu, views.fork_form(typed, optimizer, loss, decay).error or ""
+        window = (low, high) if isinstance(low, (int, float)) and isinstance(high, (int, float)) else None
+        edit = fork_lr_edit(trigger, ctx.triggered[0]["value"] if ctx.triggered else None, typed,
+                            (known or {}).get("lr"), window)
+        if edit is None:
+            raise dash.exceptions.PreventUpdate
+        moved = edit["window"]
+        return (nu if edit["text"] is None else edit["text"], nu if edit["position"] is None else edit["position"],
+                moved[0] if moved else nu, moved[1] if moved else nu, views.lr_marks(*moved) if moved else nu,
+                edit["error"])
+
     # find LR clicked: say so at once (the tick says what became of it, from the request's own state)
     app.clientside_callback(
         """function(n) { return n ? 'range test running…' : dash_clientside.no_update; }""",
@@ -818,16 +1036,19 @@ def register(app: dash.Dash, studies: Studies) -> None:
         Input(ids.PAUSE, "n_clicks"), Input(ids.RESUME, "n_clicks"), Input(ids.KEEP, "n_clicks"),
         Input(ids.PRUNE, "submit_n_clicks"), Input(ids.RESET, "submit_n_clicks"), Input(ids.PROMOTE, "n_clicks"),
         Input(ids.FIND_LR, "n_clicks"), Input(ids.FIND_LR_APPLY, "n_clicks"),
+        Input(ids.UNDO, "n_clicks"), Input(ids.FORK_SEND, "n_clicks"),
+        *(State(cid, "value") for cid in FORK_FIELDS),
         State(ids.PAGE_CTX, "data"), State(ids.KNOWN, "data"), State(ids.MY_COMMANDS, "data"),
         State(ids.LR_VALUE, "children"), State(ids.FIND_LR_RESULT, "data"),
         prevent_initial_call=True,
     )
     def send(*args: Any):
         page, known, mine, shown_lr, found = args[-5:]
+        fork = args[-5 - len(FORK_FIELDS):-5]
         if not ctx.triggered:
             raise dash.exceptions.PreventUpdate
         request = request_for(ctx.triggered_id, ctx.triggered[0]["value"], known or {}, shown_lr,
-                              page.get("lr_search"), (found or {}).get("suggestion"))
+                              page.get("lr_search"), (found or {}).get("suggestion"), fork)
         if request is None or page.get("trial") is None:
             raise dash.exceptions.PreventUpdate
         cmd = ask(studies.control(page["study"]), trial=page["trial"], **request)

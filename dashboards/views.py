@@ -234,7 +234,21 @@ def trial_rows(trials: Sequence[FrozenTrial], now: float | None = None,
             "params": {k: params[k] for k in CONTROLLED if k in params},
         })
         rows.append(row)
+    family(rows)
     return rows
+
+
+def family(rows: list[dict[str, Any]]) -> None:
+    """Add each row's `forks` and `retried_as`: the trials that carry on from it. A finished trial's
+    attributes cannot change, so these are found from the children's records (`fork_of`, `retry_of`)."""
+    children: dict[tuple[str, int], list[int]] = {}
+    for r in rows:
+        for kind in ("fork_of", "retry_of"):
+            if r.get(kind) is not None:
+                children.setdefault((kind, r[kind]), []).append(r["number"])
+    for r in rows:
+        r["forks"] = children.get(("fork_of", r["number"]), [])
+        r["retried_as"] = children.get(("retry_of", r["number"]), [])
 
 
 def best_so_far(trials: Sequence[FrozenTrial], direction: optuna.study.StudyDirection
@@ -392,9 +406,15 @@ def current_settings(trial: FrozenTrial, latest: Metric | dict[str, Any] | None)
     else:
         params = {**{k: PARAMS[k].default for k in CONTROLLED}, **record.read(trial).effective}
         values, since = {k: params[k] for k in CONTROLLED}, None
+    base = dict(values)
     for e in record.read(trial).interventions:
+        if since is not None and (e.get("at") or 0) <= since:
+            continue
+        if e.get("action") == "undo":  # back to the state before a change: what the row says (the next row
+            values = dict(base)  # tells the settings it went back to)
+            continue
         param = ACTIONS[e["action"]].setting if e.get("action") in ACTIONS else None
-        if param in values and (since is None or (e.get("at") or 0) > since):
+        if param in values:
             values[param] = e.get("new")
     return values
 
@@ -431,6 +451,14 @@ def interventions(trial: FrozenTrial) -> list[dict[str, Any]]:
         elif action in ACTIONS and ACTIONS[action].setting:
             param = ACTIONS[action].setting
             change = f"{fmt_param(param, e.get('old'))} -> {fmt_param(param, e.get('new'))}"
+        elif action == "undo":
+            new = e.get("new") if isinstance(e.get("new"), dict) else {}
+            change = f"took back {e.get('old') or 'the last change'}" + (
+                f" (back to its state at step {new['step']})" if "step" in new else "")
+        elif action == "fork":
+            new = e.get("new") if isinstance(e.get("new"), dict) else {}
+            change = (f"forked as #{new['trial']}" if "trial" in new else "forked") + " " + \
+                fork_changes_words(new.get("changes"))
         elif action in ("pause", "resume", "keep"):
             change = {"pause": "held at this step", "resume": "trains on", "keep": "never pruned automatically"}[action]
         else:
@@ -455,6 +483,11 @@ def command_status(cmd: Command) -> dict[str, Any]:
     what = cmd.action + (f" {fmt(args.get('param'))}" if "param" in args else "") + \
         (f" {shown}" if "value" in args else "") + \
         (f" seed {args['seed']}" if "seed" in args else "")
+    if cmd.action == "fork" and isinstance(args.get("changes"), dict):  # what the fork starts with, what it made
+        what += " " + fork_changes_words(args["changes"])
+        made = forks([cmd])
+        if made:
+            status += f": trial {made[0]['trial']}"
     return {"id": cmd.id, "trial": cmd.trial, "action": cmd.action, "what": what, "state": cmd.state,
             "status": status, "by": cmd.requested_by, "at": cmd.requested_at}
 
@@ -498,6 +531,106 @@ def find_lr(commands: Sequence[Command]) -> dict[str, Any] | None:
     return {"id": latest.id, "state": latest.state, "status": status, "test": test}
 
 
+# ---- forks and undo (steer.checkpoints) ------------------------------------------ #
+
+MAX_FAMILY = 6  # the trial page overlays at most this many relatives' curves: the parent, the newest forks
+
+
+def fork_changes_words(changes: Any) -> str:
+    """A fork's changes as the page says them: "with lr 3.00e-4, optimizer sgd", or "with no change"."""
+    if not isinstance(changes, dict) or not changes:
+        return "with no change"
+    return "with " + ", ".join(f"{k.replace('_', ' ')} {fmt_param(k, v)}" for k, v in changes.items())
+
+
+def forks(commands: Sequence[Command]) -> list[dict[str, Any]]:
+    """The trial's forks, oldest first, from its applied fork commands (their result names the new trial):
+    no read of the study's other trials."""
+    out = []
+    for c in commands:
+        new = (c.result or {}).get("new") if c.action == "fork" and c.state == "applied" else None
+        if isinstance(new, dict) and isinstance(new.get("trial"), int):
+            out.append({"trial": new["trial"], "step": new.get("step"), "changes": new.get("changes") or {},
+                        "by": c.requested_by, "command": c.id})
+    return out
+
+
+def fork_status(commands: Sequence[Command], mine: Sequence[int] | None) -> dict[str, Any] | None:
+    """What became of this browser's latest fork request: `state`, and `trial` / `step` / `changes` once
+    applied or `reason` once refused; None when this browser sent none."""
+    ours = set(mine or [])
+    latest = next((c for c in reversed(list(commands)) if c.action == "fork" and c.id in ours), None)
+    if latest is None:
+        return None
+    out = {"id": latest.id, "state": latest.state, "reason": latest.reason, "trial": None}
+    made = forks([latest])
+    if made:
+        out.update(trial=made[0]["trial"], step=made[0]["step"], changes=made[0]["changes"])
+    return out
+
+
+def undo_status(commands: Sequence[Command]) -> dict[str, Any] | None:
+    """What became of the trial's latest undo (by anyone): its `state` and `text`; None without any."""
+    latest = next((c for c in reversed(list(commands)) if c.action == "undo"), None)
+    if latest is None:
+        return None
+    if latest.state == "pending":
+        text = "undo sent: waiting for the trial's next step boundary"
+    elif latest.state == "applied":
+        took = (latest.result or {}).get("old")
+        text = f"undone at step {latest.applied_step}" + (f": took back {took}" if took else "")
+    else:
+        text = f"undo {latest.state}: {latest.reason}" if latest.reason else f"undo {latest.state}"
+    return {"id": latest.id, "state": latest.state, "text": text}
+
+
+def relatives(rec: record.TrialRecord, commands: Sequence[Command]) -> list[dict[str, Any]]:
+    """The trials whose curves the trial page overlays on its own: a fork's parent (from its record), then
+    its newest forks (from its commands), `MAX_FAMILY` in all; each with its `trial`, the `step` it parts
+    from this one at, its `role` and its legend `name`."""
+    out = []
+    if rec.fork_of is not None:
+        step = (rec.resume or {}).get("step")
+        out.append({"trial": rec.fork_of, "step": step, "role": "parent",
+                    "name": f"trial {rec.fork_of} (parent, forked at step {step})"})
+    for f in forks(commands)[-(MAX_FAMILY - len(out)):]:
+        out.append({"trial": f["trial"], "step": f["step"], "role": "fork",
+                    "name": f"trial {f['trial']} (fork at step {f['step']})"})
+    return out
+
+
+@dataclass(frozen=True)
+class ForkForm:
+    """The fork card's fields checked by the action table's rules: the changes to send (only the fields
+    filled in), or why one is refused (`error`, the server's words)."""
+
+    changes: dict[str, Any]
+    error: str | None = None
+
+
+def fork_form(lr: Any, optimizer: Any, loss: Any, weight_decay: Any) -> ForkForm:
+    """The fork card's fields as `fork` changes: an empty field keeps the parent's value. The LR is checked
+    and rounded as the LR control does it (`check_lr`), the weight decay by `check_setting`; the optimizer
+    and the loss are the trial's own choices (the server checks them, as for the steering controls)."""
+    changes: dict[str, Any] = {}
+    text = lr.strip() if isinstance(lr, str) else lr
+    if text not in (None, ""):
+        check = check_lr(text, None, None)
+        if check.value is None:
+            return ForkForm({}, check.error)
+        changes["lr"] = check.value
+    for setting, value in (("optimizer", optimizer), ("loss", loss)):
+        if value not in (None, ""):
+            changes[setting] = value
+    text = weight_decay.strip() if isinstance(weight_decay, str) else weight_decay
+    if text not in (None, ""):
+        try:
+            changes["weight_decay"] = check_setting("weight_decay", text)
+        except ValueError as exc:
+            return ForkForm({}, str(exc))
+    return ForkForm({k: changes[k] for k in SETTINGS if k in changes})
+
+
 def synced_controls(current: dict[str, Any], applied: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """What the controls should show: the values last set by hand, else the trial's current ones.
 
@@ -506,6 +639,9 @@ def synced_controls(current: dict[str, Any], applied: Sequence[dict[str, Any]]) 
     """
     values = dict(current)
     for e in applied:
+        if e.get("action") == "undo":  # the trial went back to its settings before a change: show the trial's
+            values = dict(current)
+            continue
         param = ACTIONS[e["action"]].setting if e.get("action") in ACTIONS else None
         if param:
             values[param] = e.get("new")

@@ -84,6 +84,13 @@ _ROWS = (
     Action("promote", "promote", "promote", "enqueue a clean run of what this trial did (its schedule from step 0, "
            "same seed), which the sampler learns from", "trial", "trial or control",
            takes="[--final-values] [--new-seed]", example="--trial 3"),
+    # Checkpoints (steer.checkpoints): a new trial from a running one's state, and a change taken back.
+    Action("fork", "fork", "fork", "start a new trial from a running trial's current state (weights, optimizer, "
+           "RNG, step) with changes; the trial itself goes on untouched", "trial", "trial",
+           options="[--set SETTING=VALUE ...]", example="--trial 3 --set lr=3e-4 --wait"),
+    Action("undo", "undo", "undo", "take back a running trial's last change: weights, optimizer state and settings "
+           "go back to just before it (its step count goes on)", "trial", "trial", steers=True, replayed=True,
+           example="--trial 3 --wait"),
     # The person's pace: none of these changes a number, so none steers and replay skips them.
     Action("pause", "pause", "pause", "hold a running trial at its next step boundary (heartbeat alive, never "
            "pruned while paused)", "trial", "trial", example="--trial 3 --wait"),
@@ -162,6 +169,30 @@ def check_promote(value: Any) -> dict[str, bool]:
     return {w.replace("-", "_"): True for w in words}
 
 
+def check_fork(value: Any, choices: dict[str, tuple[str, ...] | None] | None = None) -> dict[str, Any]:
+    """A fork's changes: None (none), {setting: value}, or "lr=3e-4" texts (a list, or commas between),
+    each value checked as its `set_*` action checks it."""
+    if value is None:
+        pairs: list[tuple[Any, Any]] = []
+    elif isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        texts = value.split(",") if isinstance(value, str) else value
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) and "=" in t for t in texts):
+            raise ValueError(f"fork: got {value!r}; give changes as SETTING=VALUE (e.g. lr=3e-4), "
+                             f"SETTING one of {', '.join(SETTINGS)}")
+        pairs = [tuple(t.split("=", 1)) for t in texts]
+    changes: dict[str, Any] = {}
+    for key, v in pairs:
+        setting = key.strip().replace("-", "_") if isinstance(key, str) else key
+        if setting not in SETTINGS:
+            raise ValueError(f"fork: cannot set {key!r}; allowed: {', '.join(SETTINGS)}")
+        if setting in changes:
+            raise ValueError(f"fork: {setting} is set twice")
+        changes[setting] = check_setting(setting, v.strip() if isinstance(v, str) else v, (choices or {}).get(setting))
+    return {"changes": {k: changes[k] for k in SETTINGS if k in changes}}  # applied in this order
+
+
 def check_pinnable(action: str, param: Any) -> str:
     if isinstance(param, str):
         param = param.replace("-", "_")
@@ -212,6 +243,8 @@ def arguments(action: Action, *, value: Any = None, param: Any = None, reason: A
         return {"reason": str(reason)} if reason else {}
     if action.name == "promote":
         return check_promote(value)
+    if action.name == "fork":
+        return check_fork(value, choices)
     if action.name in SPACE_ACTIONS:
         from steer import search_space
 

@@ -43,8 +43,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _stop_on_signals(args.worker_child)
     objective = Objective(spec)  # loads the target image: a bad path fails before any database is made
     url = args.storage or spec.default_storage
+    from steer.control import retry_stale_trial
+
     study = create_study(spec, open_storage(url, heartbeat_interval=spec.steering["heartbeat_interval"],
-                                            grace_period=spec.steering["grace_period"]))
+                                            grace_period=spec.steering["grace_period"],
+                                            failed_trial_callback=retry_stale_trial))
     shared = draw_independently(study, args.worker_child)
     if args.worker_child:  # one of `--workers N`: no display of its own
         run_study(study, objective, spec, show_progress=False)
@@ -330,6 +333,10 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         raise UserError(f"--{options[0]} is an option of promote, not of {action.cli}")
     if options:
         value = ",".join(options)
+    if args.set_ and action.name != "fork":
+        raise UserError(f"--set is an option of fork, not of {action.cli}")
+    if action.name == "fork":
+        value = list(args.set_ or [])
     own = {"hint": ("strength", "trials"), "space": ("low", "high", "choices", "reset")}
     for name in ("strength", "trials", "low", "high", "choices", "reset"):
         if getattr(args, name) not in (None, False) and name not in own.get(action.name, ()):
@@ -361,6 +368,23 @@ def _ctl_help() -> str:
     lines += ["", "examples:"] + [f"  steer ctl {a.cli} {a.example}" for a in ACTIONS.values()]
     lines += ["  steer ctl set-lr --trial 3 3e-4 --wait", "  steer ctl pin lr 1e-3"]
     return "\n".join(lines)
+
+
+# ---- steer delete ------------------------------------------------------------ #
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from steer.control import Control
+
+    control = Control.open(args.storage, args.study)
+    trials = control.storage.get_n_trials(control.study_id)
+    if not args.yes:
+        raise UserError(f"this deletes study {control.study_name!r}, its {trials} trials, its commands and its "
+                        f"checkpoints; add --yes to do it")
+    removed = control.delete_study()
+    print(f"deleted study {control.study_name!r}: {trials} trials, {removed['steer_commands']} commands, "
+          f"{removed['checkpoints']} checkpoints")
+    return 0
 
 
 # ---- steer replay ------------------------------------------------------------ #
@@ -501,9 +525,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--high", help="space: the new upper bound (a number)")
     p.add_argument("--choices", help="space: the new choices, comma-separated (a categorical)")
     p.add_argument("--reset", action="store_true", help="space: back to the spec's range")
+    p.add_argument("--set", action="append", metavar="SETTING=VALUE", dest="set_",
+                   help="fork: a change the new trial starts with (lr, optimizer, loss, weight_decay); repeatable")
     p.add_argument("--wait", action="store_true", help="wait until the command is applied, rejected or expired")
     p.add_argument("--wait-timeout", type=float, default=30.0, help="seconds --wait waits (default 30)")
     p.add_argument("--json", action="store_true", help="print the command as JSON")
+
+    p = add("delete", cmd_delete, "delete a study: its trials, steer's records of it and its checkpoints",
+            "steer delete --study quick --yes")
+    p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only studies/*.db)")
+    p.add_argument("--study", help="study name (default: the storage's only study)")
+    p.add_argument("--yes", action="store_true", help="do it (without it, say what would go)")
 
     p = add("replay", cmd_replay, "re-run a trial with its recorded interventions and compare",
             "steer replay --trial 7 --json")

@@ -8,6 +8,8 @@ so the comparison needs no steer process running:
 - notes: each steered trial's intervention timeline (written by the trial side);
 - a study-level Plotly figure: PSNR by trial, steered vs not, promoted trials marked.
 
+In the terminal (`steer show --compare`) it also pairs each fork with its parent at equal steps.
+
 `comparison(study)` extracts the data; `comparison_figure` draws it.
 """
 
@@ -60,7 +62,27 @@ def comparison(study: optuna.Study) -> dict[str, Any]:
         promoted.append({"trial": r["number"], "psnr": r["psnr"], "state": r["state"],
                          "origin": r["promoted_from"], "origin_psnr": origin.value if origin else None,
                          "origin_state": origin.state.name if origin else None})
-    return {"study": study.study_name, "trials": rows, **groups, "promoted": promoted, "held_up": held_up(rows)}
+    return {"study": study.study_name, "trials": rows, **groups, "promoted": promoted, "held_up": held_up(rows),
+            "forks": forks(trials, records)}
+
+
+def forks(trials: list[optuna.trial.FrozenTrial], records: list[record.TrialRecord]) -> list[dict[str, Any]]:
+    """Each finished fork beside its parent at equal steps (a fork continues its parent's step count):
+    the PSNR of both at the last report step they share, and at how many shared steps the fork was ahead."""
+    by_number = {t.number: t for t in trials}
+    out = []
+    for t, r in zip(trials, records):
+        parent = by_number.get(r.fork_of) if r.fork_of is not None else None
+        if parent is None:
+            continue
+        shared = sorted(set(t.intermediate_values) & set(parent.intermediate_values))
+        last = shared[-1] if shared else None
+        out.append({"trial": r.number, "parent": parent.number, "step": r.resume["step"],
+                    "changes": r.resume.get("changes") or {}, "state": r.state, "shared_steps": len(shared),
+                    "at_step": last, "psnr": t.intermediate_values[last] if last is not None else None,
+                    "parent_psnr": parent.intermediate_values[last] if last is not None else None,
+                    "ahead": sum(t.intermediate_values[s] > parent.intermediate_values[s] for s in shared)})
+    return out
 
 
 def _beats(value: float | None, others: list[float]) -> float | None:
@@ -163,6 +185,18 @@ def format_comparison(data: dict[str, Any]) -> str:
         elif not h["clean"]:
             line += f"; no clean run yet (steer ctl promote --trial {h['trial']})"
         lines.append(line)
+    if data.get("forks"):
+        lines.append("forks beside their parents at equal steps (PSNR at the last report both made, dB):")
+        for f in data["forks"]:
+            what = record.fmt(f["changes"]) or "no change"
+            if f["at_step"] is None:
+                lines.append(f"  trial {f['trial']} ({f['state']}), fork of #{f['parent']} at step {f['step']} "
+                             f"({what}): no report shared with its parent")
+                continue
+            gap = f["psnr"] - f["parent_psnr"]
+            lines.append(f"  trial {f['trial']} ({f['state']}), fork of #{f['parent']} at step {f['step']} ({what}): "
+                         f"{num(f['psnr'])} vs {num(f['parent_psnr'])} at step {f['at_step']} ({gap:+.2f}); ahead at "
+                         f"{f['ahead']} of {f['shared_steps']} shared reports")
     if data["promoted"]:
         lines.append("promoted trials:")
         for p in data["promoted"]:

@@ -66,8 +66,12 @@ class Command:
         """One line: what became of the request."""
         target = f"trial {self.trial}" if self.trial is not None else "study"
         head = f"command {self.id} {self.action} {json.dumps(self.args)} on {target}: {self.state}"
+        new = (self.result or {}).get("new")
+        made = f": trial {new['trial']}" if isinstance(new, dict) and "trial" in new else ""  # a fork, a promote
         if self.state == "applied" and self.applied_step is not None:
-            return f"{head} at step {self.applied_step}"
+            return f"{head} at step {self.applied_step}{made}"
+        if self.state == "applied" and made:
+            return head + made
         return f"{head} ({self.reason})" if self.reason else head
 
 
@@ -267,6 +271,22 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\\x00") if isinstance(value, str) else value
 
 
+def retry_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """An Optuna `failed_trial_callback`: a trial whose worker died (its heartbeat went stale) is carried
+    on from its last checkpoint by whichever worker of the study starts a trial next. Optuna calls it in
+    the one process that marked the trial FAIL."""
+    import logging
+
+    try:
+        number = Control.open(study).retry(trial)
+    except Exception as exc:  # noqa: BLE001 - a worker must not die of another's death: said, and it goes on
+        logging.getLogger("steer.control").warning("trial %d died and cannot be retried: %s", trial.number, exc)
+        return
+    if number is not None:
+        logging.getLogger("steer.control").warning("trial %d died (its worker stopped beating); trial %d carries "
+                                                   "it on from its last checkpoint", trial.number, number)
+
+
 def trial_number_ok(number: Any) -> bool:
     """Whether `number` can name a trial at all (an int in 0..MAX_TRIAL_NUMBER, not a bool)."""
     return isinstance(number, int) and not isinstance(number, bool) and 0 <= number <= MAX_TRIAL_NUMBER
@@ -457,6 +477,55 @@ class Control:
                 save_trial_note(self.storage, self.study_id, trial_id,
                                 record.note(record.read(t), promoted_as.get(t.number, ())))
         return number, params
+
+    # ---- forks and retries (steer.checkpoints) ---------------------------------------------- #
+    def continue_trial(self, rec: record.TrialRecord, kind: str, *, step: int, checkpoint: int | None,
+                       changes: dict[str, Any] | None = None, attempt: int = 1) -> int:
+        """Enqueue a trial that carries on from trial `rec`'s checkpoint (`record.continuation`): a fork
+        (`kind` "fork", with `changes`) or a retry of a trial whose worker died. Returns its number."""
+        params, attrs = record.continuation(rec, kind=kind, step=step, checkpoint=checkpoint, changes=changes,
+                                            attempt=attempt)
+        number = enqueue_trial(self.storage, self.study_id, params, *record.split(attrs))
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        save_trial_note(self.storage, self.study_id, trial_id, record.note(record.read(self.storage.get_trial(trial_id))))
+        return number
+
+    def retry(self, trial: FrozenTrial) -> int | None:
+        """Carry a trial whose worker died on from its last cadence checkpoint (from step 0 if it took none),
+        as a new trial, within the spec's `[checkpoints] retries`; returns its number, or None."""
+        from steer.checkpoints import DEFAULTS, Checkpoints
+
+        rec = record.read(trial)
+        retries = ((self.study_user_attr(record.SPEC) or {}).get("checkpoints") or DEFAULTS)["retries"]
+        attempt = (rec.resume or {}).get("attempt", 0) + 1 if rec.retry_of is not None else 1
+        if attempt > retries:
+            return None
+        others = self.storage.get_all_trials(self.study_id, deepcopy=False)
+        if any(t.user_attrs.get(record.RETRY_OF) == trial.number for t in others):
+            return None  # carried on already (two processes found it stale)
+        checkpoints = Checkpoints.of(self)
+        found = checkpoints.of_trial(trial.number, "cadence")
+        # None of its own yet: where it started (a fork, a retry), if that is still there.
+        last = found[-1] if found else checkpoints.get((rec.resume or {}).get("checkpoint") or -1)
+        return self.continue_trial(rec, "retry", step=last.step if last else 0,
+                                   checkpoint=last.id if last else None, attempt=attempt)
+
+    def delete_study(self) -> dict[str, int]:
+        """Delete the study: its checkpoints (files and rows), steer's rows of it, then Optuna's study.
+        Returns how many of each went. Other studies in the database are not touched."""
+        from steer.checkpoints import Checkpoints
+
+        removed = {"checkpoints": Checkpoints.of(self).delete_study()}
+
+        def wipe(s: Session) -> None:
+            for table in T.STUDY_TABLES:
+                removed[table.name] = s.execute(table.delete().where(table.c.study_id == self.study_id)).rowcount
+
+        self.db.run(wipe)
+        optuna.delete_study(study_name=self.study_name, storage=self.storage)
+        for key in [k for k, c in _OPENED.items() if c is self]:
+            del _OPENED[key]
+        return removed
 
     def _forget(self, s: Session, table: Any, param: str) -> None:
         """Delete this study's row for `param` from a table keyed by (study, param): a pin, a hint, an edit."""

@@ -176,7 +176,7 @@ def _spec_record(spec: Spec) -> dict[str, Any]:
     """What a replay or the app needs to know about the spec, stored in the study."""
     return {"image": spec.image, "size": spec.size, "steps": spec.steps, "report_every": spec.report_every,
             "backend": spec.backend, "device": spec.device, "precision": spec.precision, "seed": spec.seed,
-            "space": {d.name: search_space.to_dict(d) for d in spec.space},
+            "space": {d.name: search_space.to_dict(d) for d in spec.space}, "checkpoints": dict(spec.checkpoints),
             "base": str(spec.path.parent.resolve()) if spec.path else None}
 
 
@@ -192,8 +192,11 @@ def check_runnable(spec: Spec) -> None:
 class Objective:
     """A picklable callable: `study.optimize(Objective(spec))`. The target is loaded once."""
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, checkpoint_store: Any = None) -> None:
+        """`checkpoint_store`: any Optuna artifact store for the trials' checkpoints (default: the study's
+        artifact folder; several machines need one they all reach)."""
         self.spec = spec
+        self.checkpoint_store = checkpoint_store
         self.target = load_target(spec.image, spec.size, spec.path.parent if spec.path else None)
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -232,11 +235,13 @@ class Objective:
             control.sweep(trial.study)  # another worker may have died since this one started
             control.store_target(to_png(self.target), self.target.shape[1], self.target.shape[0])
         cadence = {k: spec.steering[k] for k in ("poll_interval", "publish_interval", "preview_size", "spare_watched")}
+        cadence.update(checkpoint_every=spec.checkpoints["every"], checkpoint_keep=spec.checkpoints["keep"],
+                       checkpoint_store=self.checkpoint_store)
         started = time.perf_counter()
         # The same public steering API as any training loop's (steer.steering): no private path.
         with steering(trial, **trainer.steering_kwargs(), enabled=spec.steering_enabled, **cadence) as s:
             try:
-                return self._train(trial, trainer, s)
+                return self._train(trial, trainer, s)  # a fork or a retry trains on from its checkpoint's step
             finally:
                 record.write(trial, record.TRAIN_SECONDS, round(time.perf_counter() - started, 3))
                 self._save_prediction(trial, trainer)
@@ -270,9 +275,9 @@ class Objective:
                 reason = f"pruned by {type(trial.study.pruner).__name__} at step {step} (PSNR {psnr:.2f} dB)"
                 record.write(trial, record.PRUNED_REASON, reason)
                 raise optuna.TrialPruned(reason)
-        return psnr
+        return psnr if psnr == psnr else trainer.psnr()  # a fork taken at the last step trains no step
 
 
-def objective(spec: Spec) -> Callable[[optuna.Trial], float]:
+def objective(spec: Spec, checkpoint_store: Any = None) -> Callable[[optuna.Trial], float]:
     """The Optuna objective for `spec`: `study.optimize(steer.objective(spec), n_trials=...)`."""
-    return Objective(spec)
+    return Objective(spec, checkpoint_store)

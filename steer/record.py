@@ -26,7 +26,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from steer.actions import ACTIONS
+from steer.actions import ACTIONS, SETTING_ACTIONS
 
 PREFIX = "steer."
 
@@ -53,6 +53,9 @@ PROMOTED_FROM = "steer.promoted_from"  # the trial whose run this one repeats, c
 PROMOTION = "steer.promotion"  # how: {"from": N, "schedule": bool, "seed": "same" | "new"}
 OVERRIDES = "steer.overrides"  # the values a promoted trial must start with, searched or not
 SCHEDULE = "steer.schedule"  # a promoted trial's changes to make, [{"step", "action", "args"}], at those steps
+FORK_OF = "steer.fork_of"  # the trial this one was forked from (it started from that trial's checkpoint)
+RETRY_OF = "steer.retry_of"  # the crashed trial this one carries on from its last checkpoint
+RESUME = "steer.resume"  # where a fork or a retry starts: {"kind", "from", "step", "checkpoint", "applied", ...}
 
 # ---- trial attributes: what happened ----------------------------------------- #
 INTERVENTIONS = "steer.interventions"  # every applied command, in order (see `entry`)
@@ -66,11 +69,12 @@ SPARED = "steer.spared"  # why the pruner's verdict was overruled (kept, watched
 PRUNED_REASON = "steer.pruned_reason"
 DIVERGED = "steer.diverged"
 FAIL_REASON = "steer.fail_reason"
+CHECKPOINT_WARNING = "steer.checkpoint_warning"  # why a checkpoint could not be written (the trial went on)
 
 
 # The keys kept as user attributes: short, and what a person looks for in `optuna trials` and
 # optuna-dashboard. Every other key is a system attribute.
-SHOWN = (STEERED, PROMOTED_FROM, BASELINE, PRUNED_REASON, DIVERGED, HINTED)
+SHOWN = (STEERED, PROMOTED_FROM, FORK_OF, RETRY_OF, BASELINE, PRUNED_REASON, DIVERGED, HINTED)
 
 
 def attrs(trial: Any) -> dict[str, Any]:
@@ -133,6 +137,8 @@ class TrialRecord:
     schedule: list[dict[str, Any]] = field(default_factory=list)  # a promoted trial's changes at their steps
     promotion: dict[str, Any] | None = None  # how it was promoted (see PROMOTION)
     hinted: dict[str, Any] = field(default_factory=dict)  # params a person's hint drew (see HINTED)
+    resume: dict[str, Any] | None = None  # a fork's or a retry's starting point (see RESUME)
+    checkpoint_warning: str | None = None
 
     @property
     def kept(self) -> bool:
@@ -161,10 +167,22 @@ class TrialRecord:
                 for *_, e in sorted(given + applied, key=lambda x: x[:3]) if up_to is None or e["step"] <= up_to]
 
     @property
+    def fork_of(self) -> int | None:
+        return self.resume["from"] if self.resume and self.resume.get("kind") == "fork" else None
+
+    @property
+    def retry_of(self) -> int | None:
+        return self.resume["from"] if self.resume and self.resume.get("kind") == "retry" else None
+
+    @property
     def origin(self) -> str | None:
-        """Where the trial came from, in words: baseline, promoted from #N, or None (the sampler)."""
+        """Where the trial came from, in words: baseline, promoted from #N, fork of #N at step S, retry of
+        #N from step S, or None (the sampler)."""
         if self.promoted_from is not None:
             return f"promoted from #{self.promoted_from}"
+        if self.resume:
+            how = "fork of" if self.resume.get("kind") == "fork" else "retry of"
+            return f"{how} #{self.resume['from']} at step {self.resume['step']}"
         return "baseline" if self.baseline else None
 
 
@@ -184,7 +202,7 @@ def read(trial: FrozenTrial) -> TrialRecord:
         marked_steered=bool(kept.get(STEERED, False)),
         paused=kept.get(PAUSED), paused_seconds=float(kept.get(PAUSED_SECONDS) or 0.0), spared=kept.get(SPARED),
         seed=kept.get(SEED), schedule=list(kept.get(SCHEDULE) or []), promotion=kept.get(PROMOTION),
-        hinted=dict(kept.get(HINTED) or {}),
+        hinted=dict(kept.get(HINTED) or {}), resume=kept.get(RESUME), checkpoint_warning=kept.get(CHECKPOINT_WARNING),
     )
 
 
@@ -195,7 +213,8 @@ def row(trial: FrozenTrial, promoted_as: list[int] | tuple[int, ...] = ()) -> di
     return {"number": rec.number, "state": rec.state, "psnr": rec.value, "params": rec.sampled,
             "duration_s": rec.duration_s, "steered": rec.steered, "baseline": rec.baseline,
             "promoted_from": rec.promoted_from, "promoted_as": list(promoted_as), "origin": rec.origin,
-            "hinted": rec.hinted, "note": rec.note}
+            "hinted": rec.hinted, "note": rec.note, "fork_of": rec.fork_of, "retry_of": rec.retry_of,
+            "resumed_at": rec.resume["step"] if rec.resume else None}
 
 
 def rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
@@ -252,6 +271,13 @@ def change(e: dict[str, Any]) -> str:
         found = new.get("suggestion")
         return (f"LR range test: suggested {fmt(found)}" if found is not None else "LR range test: no suggestion") \
             + f" ({new.get('reason')})"
+    if action == "undo":
+        return f"undid {fmt(e.get('old'))}" + (f" (back to its state at step {new['step']})"
+                                             if isinstance(new, dict) and "step" in new else "")
+    if action == "fork":
+        changed = fmt((new or {}).get("changes")) if isinstance(new, dict) else ""
+        return (f"forked as #{new['trial']}" if isinstance(new, dict) and "trial" in new else "forked") \
+            + (f" with {changed}" if changed else " (no change)")
     words = {"pause": "paused", "resume": "resumed", "keep": "kept from automatic pruning"}
     return words.get(action) or f"{action} {fmt(args)}".strip()
 
@@ -266,6 +292,18 @@ def provenance(rec: TrialRecord, promoted_as: list[int] | tuple[int, ...] = ()) 
                 if how else "its effective values from step 0")
         seed = {"same": ", same seed", "new": ", a new seed"}.get(how.get("seed"), "")
         lines.append(f"Promoted from #{rec.promoted_from}: {what}{seed}; never pruned automatically.")
+    if rec.resume:
+        r = rec.resume
+        start = (f"its checkpoint {r['checkpoint']} at step {r['step']}" if r.get("checkpoint") is not None
+                 else "step 0 (it had no checkpoint)")
+        if r.get("kind") == "fork":
+            changed = fmt(r.get("changes")) or "no change"
+            lines.append(f"Forked from #{r['from']} at step {r['step']} ({changed}), starting from {start}.")
+        else:
+            lines.append(f"Retried from #{r['from']} (its worker died), starting from {start}; "
+                         f"attempt {r.get('attempt', 1)}.")
+    if rec.checkpoint_warning:
+        lines.append(f"Checkpoints: {rec.checkpoint_warning}.")
     if rec.baseline:
         lines.append("The baseline: the seeds' hand-picked net.")
     # A running trial's promotions are in its interventions; a finished one's are found by the caller.
@@ -306,14 +344,17 @@ def fmt(v: Any) -> str:
 
 # ---- promotion: a clean run of what a trial did ------------------------------- #
 
+ACTIONS_BY_SETTING = {setting: a.name for setting, a in SETTING_ACTIONS.items()}  # "lr" -> "set_lr"
 SCHEDULE_MARK = "@"  # a scheduled change as an Optuna param: "lr@479" = 3e-4 (set lr to 3e-4 after step 479)
 
 
 def scheduled_param(event: dict[str, Any]) -> tuple[str, Any]:
-    """A schedule event as the Optuna param a promoted trial records: (`lr@479`, 3e-4), (`reset@0`, seed)."""
+    """A schedule event as the Optuna param a promoted trial records: (`lr@479`, 3e-4), (`reset@0`, seed),
+    (`undo@900`, 1)."""
     action = ACTIONS[event["action"]]
     name = action.setting or action.name
-    value = event["args"]["value"] if action.setting else event["args"].get("seed")
+    # a setting's new value, a reset's seed, an undo's mark (1: it happened)
+    value = event["args"]["value"] if action.setting else 1 if action.name == "undo" else event["args"].get("seed")
     return f"{name}{SCHEDULE_MARK}{event['step']}", value
 
 
@@ -350,6 +391,38 @@ def promotion(rec: TrialRecord, *, effective: dict[str, Any] | None = None, up_t
     events = rec.changes(up_to)
     params = {**rec.started_with, **dict(scheduled_param(e) for e in events)}
     return params, {**attrs, OVERRIDES: dict(rec.started_with), SCHEDULE: events}
+
+
+def continuation(rec: TrialRecord, *, kind: str, step: int, checkpoint: int | None,
+                 changes: dict[str, Any] | None = None, attempt: int = 1) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The params and attrs that enqueue a trial carrying on from `rec`'s checkpoint (a `fork`, or a
+    `retry` of a trial whose worker died), `checkpoint` taken at `step` (None: none, start at step 0).
+
+    Its schedule is the whole chain back to step 0, so `steer replay` (and a promote) can run it from
+    scratch: the changes the checkpoint holds already (`applied` of them, which the trial skips), then a
+    fork's `changes` at `step`, then what `rec` had yet to do: a fork repeats its parent's given schedule
+    after `step`; a retry every change its dead trial made after it (the person's included), at its step.
+    Every event is also an Optuna param (`lr@479`), as for a promoted trial.
+    """
+    held = rec.changes(step) if checkpoint is not None else []
+    at_fork = [{"step": step, "action": ACTIONS_BY_SETTING[k], "args": {"value": v}} for k, v in (changes or {}).items()]
+    if kind == "fork":
+        later = [{"step": e["step"], "action": e["action"], "args": e["args"]} for e in rec.schedule if e["step"] > step]
+    else:
+        later = [e for e in rec.changes() if checkpoint is None or e["step"] > step]
+    schedule = held + at_fork + later
+    params = {**rec.started_with, **dict(scheduled_param(e) for e in schedule)}
+    resume = {"kind": kind, "from": rec.number, "step": step if checkpoint is not None else 0,
+              "checkpoint": checkpoint, "applied": len(held)}
+    if kind == "fork":
+        resume["changes"] = dict(changes or {})
+    else:  # the dead trial's exemption from automatic pruning carries over, with the attempt
+        resume.update(attempt=attempt, exempt=bool(rec.steered or rec.promoted_from is not None or rec.kept))
+    attrs: dict[str, Any] = {FORK_OF if kind == "fork" else RETRY_OF: rec.number, RESUME: resume,
+                             OVERRIDES: dict(rec.started_with), SCHEDULE: schedule}
+    if rec.seed is not None:
+        attrs[SEED] = rec.seed
+    return params, attrs
 
 
 def promoted_as(trials: list[FrozenTrial]) -> dict[int, list[int]]:

@@ -1,5 +1,9 @@
 """Re-running a recorded trial: same params, seed and interventions at the same steps.
 
+A fork or a retry of a crashed trial is replayed from step 0 too: its schedule is
+the whole chain of changes back to step 0 (`record.continuation`), and an undo
+goes back to the state the same rule finds (`Steering._apply` keeps it in memory).
+
 On the CPU the replay is bitwise identical to the original run, which is what
 makes a steered study auditable: the record is complete. Importing this module
 does not import torch (`steer show --trial` uses `find_trial`); `replay_trial` does.
@@ -57,6 +61,7 @@ def replay_trial(study: optuna.Study, number: int, device: str | None = None) ->
     i = 0
     while trainer.step_count < final_step:
         while i < len(events) and events[i]["step"] == trainer.step_count:
+            knobs.step_count = trainer.step_count
             knobs.apply(events[i]["action"], events[i]["args"])
             i += 1
         loss = trainer.step(knobs.loss_fn)
@@ -68,7 +73,10 @@ def replay_trial(study: optuna.Study, number: int, device: str | None = None) ->
                 error = str(exc)
                 break
             replayed[step] = trainer.psnr()
-    # A finished trial's value is its last reported PSNR (pruned ones too): compare at that step.
+    # A finished trial's value is its last reported PSNR (pruned ones too): compare at that step. A fork
+    # or a retry reported from where it started: the replay, run from step 0, is compared from there.
+    start = (attrs.get(record.RESUME) or {}).get("step", 0)
+    replayed = {step: v for step, v in replayed.items() if step > start}
     last_report = max(trial.intermediate_values, default=None)
     original = trial.value if trial.value is not None else _last(trial.intermediate_values)
     replay_value = replayed.get(last_report) if last_report is not None else trainer.psnr()

@@ -2,7 +2,8 @@
 
 The spec's `trials` is the study's budget of finished trials: a resumed study
 only runs what is missing, and several workers on one storage stop together
-(Optuna's `MaxTrialsCallback`). A trial that fails, or that Ctrl-C / SIGTERM
+(a callback like Optuna's `MaxTrialsCallback`, which counts a crashed trial that
+a retry carried on once). A trial that fails, or that Ctrl-C / SIGTERM
 stops, ends FAIL with the reason in its `steer.fail_reason` user attribute.
 """
 
@@ -27,7 +28,11 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    """The finished trials the budget counts: a trial whose worker died and that a retry carries on
+    (`steer.retry_of`) counts once, as its retry."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(record.RETRY_OF) for t in trials}
+    return sum(1 for t in trials if t.state in FINISHED and t.number not in retried)
 
 
 def remaining_trials(study: optuna.Study, spec: Spec) -> int | None:
@@ -46,10 +51,9 @@ def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], s
             console.print(f"study already has {done} finished trials (budget {budget}); "
                           "raise the budget with --trials N to run more")
         return
-    remaining = None if budget is None else budget - done
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = []
     if budget is not None:
-        callbacks.append(optuna.study.MaxTrialsCallback(budget, states=FINISHED))
+        callbacks.append(lambda study, trial: study.stop() if finished_count(study) >= budget else None)
 
     progress = make_progress(console, disable=not show_progress)
     task = progress.add_task("trials", total=budget, completed=done, best=best_text(study))
@@ -77,7 +81,8 @@ def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], s
     if control is not None:
         wait_while_held(control)  # a held study starts no trial, the first one included
     with progress, _short_interrupt_logs():
-        study.optimize(_with_fail_reason(objective), n_trials=remaining, timeout=spec.timeout,
+        # No n_trials: the budget callback stops it (a retry may run in any worker, beyond a count planned here).
+        study.optimize(_with_fail_reason(objective), timeout=spec.timeout,
                        callbacks=callbacks, gc_after_trial=False)
     stopping.check()
 

@@ -108,6 +108,9 @@ class Spec:
     schedule: tuple[dict[str, Any], ...] = ()  # changes every trial makes at their steps ([[changes]])
     artifacts: Path | None = None  # artifact folder (default: beside a SQLite database)
     cuda_graph: bool = True  # on CUDA, each training step runs as one captured CUDA graph
+    # [checkpoints] (steer.checkpoints): seconds between two, how many a running trial keeps, how many
+    # times a trial whose worker died is carried on from its last one
+    checkpoints: dict[str, Any] = field(default_factory=lambda: {"every": 10.0, "keep": 3, "retries": 1})
 
     def with_overrides(self, **changes: Any) -> Spec:
         """A copy with CLI overrides applied (None means keep); values are re-checked."""
@@ -147,6 +150,7 @@ _PRUNER_KEYS = {
     "type": str, "n_startup_trials": int, "n_warmup_steps": int,
     "min_resource": int, "reduction_factor": int,
 }
+_CHECKPOINT_KEYS = {"every": float, "keep": int, "retries": int}
 _STEERING_KEYS = {
     "enabled": bool, "poll_interval": float, "publish_interval": float, "exempt_steered_from_pruning": bool,
     "spare_watched": bool, "preview_size": int, "heartbeat_interval": int, "grace_period": int,
@@ -346,20 +350,27 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
     if not 8 <= steering["preview_size"] <= 512:
         steering_sec.fail("preview_size", f"must be in [8, 512] pixels, got {steering['preview_size']}")
 
+    checkpoints_sec = _Section(where, "checkpoints", top.table.pop("checkpoints", {}))
+    checkpoints = {"every": 10.0, "keep": 3, "retries": 1, **_typed_table(checkpoints_sec, _CHECKPOINT_KEYS)}
+    if not 0 <= checkpoints["every"] <= 86400:
+        checkpoints_sec.fail("every", f"must be in [0, 86400] seconds (0: none at a cadence), got {checkpoints['every']}")
+    _positive(checkpoints_sec, "keep", checkpoints["keep"])
+    _positive(checkpoints_sec, "retries", checkpoints["retries"], 0)
+
     schedule = _parse_changes(where, top.table.pop("changes", []), steps)
     top.done()
     return Spec(
         path=path, name=name, image=image, size=size, trials=trials, timeout=timeout, seed=seed,
         steps=steps, report_every=report_every, backend=backend, device=device, precision=precision,
         space=tuple(dims), fixed=fixed, sampler=sampler, pruner=pruner, steering=steering,
-        baseline=baseline, trial_seed=trial_seed, schedule=schedule, cuda_graph=cuda_graph,
+        baseline=baseline, trial_seed=trial_seed, schedule=schedule, cuda_graph=cuda_graph, checkpoints=checkpoints,
         artifacts=None if artifacts is None else (path.parent if path else Path.cwd()) / artifacts,
     )
 
 
 def _parse_changes(where: str, raw: Any, steps: int) -> tuple[dict[str, Any], ...]:
-    """`[[changes]]` tables: `step`, `action` (set_lr, set_optimizer, set_loss, set_weight_decay, reset)
-    and its `value` (a reset's seed), each checked as a request to a running trial would be."""
+    """`[[changes]]` tables: `step`, `action` (set_lr, set_optimizer, set_loss, set_weight_decay, reset, undo)
+    and its `value` (a reset's seed; none for an undo), each checked as a request to a running trial would be."""
     from steer import actions  # it reads PARAMS from here
 
     if not isinstance(raw, list):
@@ -378,7 +389,7 @@ def _parse_changes(where: str, raw: Any, steps: int) -> tuple[dict[str, Any], ..
             sec.fail("step", f"must not be before the previous change's step ({events[-1]['step']}), got {step}")
         if name not in allowed:
             sec.fail("action", f"got {name!r}; allowed: {' | '.join(allowed)}")
-        if name != "reset" and value is None:
+        if name not in ("reset", "undo") and value is None:
             sec.fail("value", "is required")
         try:
             args = actions.arguments(actions.ACTIONS[name], value=value, trial=0)

@@ -31,7 +31,7 @@ import inspect
 import logging
 import time
 import weakref
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import optuna
 import torch
@@ -45,6 +45,9 @@ from steer.image import to_png
 from steer.sampler import SteerSampler
 from steer.spec import PARAMS
 from steer.storage import ControlError, reported_values
+
+if TYPE_CHECKING:
+    from steer.checkpoints import Checkpoint, Checkpoints
 
 log = logging.getLogger("steer.steering")
 
@@ -143,6 +146,36 @@ def _find_lr(s: Steering, args: dict[str, Any]) -> tuple[Any, Any, Any]:
     test = range_test(s.model, s.optimizer, s.lr_range_loss)
     summary = {"suggestion": test.suggestion, "reason": test.reason, "steps": test.steps}
     return s.lr, summary, {"range_test": test.to_dict()}  # the curve goes with the command, not the record
+
+
+@handles("undo")
+def _undo(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    from steer.checkpoints import CheckpointError, from_bytes
+
+    if not s._undo:
+        since = f" since it started from step {s.start_step}" if s.start_step else ""
+        raise InvalidChange(f"nothing to undo{since}: undo takes back a change that steered the trial "
+                            f"(LR, optimizer, loss, weight decay, reset)")
+    entry = s._undo[-1]
+    try:
+        state = from_bytes(entry["blob"], s.device) if "blob" in entry else s.checkpoints.load(entry["checkpoint"],
+                                                                                                s.device)
+    except CheckpointError as exc:
+        raise InvalidChange(f"cannot undo {entry['what']}: {exc}") from None
+    s.restore(state, keep_step=True)
+    s._undo.pop()
+    return entry["what"], {"step": entry["step"]}
+
+
+@handles("fork")
+def _fork(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
+    if s.checkpoints is None or s.state is None:
+        raise InvalidChange("fork needs a loop that can start from a checkpoint: pass state= to steer.steering "
+                            "(steer's own trials do) and steer a study in a database")
+    ck = s.save_checkpoint("fork", command=s._current_command, required=True)
+    rec = record.read(s.control.trial(s.trial.number))  # what the trial did up to now: the checkpoint holds it
+    number = s.control.continue_trial(rec, "fork", step=s.step_count, checkpoint=ck.id, changes=args["changes"])
+    return None, {"trial": number, "step": s.step_count, "changes": args["changes"], "checkpoint": ck.id}
 
 
 @handles("prune")
@@ -272,7 +305,9 @@ class Steering:
                  effective_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  control: Control | None = None, poll_interval: float = 0.2, publish_interval: float = 0.5,
                  preview_size: int = 128, spare_watched: bool = True,
-                 lr_range_loss: Callable[[torch.nn.Module], torch.Tensor] | None = None) -> None:
+                 lr_range_loss: Callable[[torch.nn.Module], torch.Tensor] | None = None,
+                 state: Any = None, checkpoints: Checkpoints | None = None, checkpoint_every: float = 0.0,
+                 checkpoint_keep: int = 3) -> None:
         self.trial = trial
         self.optimizer = optimizer
         self.model = model
@@ -297,6 +332,18 @@ class Steering:
         attrs = record.attrs(trial) if trial is not None else {}
         self.schedule: list[dict[str, Any]] = list(attrs.get(record.SCHEDULE) or [])
         self.promoted = attrs.get(record.PROMOTED_FROM) is not None
+        # Checkpoints (steer.checkpoints): `state` is the loop's own (state_dict / load_state_dict, with its
+        # step under "step"); without it a snapshot holds the model and the optimizer.
+        self.state = state
+        self.checkpoints = checkpoints if (state is not None or model is not None) else None
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_keep = checkpoint_keep
+        self.resume: dict[str, Any] | None = attrs.get(record.RESUME)  # a fork's or a retry's starting point
+        self.start_step = self.resume["step"] if self.resume else 0  # the loop trains from the step after it
+        self._undo: list[dict[str, Any]] = []  # what undo goes back to, newest last (see `_apply`)
+        self._next_checkpoint = time.monotonic() + checkpoint_every
+        self._warned_checkpoint = False
+        self._current_command: int | None = None
         self.step_count = 0
         self._last_loss: Any = None  # a tensor is kept as it is: reading it waits for the GPU
         self._next_poll = 0.0
@@ -348,7 +395,8 @@ class Steering:
         app is being watched. The last two are recorded as spared
         (`steer.spared`) when the pruner would have stopped them.
         """
-        if (self.trial is None or (exempt_steered and self.steered) or self.promoted
+        inherited = bool(self.resume and self.resume.get("exempt"))  # a retry of a trial that was exempt
+        if (self.trial is None or (exempt_steered and self.steered) or self.promoted or inherited
                 or not self.trial.should_prune()):
             return False
         why = "kept" if self.kept else "watched" if self._watched() else None
@@ -400,6 +448,12 @@ class Steering:
         if publish or now >= self._next_publish:
             self._next_publish = now + self.publish_interval
             self.publish(value=value, preview=preview)
+        if (self.checkpoint_every > 0 and self.checkpoints is not None and self.state is not None
+                and now >= self._next_checkpoint):  # (only a loop that can load one is resumed from one)
+            # After the commands of this step boundary: the checkpoint holds every change up to this step.
+            self._next_checkpoint = now + self.checkpoint_every
+            if self.save_checkpoint("cadence") is not None:
+                self._quietly(lambda: self.checkpoints.retain(self.trial.number, self.checkpoint_keep))
 
     # ---- commands ------------------------------------------------------------------------- #
     def poll(self) -> None:
@@ -416,13 +470,39 @@ class Steering:
         """Apply one trial-side action with checked `args` now; returns (old, new). For replay and tests."""
         return self._apply(action, args)[:2]
 
-    def _apply(self, action: str, args: dict[str, Any]) -> tuple[Any, ...]:
+    def _apply(self, action: str, args: dict[str, Any], command: int | None = None) -> tuple[Any, ...]:
         """(old, new) or (old, new, detail): a handler may return what the command's result carries
-        beyond the trial's record (find_lr's curve)."""
+        beyond the trial's record (find_lr's curve).
+
+        Before a change that steers, the state as it is goes on the undo stack: a checkpoint in the
+        study's store for a person's command (`before`), else (a scheduled change, a replay, no store)
+        the snapshot in memory. `undo` takes the newest back, and the same rule in a replay or a
+        promoted run finds the same state.
+        """
         handler = HANDLERS.get(action)
         if handler is None:
             raise InvalidChange(f"action {action!r} cannot be applied by a trial")
-        return handler(self, args)
+        entry = self._before(command) if ACTIONS[action].steers and action != "undo" else None
+        try:
+            out = handler(self, args)
+        except BaseException:
+            if entry is not None and "checkpoint" in entry:
+                self._quietly(lambda: self.checkpoints.remove([entry["checkpoint"]]))
+            raise
+        if entry is not None:
+            entry["what"] = record.change({"action": action, "args": args, "old": out[0], "new": out[1]})
+            self._undo.append(entry)
+        return out
+
+    def _before(self, command: int | None) -> dict[str, Any] | None:
+        """The state before a change, as the undo stack keeps it (None: this loop gives none to keep)."""
+        if self.state is None and self.model is None:
+            return None
+        if command is not None and self.checkpoints is not None:
+            ck = self.save_checkpoint("before", command=command)
+            if ck is not None:
+                return {"checkpoint": ck, "step": self.step_count}
+        return {"blob": self.snapshot(), "step": self.step_count}
 
     def _apply_schedule(self, step: int) -> None:
         """Make the scheduled changes due at this step boundary, in their order (not interventions:
@@ -433,8 +513,9 @@ class Steering:
 
     def _handle(self, cmd: Command) -> None:
         self._current_by = cmd.requested_by
+        self._current_command = cmd.id
         try:
-            old, new, *detail = self._apply(cmd.action, cmd.args)
+            old, new, *detail = self._apply(cmd.action, cmd.args, command=cmd.id)
         except InvalidChange as exc:
             self.control.resolve(cmd.id, "rejected", reason=str(exc))
             return
@@ -453,6 +534,81 @@ class Steering:
         from optuna_dashboard import save_note
 
         save_note(self.trial, record.note(record.read(self.control.trial(self.trial.number))))
+
+    # ---- checkpoints (steer.checkpoints) ----------------------------------------------------- #
+    @property
+    def device(self) -> torch.device:
+        if self.model is not None:
+            first = next(iter(self.model.parameters()), None)
+            if first is not None:
+                return first.device
+        return torch.device(getattr(self.state, "device", "cpu"))
+
+    def snapshot(self) -> bytes:
+        """The state the next steps depend on, serialised: the settings steered here and the loop's state."""
+        from steer.checkpoints import to_bytes
+
+        loop = (self.state.state_dict() if self.state is not None else
+                {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
+        return to_bytes({"settings": {"optimizer": self.optimizer_name, "loss": self.loss_name}, "loop": loop})
+
+    def restore(self, state: dict[str, Any], *, keep_step: bool) -> None:
+        """Go to a snapshot's state (`steer.checkpoints.from_bytes`). `keep_step`: the step count goes on
+        (undo: Optuna's reports and the pruner see one clock); else it is the snapshot's (a fork, a retry)."""
+        name = state["settings"].get("optimizer")
+        if name != self.optimizer_name and name in self.optimizers:  # switched since: switch back first
+            _switch_in_place(self.optimizer, self.optimizers[name], self.lr, self.weight_decay)
+            self.optimizer_name = name
+        if state["settings"].get("loss") is not None:
+            self.loss_name = state["settings"]["loss"]
+        loop = dict(state["loop"])
+        if keep_step and "step" in loop:  # the loop's own count (a replay does not tell this object its steps)
+            loop["step"] = self.state.state_dict()["step"] if self.state is not None else self.step_count
+        if self.state is not None:
+            self.state.load_state_dict(loop)
+        else:
+            self.model.load_state_dict(loop["model"])
+            self.optimizer.load_state_dict(loop["optimizer"])
+
+    def save_checkpoint(self, kind: str, command: int | None = None, required: bool = False) -> Checkpoint | None:
+        """Write a checkpoint of the state now. One that cannot be written (a full disk) is said in the log
+        and the record, and the trial trains on without it (None); `required`: InvalidChange instead."""
+        try:
+            return self.checkpoints.save(self.trial.number, self.step_count, kind, self.snapshot(), command)
+        except (OSError, ControlError) as exc:
+            reason = f"a {kind} checkpoint at step {self.step_count} could not be written ({exc})"
+            if required:
+                raise InvalidChange(reason) from None
+            log.warning("trial %d: %s; it trains on without it", self.trial.number, reason)
+            if not self._warned_checkpoint:  # once: the record keeps the first reason, the log every one
+                self._warned_checkpoint = True
+                self._quietly(lambda: record.write(self.trial, record.CHECKPOINT_WARNING, reason))
+            return None
+
+    def _start_from_checkpoint(self) -> None:
+        """A fork or a retry: load the checkpoint it starts from (CheckpointError: it cannot, and the
+        trial fails with that reason)."""
+        from steer.checkpoints import CheckpointError
+
+        r = self.resume
+        try:
+            if self.checkpoints is None or self.state is None:
+                raise CheckpointError(f"trial {self.trial.number} starts from checkpoint {r['checkpoint']} of trial "
+                                      f"{r['from']}, but this loop cannot load one: pass state= to steer.steering")
+            ck = self.checkpoints.get(r["checkpoint"])
+            if ck is None:
+                raise CheckpointError(f"checkpoint {r['checkpoint']} of trial {r['from']} (step {r['step']}) is gone")
+            self.restore(self.checkpoints.load(ck, self.device), keep_step=False)
+        except CheckpointError as exc:  # the trial fails with the reason in its record, whoever runs the loop
+            record.write(self.trial, record.FAIL_REASON, f"CheckpointError: {exc}")
+            raise
+
+    def _quietly(self, fn: Callable[[], Any]) -> None:
+        """Housekeeping that must not stop a trial: a failure is logged."""
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - logged; the trial trains on
+            log.warning("trial %d: checkpoint housekeeping failed: %s", self.trial.number if self.trial else -1, exc)
 
     # ---- live state ----------------------------------------------------------------------- #
     def publish(self, *, value: Any = None, preview: Any = None, running: bool = True) -> None:
@@ -481,6 +637,13 @@ class Steering:
             record.write(self.trial, record.CHOICES, {"optimizer": list(self.optimizers), "loss": list(self.losses)})
             for event in self.schedule:  # as Optuna params too: best_params and the sampler see the schedule
                 self._suggest_scheduled(event)
+        if self.resume:  # a fork or a retry: the changes its checkpoint holds are made already
+            self.schedule = self.schedule[self.resume.get("applied", 0):]
+            if self.resume.get("checkpoint") is not None:
+                self._start_from_checkpoint()
+            self.step_count = self.start_step
+            if self.schedule and self.schedule[0]["step"] <= self.start_step:
+                self._apply_schedule(self.start_step)  # a fork's changes, before its first step
         return self
 
     def _suggest_scheduled(self, event: dict[str, Any]) -> None:
@@ -496,6 +659,8 @@ class Steering:
         elif setting is not None:
             pdef = PARAMS[setting]
             self.trial.suggest_float(name, pdef.low, pdef.high, log=pdef.low > 0)  # lr: log, weight decay from 0
+        elif event["action"] == "undo":  # no value: that it happened, at that step
+            self.trial.suggest_int(name, 1, 1)
         else:  # reset: the seed it drew
             self.trial.suggest_int(name, 0, 2**63 - 1)
 
@@ -519,6 +684,8 @@ class Steering:
         if self.control is None:
             return
         self.publish(value=self._last_value, preview=self._last_preview, running=False)
+        if self.checkpoints is not None:  # its own go (unless a fork starts from one), and any nobody needs
+            self._quietly(lambda: self.checkpoints.release(self.trial.number))
         try:
             self.control.expire_pending(self.trial.number, f"the trial {how} before the command was applied")
         except ControlError as exc:
@@ -531,7 +698,9 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
              effective_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None, enabled: bool = True,
              poll_interval: float = 0.2, publish_interval: float = 0.5, preview_size: int = 128,
              spare_watched: bool = True,
-             lr_range_loss: Callable[[torch.nn.Module], torch.Tensor] | None = None) -> Steering:
+             lr_range_loss: Callable[[torch.nn.Module], torch.Tensor] | None = None,
+             state: Any = None, checkpoint_every: float = 0.0, checkpoint_keep: int = 3,
+             checkpoint_store: Any = None) -> Steering:
     """Make `trial` steerable; use it as a context manager around the training loop.
 
     optimizer       the optimizer the loop steps; `set_lr` / `set_weight_decay` change its param_groups,
@@ -547,6 +716,13 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
                     `find-lr` trains with a rising LR (steer.lr_finder); without it find-lr is rejected
     enabled         False: commands are neither read nor applied (the trial still records its end)
     spare_watched   `s.should_prune()` spares the trial while its page is open in the app
+    state           the loop's whole state, with `state_dict()` (its step under "step") and
+                    `load_state_dict()`: then a trial can be forked and resumed after a crash, starting
+                    at `s.start_step` (the loop trains from the step after it). Without it a checkpoint
+                    holds the model and the optimizer, enough for `undo` (not for the data order)
+    checkpoint_every  seconds between two checkpoints of a running trial (0: only before each applied
+                    change, which `undo` goes back to, and at a fork); `checkpoint_keep` of them are kept
+    checkpoint_store  any Optuna artifact store (default: the study's artifact folder)
 
     Studies on an RDB storage (SQLite, PostgreSQL, MySQL) are steerable; an
     in-memory study trains unsteered, with a warning. The study's sampler is
@@ -554,7 +730,7 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
     study's pins and hints, and steered trials do not inform the sampler (wrap it
     yourself with `steered="sampled"` to keep them in).
     """
-    control = None
+    control = checkpoints = None
     if enabled:
         try:
             control = Control.open(trial.study)
@@ -566,10 +742,15 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
         hinted = sampler.hinted(trial.number) if isinstance(sampler, SteerSampler) else {}
         if hinted:  # marked on the trial, so the comparison (and a person) can tell hinted draws apart
             record.write(trial, record.HINTED, hinted)
+        if control is not None:
+            from steer.checkpoints import Checkpoints
+
+            checkpoints = Checkpoints.of(control, checkpoint_store)
     return Steering(trial, optimizer, model=model, optimizers=optimizers, losses=losses, loss=loss,
                     optimizer_name=optimizer_name, effective_params=effective_params, control=control,
                     poll_interval=poll_interval, publish_interval=publish_interval, preview_size=preview_size,
-                    spare_watched=spare_watched, lr_range_loss=lr_range_loss)
+                    spare_watched=spare_watched, lr_range_loss=lr_range_loss, state=state,
+                    checkpoints=checkpoints, checkpoint_every=checkpoint_every, checkpoint_keep=checkpoint_keep)
 
 
 def _finite(x: Any) -> float | None:

@@ -151,7 +151,7 @@ class Trainer:
         """What `steer.steering` needs to steer this trainer."""
         return {"optimizer": self.optimizer, "model": self.model, "optimizers": self.optimizers, "losses": LOSS_FNS,
                 "loss": self.params["loss"], "optimizer_name": self.params["optimizer"],
-                "effective_params": self.effective_params, "lr_range_loss": self.range_test_loss}
+                "effective_params": self.effective_params, "lr_range_loss": self.range_test_loss, "state": self}
 
     # ---- the LR range test (steer.lr_finder) --------------------------------- #
     def range_test_loss(self, model: torch.nn.Module) -> torch.Tensor:
@@ -207,6 +207,31 @@ class Trainer:
         if self.lr_override is not None:
             out.update(lr=self.lr_override, schedule="constant")
         return out
+
+    # ---- checkpoints (steer.checkpoints) ------------------------------------ #
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next steps depend on: weights, optimizer state, the batch RNGs, the step, the LR
+        set by hand. A trainer made with the same params and seed that loads it trains on bit for bit alike
+        (on the CPU). The tensors are the live ones: serialise it (steer.checkpoints.to_bytes) to keep it."""
+        return {"step": self.step_count, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "lr_override": self.lr_override, "lr_written": self._lr_written,
+                "batch_gen": self.batch_gen.get_state(),
+                "range_gen": None if self._range_gen is None else self._range_gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go back (undo) or forward (a fork, a retry) to a `state_dict()`; its optimizer must be of the
+        same class as this trainer's (steering switches it first)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_count = int(state["step"])
+        self.lr_override = state["lr_override"]
+        self._lr_written = state["lr_written"]
+        self.batch_gen.set_state(state["batch_gen"].cpu())
+        if state["range_gen"] is None:
+            self._range_gen = None
+        else:
+            self._range_gen = torch.Generator(device=self.device)
+            self._range_gen.set_state(state["range_gen"].cpu())
 
     # ---- training ------------------------------------------------------ #
     def step(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:

@@ -67,12 +67,21 @@ CASES = {
                ["--trial", "999"], {"trial": 999}, ("resume-button.n_clicks", 999), "no trial 999 in study 'acts'"),
     "keep": ([], {}, ("keep-button.n_clicks", 1),
              ["--trial", "999"], {"trial": 999}, ("keep-button.n_clicks", 999), "no trial 999 in study 'acts'"),
+    # The fork card sends the fields filled in (a third item: the card's values as the browser has them); it
+    # checks a typed LR or weight decay itself (tests/test_dash_fork.py) and leaves the dropdowns to the server.
+    "fork": (["--set", "lr=3e-4", "--set", "optimizer=sgd"], {"value": {"lr": "3e-4", "optimizer": "sgd"}},
+             ("fork-send.n_clicks", 1, {"fork-lr.value": "3e-4", "fork-optimizer.value": "sgd"}),
+             ["--set", "optimizer=rmsprop"], {"value": {"optimizer": "rmsprop"}},
+             ("fork-send.n_clicks", 1, {"fork-optimizer.value": "rmsprop"}),
+             "optimizer: got 'rmsprop'; allowed: adam | sgd | adamw"),
+    "undo": ([], {}, ("undo-button.n_clicks", 1),
+             ["--trial", "999"], {"trial": 999}, ("undo-button.n_clicks", 999), "no trial 999 in study 'acts'"),
     # hold is checked against a study someone ("test") already held; release against a free one
     "hold": ([], {}, ("study:hold", 1), [], {}, ("study:hold", 1), "the study is held already (by test)"),
     "release": ([], {}, ("study:release", 1), [], {}, ("study:release", 1), "the study is not held"),
 }
 TRIAL_BUTTONS = ("prune.submit_n_clicks", "promote.n_clicks", "pause-button.n_clicks", "resume-button.n_clicks",
-                 "keep-button.n_clicks")
+                 "keep-button.n_clicks", "undo-button.n_clicks")
 
 
 @pytest.fixture
@@ -101,10 +110,11 @@ def via_cli(url: str, trial: int, action: str, words: list[str], capsys) -> tupl
     return cmd["state"], cmd["reason"]
 
 
-def via_app(client, app, control: Control, trial: int, action: str, trigger: tuple[str, object]) -> tuple[str, str | None]:
-    """Post what the browser posts when the control is touched; return what the request became."""
+def via_app(client, app, control: Control, trial: int, action: str, trigger: tuple) -> tuple[str, str | None]:
+    """Post what the browser posts when the control is touched (with the page's other values `trigger[2]`
+    holds, if any); return what the request became."""
     before = len(control.commands())
-    key, value = trigger
+    key, value, *others = trigger
     if key.startswith("study:"):  # the hold / release buttons of every page's frame
         button = key.split(":")[1]
         outputs = [{"id": ids.HELD_TEXT, "property": "children"}, {"id": ids.HELD_BANNER, "property": "style"},
@@ -132,15 +142,15 @@ def via_app(client, app, control: Control, trial: int, action: str, trigger: tup
         changed = (json.dumps({"param": pins[0][0], "type": ids.PIN}, separators=(",", ":")) + ".n_clicks"
                    if key.startswith("pin:") else key)
         fire(client, app, "my-commands.data", {"pin": pins, key: value},
-             {"page-ctx.data": {"study": "acts", "trial": number}, "known.data": {}, "my-commands.data": []},
-             changed=changed)
+             {"page-ctx.data": {"study": "acts", "trial": number}, "known.data": {}, "my-commands.data": [],
+              **(others[0] if others else {})}, changed=changed)
     commands = control.commands()
     assert len(commands) == before + 1, "the app recorded no request"
     assert commands[-1].action == action, f"the app asked for {commands[-1].action}, not {action}"
     return commands[-1].state, commands[-1].reason
 
 
-def fire(client, app, output: str, values: dict, state: dict, changed: str) -> None:
+def fire(client, app, output: str, values: dict, state: dict, changed: str):
     """POST to Dash's callback endpoint as the renderer does; inputs not in `values` are None."""
     spec = app.callback_map[output]
     inputs = []
@@ -157,9 +167,12 @@ def fire(client, app, output: str, values: dict, state: dict, changed: str) -> N
                       for s in spec.get("state", [])]}
     response = client.post("/_dash-update-component", json=body)
     assert response.status_code in (200, 204), response.get_data(as_text=True)
+    return response
 
 
-def _outputs(output: str) -> dict:
+def _outputs(output: str) -> dict | list:
+    if output.startswith(".."):  # a callback with several outputs: "..a.p...b.q.."
+        return [_outputs(part) for part in output[2:-2].split("...")]
     cid, prop = output.rsplit(".", 1)
     return {"id": cid, "property": prop}
 
@@ -186,6 +199,8 @@ def test_action_is_accepted_everywhere_and_rejected_alike(action, running, capsy
     assert via_cli(url, trial, action, cli_good, capsys)[0] in accepted
     repin()
     assert via_app(client, app, control, trial, action, app_good)[0] in accepted
+    if action == "fork":  # the app sends the fields filled in, as the control plane and the CLI record them
+        assert [c.args for c in control.commands()[-3:]] == [{"changes": {"lr": 3e-4, "optimizer": "sgd"}}] * 3
 
     def spoil():  # what the bad request meets: a study held by "test", or a free one
         if action == "hold" and (control.held() or {}).get("by") != "test":
@@ -202,3 +217,26 @@ def test_action_is_accepted_everywhere_and_rejected_alike(action, running, capsy
     spoil()
     if app_bad is not None:  # the app has no way to give a reset seed, and refuses a bad LR before sending
         assert via_app(client, app, control, trial, action, app_bad) == ("rejected", reason)
+
+
+@pytest.mark.parametrize("field, typed, reason", [
+    ("fork-lr.value", "-1", "lr: got -1.0; allowed: float in [1e-07, 1]"),
+    ("fork-weight-decay.value", "2", "weight_decay: got 2.0; allowed: float in [0, 1]"),
+])
+def test_the_fork_card_refuses_a_bad_value_before_sending_it(running, field, typed, reason):
+    """As the LR control: the page checks a typed value with the server's rule, sends nothing, and says why."""
+    url, trial, control = running
+    app = create_app(url)
+    client = app.server.test_client()
+    page = {"page-ctx.data": {"study": "acts", "trial": trial}, "known.data": {"lr": 1e-3}, "my-commands.data": []}
+    fire(client, app, "my-commands.data", {"pin": [("lr", 0)], "fork-send.n_clicks": 1}, {**page, field: typed},
+         changed="fork-send.n_clicks")
+    assert control.commands() == []
+    checked = next(k for k in app.callback_map if ids.FORK_ERROR in k)
+    response = fire(client, app, checked, {"fork-send.n_clicks": 1, field: typed}, page, changed="fork-send.n_clicks")
+    assert response.get_json()["response"][ids.FORK_ERROR]["children"] == reason
+    # filled in well, the same click sends only what was filled in
+    fire(client, app, "my-commands.data", {"pin": [("lr", 0)], "fork-send.n_clicks": 2},
+         {**page, "fork-lr.value": "3.00e-4", "fork-loss.value": "l1"}, changed="fork-send.n_clicks")
+    (cmd,) = control.commands()
+    assert (cmd.action, cmd.args, cmd.state) == ("fork", {"changes": {"lr": 3e-4, "loss": "l1"}}, "pending")

@@ -582,3 +582,159 @@ def test_the_trials_table_says_which_trials_a_hint_drew():
     hinted.number = 4
     table = study_page.trials_table(views.trial_rows([hinted]), "s", None)
     assert "hinted lr" in str(table)
+
+
+# ---- forks and undo ------------------------------------------------------------------ #
+
+
+def command(id, action, state="applied", args=None, result=None, reason=None, step=None, by="dash:127.0.0.1"):
+    from steer.control import Command
+
+    return Command(id, 0, action, args or {}, None, by, 1000.0 + id, state, step, None, reason, result)
+
+
+def test_the_fork_card_checks_its_fields_with_the_servers_rules():
+    assert views.fork_form(None, None, None, None) == views.ForkForm({})  # nothing filled in: a plain copy
+    assert views.fork_form(" 3.14159e-4 ", None, "l1", "") == views.ForkForm({"lr": 3.14e-4, "loss": "l1"})
+    assert views.fork_form("", "sgd", None, "1e-4").changes == {"optimizer": "sgd", "weight_decay": 1e-4}
+    assert views.fork_form("-1", None, None, None).error == "lr: got -1.0; allowed: float in [1e-07, 1]"
+    assert views.fork_form("abc", None, None, None).error == check_lr_error("abc")
+    assert views.fork_form(None, None, None, "2").error == "weight_decay: got 2.0; allowed: float in [0, 1]"
+    # the fork button asks for what was filled in; nothing when a field is refused (edit_fork says why)
+    assert request_for(ids.FORK_SEND, 1, {}, fork=("3e-4", None, None, None)) == \
+        {"action": "fork", "value": {"lr": 3e-4}}
+    assert request_for(ids.FORK_SEND, 1, {}, fork=(None, None, None, None)) == {"action": "fork", "value": {}}
+    assert request_for(ids.FORK_SEND, 1, {}, fork=("5", None, None, None)) is None
+    assert request_for(ids.FORK_SEND, 0, {}, fork=("3e-4", None, None, None)) is None  # drawn, not clicked
+    assert request_for(ids.UNDO, 1, {}) == {"action": "undo"}
+
+
+def check_lr_error(text):
+    try:
+        check_setting("lr", text)
+    except ValueError as exc:
+        return str(exc)
+
+
+def test_the_fork_cards_lr_slider_steps_and_keep():
+    window = views.lr_window(1e-3)
+    step = f"{ids.FORK_LR_STEP}-div10"
+    edit = trial_page.fork_lr_edit(step, 1, "", 1e-3, window)  # empty: this trial's LR, scaled
+    assert edit["text"] == "1.00e-4" and edit["error"] == "" and edit["position"] == -4.0
+    assert edit["window"] == views.lr_window(1e-4)  # off centre: the slider's range moves
+    assert trial_page.fork_lr_edit(step, 1, "3e-4", 1e-3, window)["text"] == "3.00e-5"
+    assert trial_page.fork_lr_edit(step, 0, "", 1e-3, window) is None
+    assert trial_page.fork_lr_edit(ids.FORK_LR_SLIDER, -3.5, "", 1e-3, window) == {
+        "text": "3.16e-4", "error": "", "position": None, "window": None}
+    typed = trial_page.fork_lr_edit(ids.FORK_LR, "2e-3", "2e-3", 1e-3, window)
+    assert typed["text"] == "2.00e-3" and typed["position"] == views.lr_to_slider(2e-3) and typed["window"] is None
+    bad = trial_page.fork_lr_edit(ids.FORK_LR, "7", "7", 1e-3, window)
+    assert bad["text"] is None and bad["error"] == "lr: got 7.0; allowed: float in [1e-07, 1]"
+    assert trial_page.fork_lr_edit(f"{ids.FORK_LR_STEP}-mul10", 1, "0.5", 1e-3, window)["error"] == \
+        "lr: got 5.0; allowed: float in [1e-07, 1]"
+    keep = trial_page.fork_lr_edit(ids.FORK_LR_KEEP, 1, "3e-4", 1e-3, views.lr_window(1e-5))
+    assert keep["text"] == "" and keep["position"] == -3.0 and keep["window"] == views.lr_window(1e-3)
+    assert trial_page.family_cursor([[3, 10], [4, -1]]) == [[3, 10], [4, -1]]
+    assert trial_page.family_cursor([[3, 10], ["x", 1]]) == [] and trial_page.family_cursor(5) == []
+
+
+def test_forks_undo_and_the_family_from_commands_and_records():
+    from steer import record
+
+    made = {"trial": 5, "step": 1425, "changes": {"lr": 3e-4}, "checkpoint": 2}
+    commands = [command(1, "fork", result={"new": made}, step=1425),
+                command(2, "fork", state="rejected", reason="fork needs a loop that can start from a checkpoint"),
+                command(3, "undo", state="rejected", reason="nothing to undo: ..."),
+                command(4, "fork", result={"new": {**made, "trial": 7, "step": 1600, "changes": {}}}, by="cli:me")]
+    assert [f["trial"] for f in views.forks(commands)] == [5, 7]
+    assert views.fork_status(commands, [1, 2])["state"] == "rejected"  # this browser's latest
+    assert views.fork_status(commands, [1]) == {"id": 1, "state": "applied", "reason": None, "trial": 5,
+                                                "step": 1425, "changes": {"lr": 3e-4}}
+    assert views.fork_status(commands, []) is None
+    assert views.undo_status(commands) == {"id": 3, "state": "rejected", "text": "undo rejected: nothing to undo: ..."}
+    undone = command(5, "undo", result={"old": "lr 0.003 -> 0.5", "new": {"step": 513}}, step=661)
+    assert views.undo_status([undone])["text"] == "undone at step 661: took back lr 0.003 -> 0.5"
+
+    parent = record.read(frozen(0, state=TrialState.RUNNING))
+    assert [(m["trial"], m["name"]) for m in views.relatives(parent, commands)] == [
+        (5, "trial 5 (fork at step 1425)"), (7, "trial 7 (fork at step 1600)")]
+    fork = record.read(frozen(5, state=TrialState.RUNNING, attrs={record.FORK_OF: 0, record.RESUME: {
+        "kind": "fork", "from": 0, "step": 1425, "checkpoint": 2, "changes": {"lr": 3e-4}}}))
+    assert views.relatives(fork, []) == [{"trial": 0, "step": 1425, "role": "parent",
+                                          "name": "trial 0 (parent, forked at step 1425)"}]
+    many = [command(10 + i, "fork", result={"new": {**made, "trial": 10 + i}}) for i in range(9)]
+    assert [m["trial"] for m in views.relatives(fork, many)] == [0, 14, 15, 16, 17, 18]  # the newest
+    # the figure: each relative a dashed value curve and a dotted loss curve, one legend entry for both
+    members = views.relatives(parent, commands)
+    fig = figures.curves_figure(views.curve_points([metric(0), metric(50)]), [],
+                                relatives=[(members[0], views.curve_points([metric(1450, psnr=21.0)]))])
+    assert [t.name for t in fig.data[3:]] == ["trial 5 (fork at step 1425)", "trial 5 (fork at step 1425): loss"]
+    assert list(fig.data[3].x) == [1450] and fig.data[3].line.dash == "dash" and fig.data[4].showlegend is False
+    patch = figures.curves_patch(None, None, relatives={0: views.curve_points([metric(1500)])},
+                                 joined=[(members[1], views.curve_points([]))], shown=1).to_plotly_json()
+    ops = [(o["operation"], o["location"]) for o in patch["operations"]]
+    assert ("Extend", ["data", 3, "x"]) in ops and ("Extend", ["data", 4, "y"]) in ops
+    assert [o["params"]["value"]["name"] for o in patch["operations"] if o["operation"] == "Append"] == \
+        ["trial 7 (fork at step 1600)", "trial 7 (fork at step 1600): loss"]
+
+
+def test_undo_and_fork_in_the_log_and_the_controls():
+    marks = views.interventions(frozen(0, state=TrialState.RUNNING, attrs={"steer.interventions": [
+        {"action": "set_optimizer", "old": "adam", "new": "sgd", "step": 10, "at": 1.0, "by": "a"},
+        {"action": "undo", "old": "optimizer adam -> sgd", "new": {"step": 10}, "step": 12, "at": 2.0, "by": "a"},
+        {"action": "fork", "old": None, "new": {"trial": 3, "step": 20, "changes": {"lr": 3e-4}}, "step": 20,
+         "at": 3.0, "by": "a"}]}))
+    assert [m["change"] for m in marks][1:] == ["took back optimizer adam -> sgd (back to its state at step 10)",
+                                                "forked as #3 with lr 3.00e-4"]
+    # after an undo the controls show the trial's settings again, not the value last set by hand
+    now = {"lr": 1e-3, "optimizer": "adam", "loss": "mse", "weight_decay": 0.0}
+    applied = [{"action": "set_optimizer", "new": "sgd"}, {"action": "undo", "new": {"step": 10}}]
+    assert views.synced_controls(now, applied)["optimizer"] == "adam"
+    assert views.synced_controls(now, applied + [{"action": "set_loss", "new": "l1"}])["loss"] == "l1"
+    steered = frozen(0, state=TrialState.RUNNING, attrs={"steer.interventions": [
+        {"action": "set_optimizer", "new": "sgd", "at": 1000.0 + 60},
+        {"action": "undo", "new": {"step": 55}, "at": 1000.0 + 61}]})
+    assert views.current_settings(steered, metric(50, opt="adam"))["optimizer"] == "adam"
+
+
+def test_the_trials_table_shows_forks_and_retries_with_links():
+    from steer import record
+    from steer.dashboards import study_page
+
+    def trial(number, attrs=None):
+        t = optuna.trial.create_trial(params={"lr": 1e-3}, distributions={"lr": LR}, value=20.0,
+                                      user_attrs=attrs or {})
+        t.number = number
+        return t
+
+    resume = {"kind": "fork", "from": 0, "step": 1425, "checkpoint": 2, "changes": {"lr": 3e-4}}
+    rows = views.trial_rows([trial(0), trial(1, {record.FORK_OF: 0, record.RESUME: resume}),
+                             trial(2, {record.FORK_OF: 0, record.RESUME: {**resume, "step": 1600}}),
+                             trial(3, {record.RETRY_OF: 1, record.RESUME: {**resume, "kind": "retry", "from": 1,
+                                                                           "step": 1500}})])
+    assert [(r["forks"], r["retried_as"]) for r in rows] == [([1, 2], []), ([], [3]), ([], []), ([], [])]
+    cells = {r["number"]: study_page.joined(study_page.family_words(r, "s")) for r in rows}
+    text = {n: "".join(_text(c) for c in parts) for n, parts in cells.items()}
+    assert text == {0: "forks: #1, #2", 1: "fork of #0 at step 1425; retried as #3", 2: "fork of #0 at step 1600",
+                    3: "retry of #1 from step 1500"}
+    table = study_page.trials_table(rows, "s", None)
+    assert "/trial/1?study=s" in str(table) and "forks: " in str(table)
+
+
+def _text(component) -> str:
+    """The text a component shows (its strings, depth first)."""
+    if isinstance(component, str):
+        return component
+    children = getattr(component, "children", None)
+    if children is None:
+        return ""
+    return "".join(_text(c) for c in (children if isinstance(children, list) else [children]))
+
+
+def test_a_fork_request_says_what_it_asked_for_and_what_it_made():
+    made = command(1, "fork", args={"changes": {"lr": 3e-4}}, step=463,
+                   result={"new": {"trial": 5, "step": 463, "changes": {"lr": 3e-4}}})
+    shown = views.command_status(made)
+    assert (shown["what"], shown["status"]) == ("fork with lr 3.00e-4", "applied at step 463: trial 5")
+    asked = views.command_status(command(2, "fork", state="pending", args={"changes": {}}))
+    assert asked["what"] == "fork with no change" and asked["status"].startswith("pending")

@@ -1,7 +1,8 @@
 """Old studies keep working: a study database from each steer schema version opens, continues and is steered.
 
 `fixtures/schema-v1.db` was made by steer's main of 2026-11-25 (schema 1; schema 2 added
-`steer_watch`, schema 3 `steer_hints` and `steer_space`, which opening it creates) from
+`steer_watch`, schema 3 `steer_hints` and `steer_space`, schema 4 `steer_checkpoints`, which
+opening it creates) from
 `fixtures/schema-v1.toml`: trial 0 steered (set_lr at step 2460, then its
 loss pinned and the trial promoted after it finished), trials 1 and 2 plain,
 trial 3 the promoted run, still WAITING, and two rejected commands.
@@ -44,12 +45,13 @@ def v1(tmp_path):
 def test_v1_reads_as_it_was_recorded(v1):
     folder, url = v1
     control = Control.open(url)
-    assert SCHEMA_VERSION == 3  # a new version needs a migration and a fixture of its own
+    assert SCHEMA_VERSION == 4  # a new version needs a migration and a fixture of its own
     with sqlite3.connect(folder / "fixture.db") as db:  # migrated in place when opened
-        assert db.execute("SELECT version FROM steer_schema").fetchall() == [(3,)]
+        assert db.execute("SELECT version FROM steer_schema").fetchall() == [(4,)]
         assert db.execute("SELECT count(*) FROM steer_watch").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM steer_hints").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM steer_space").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM steer_checkpoints").fetchone() == (0,)
     assert [(c.action, c.state) for c in control.commands()] == [
         ("set_lr", "applied"), ("set_loss", "rejected"), ("pin", "applied"), ("set_lr", "rejected"),
         ("promote", "applied")]
@@ -152,3 +154,31 @@ def test_v3_reads_replays_and_continues(v3):
     last = optuna.load_study(study_name="fixture", storage=url).trials[-1]
     assert last.state.name == "COMPLETE" and last.params["optimizer"] == "sgd" and 1.5e-3 <= last.params["lr"] <= 5e-3
     assert not record.read(last).hinted  # the hint covered trials 1 and 2
+
+
+@pytest.fixture
+def v4(tmp_path):
+    """`fixtures/schema-v4.db`, made by this round's code from `fixtures/schema-v4.toml`: trial 0's LR set to
+    0.2 at step 1087 and undone at step 1313 (by alice), trial 0 forked at step 1347 with lr 5e-4 as trial 1
+    (by bob), a second undo rejected (nothing left to undo, by bob)."""
+    return copy_fixture(tmp_path, 4)
+
+
+def test_v4_reads_replays_and_continues(v4):
+    folder, url = v4
+    control = Control.open(url)
+    assert [(c.action, c.state, c.applied_step) for c in control.commands()] == [
+        ("set_lr", "applied", 1087), ("undo", "applied", 1313), ("fork", "applied", 1347), ("undo", "rejected", None)]
+    study = control.study()
+    parent, fork = (record.read(t) for t in study.trials)
+    assert [record.change(e) for e in parent.interventions] == [
+        "lr 0.002612 -> 0.2", "undid lr 0.002612 -> 0.2 (back to its state at step 1087)",
+        "forked as #1 with lr=0.0005"]
+    assert fork.origin == "fork of #0 at step 1347" and fork.resume["changes"] == {"lr": 5e-4}
+    assert study.trials[1].params == {**study.trials[0].params, "lr@1087": 0.2, "undo@1313": 1, "lr@1347": 5e-4}
+    for number in (0, 1):  # the fork from step 0: the parent's change, its undo, then the fork's own change
+        replay = run_cli("replay", "--trial", str(number), "--storage", url, "--json")
+        assert replay.returncode == 0 and json.loads(replay.stdout)["identical"], replay.stdout + replay.stderr
+    more = run_cli("run", "fixture.toml", "--storage", url, "--trials", "3", "--steps", "60", cwd=folder)
+    assert more.returncode == 0, more.stderr
+    assert optuna.load_study(study_name="fixture", storage=url).trials[-1].state.name == "COMPLETE"

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import optuna
 
 import steer.bench
+from steer.bench.checkpoints import checkpoint_cost
 from steer.bench.click import click_to_applied
 from steer.bench.demo import demo
 from steer.bench.hints import hints_bench
@@ -24,7 +25,8 @@ from steer.bench.trainer_step import trainer_step
 
 # The groups a benchmark belongs to, besides its own name.
 GROUPS = {"latency": "all", "overhead": "all", "concurrency": "all", "click": "app",
-          "throughput": "scale", "readers": "scale", "faults": "scale", "demo": "demo", "precision": "gpu", "step": "gpu", "hints": "hints"}
+          "throughput": "scale", "readers": "scale", "faults": "scale", "demo": "demo", "precision": "gpu", "step": "gpu", "hints": "hints",
+          "checkpoints": "checkpoints"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                              "demo (make demo's study, timed, and its best trial against the baseline), "
                              "gpu (precision: the quick study's nets trained at each kernel precision; step: "
                              "Trainer.step at the kernel goal's shape with and without CUDA graphs; both need CUDA), "
-                             "hints (the quick study with no hint, a good and a bad one, per seed)")
+                             "hints (the quick study with no hint, a good and a bad one, per seed), "
+                             "checkpoints (bytes and time per checkpoint, steps/s with and without, widths 64 and 128)")
     parser.add_argument("--json", type=Path, help="write the results here (after each benchmark)")
     parser.add_argument("--requests", type=int, default=60, help="latency: set_lr requests")
     parser.add_argument("--clicks", type=int, default=20, help="click: LR changes sent from the trial page")
@@ -60,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hint-trials", type=int, default=16, help="hints: trials per study")
     parser.add_argument("--hint-steps", type=int, help="hints: steps per trial (default: the quick spec's)")
     parser.add_argument("--hint-size", type=int, help="hints: image side (default: the quick spec's)")
+    parser.add_argument("--checkpoint-seconds", type=float, default=5.0,
+                        help="checkpoints: seconds of training per steps/s figure")
     parser.add_argument("--pg-url", default=os.environ.get("STEER_TEST_PG_URL"),
                         help="a PostgreSQL server whose user may create databases (default: $STEER_TEST_PG_URL)")
     return parser
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "precision": lambda: precision(size=args.precision_size, steps=args.precision_steps,
                                          seeds=tuple(args.precision_seeds)),
         "step": lambda: trainer_step(size=args.step_size, steps=args.step_steps),
+        "checkpoints": lambda: checkpoint_cost(seconds=args.checkpoint_seconds),
         "hints": lambda: hints_bench(seeds=tuple(args.hint_seeds), trials=args.hint_trials, steps=args.hint_steps,
                                      size=args.hint_size),
     }

@@ -104,10 +104,20 @@ def _hints(rows: list[dict[str, Any]]) -> list[str]:
 
 
 # In the order the tables are printed; the keys are those of the results dict.
+def _checkpoints(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| width | params | device | bytes per checkpoint | ms per checkpoint | ms per step | cost at every "
+           "10 s | steps/s, none | steps/s, every 0.5 s | measured cost |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['width']} | {r['params']} | {r['device']} | {r['bytes']:,.0f} | {r['save_ms']:.2f} | "
+                   f"{r['step_ms']:.3f} | {r['overhead_at_every']:.3%} | {r['steps_per_s']:.0f} | "
+                   f"{r['steps_per_s_checkpointing']:.0f} | {r['measured_overhead']:.1%} |")
+    return out
+
+
 TABLES: dict[str, Callable[[Any], list[str]]] = {
     "click": _click, "latency": _latency, "overhead": _overhead, "concurrency": _concurrency,
     "throughput": _throughput, "readers": _readers, "faults": _faults, "demo": _demo,
-    "precision": _precision, "step": _step, "hints": _hints,
+    "precision": _precision, "step": _step, "hints": _hints, "checkpoints": _checkpoints,
 }
 
 

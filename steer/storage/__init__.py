@@ -23,12 +23,14 @@ faster than they were collected.
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import time
 import warnings
 import weakref
 from pathlib import Path
+from typing import Any
 
 import optuna
 from sqlalchemy.engine import make_url
@@ -93,13 +95,20 @@ def check_url(url: str) -> None:
                         "connection can see; name a file, e.g. sqlite:///studies/quick.db")
 
 
+# Optuna 4.9 renamed RDBStorage's failed_trial_callback (the old name warns); optuna>=4.0 is allowed.
+_STALE_CALLBACK = ("heartbeat_stale_trial_callback"
+                   if "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
+                   else "failed_trial_callback")
+
+
 def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True,
                  heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD,
-                 ) -> optuna.storages.RDBStorage:
+                 failed_trial_callback: Any = None) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for `url`, with SQLite in WAL mode and heartbeats on.
 
     `must_exist` refuses to create a new SQLite file (for commands that only read).
-    Workers need `heartbeat`; readers and the control plane do not.
+    Workers need `heartbeat`; readers and the control plane do not. `failed_trial_callback`:
+    Optuna's, called for a trial whose heartbeat went stale (`steer run` retries it from a checkpoint).
     """
     check_url(url)
     path = sqlite_path(url)
@@ -110,6 +119,8 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True,
         path.parent.mkdir(parents=True, exist_ok=True)
         enable_wal(path)
     kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period} if heartbeat else {}
+    if heartbeat and failed_trial_callback is not None:
+        kwargs[_STALE_CALLBACK] = failed_trial_callback
     try:
         storage = _rdb_storage(url, kwargs)
     except ImportError as exc:

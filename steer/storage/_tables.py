@@ -27,13 +27,14 @@ from sqlalchemy.orm import Session
 
 from steer.storage._engine import ControlError, Database
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # What each version added. A database of an older version is brought up to date in place when it is
 # opened: `create_all` adds the missing tables, then the recorded version moves up. Versions that
 # change an existing table need a step here too (none yet).
 #   1  steer_schema, steer_commands, steer_live, steer_metrics, steer_pins, steer_targets
 #   2  steer_watch: the trials a person has open in the app (not pruned automatically while watched)
 #   3  steer_hints, steer_space: a person's hints and search-space edits for later trials
+#   4  steer_checkpoints: running trials' checkpoints (files in the study's artifact store)
 
 metadata = MetaData()
 
@@ -119,6 +120,20 @@ space = Table(  # steer.search_space: one dimension of the spec's space as later
     Column("edited_at", Float, nullable=False),
 )
 
+checkpoints = Table(  # steer.checkpoints: a trial's full training state, a file in Optuna's artifact store
+    "steer_checkpoints", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_id", Integer, nullable=False),
+    Column("trial_number", Integer, nullable=False),
+    Column("step", Integer, nullable=False),  # the steps it had trained when taken
+    Column("kind", String(16), nullable=False),  # cadence | before (an intervention) | fork
+    Column("command_id", Integer, nullable=True),  # before: the command applied just after it; fork: the fork's
+    Column("artifact_id", String(64), nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_steer_checkpoints_trial", "study_id", "trial_number"),
+)
+
 watch = Table(
     "steer_watch", metadata,
     Column("study_id", Integer, primary_key=True),
@@ -133,6 +148,10 @@ targets = Table(
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
 )
+
+
+# Every table with rows of one study (all but steer_schema): deleting a study deletes its rows in each.
+STUDY_TABLES = (commands, live, metrics, pins, hints, space, watch, targets, checkpoints)
 
 
 def upsert(s: Session, table: Table, values: dict[str, Any], *, replace: bool = True) -> None:
