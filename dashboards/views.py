@@ -451,10 +451,8 @@ def interventions(trial: FrozenTrial) -> list[dict[str, Any]]:
         elif action in ACTIONS and ACTIONS[action].setting:
             param = ACTIONS[action].setting
             change = f"{fmt_param(param, e.get('old'))} -> {fmt_param(param, e.get('new'))}"
-        elif action == "undo":
-            new = e.get("new") if isinstance(e.get("new"), dict) else {}
-            change = f"took back {e.get('old') or 'the last change'}" + (
-                f" (back to its state at step {new['step']})" if "step" in new else "")
+        elif action == "undo":  # the record's words, as in the optuna-dashboard note
+            change = record.change(e)
         elif action == "fork":
             new = e.get("new") if isinstance(e.get("new"), dict) else {}
             change = (f"forked as #{new['trial']}" if "trial" in new else "forked") + " " + \

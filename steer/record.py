@@ -272,8 +272,9 @@ def change(e: dict[str, Any]) -> str:
         return (f"LR range test: suggested {fmt(found)}" if found is not None else "LR range test: no suggestion") \
             + f" ({new.get('reason')})"
     if action == "undo":
-        return f"undid {fmt(e.get('old'))}" + (f" (back to its state at step {new['step']})"
-                                             if isinstance(new, dict) and "step" in new else "")
+        new = new if isinstance(new, dict) else {}
+        return (f"undid {fmt(e.get('old'))}" + (f" (command {new['command']})" if "command" in new else "")
+                + (f", back to its state at step {new['step']}" if "step" in new else ""))
     if action == "fork":
         changed = fmt((new or {}).get("changes")) if isinstance(new, dict) else ""
         return (f"forked as #{new['trial']}" if isinstance(new, dict) and "trial" in new else "forked") \

@@ -164,7 +164,10 @@ def _undo(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
         raise InvalidChange(f"cannot undo {entry['what']}: {exc}") from None
     s.restore(state, keep_step=True)
     s._undo.pop()
-    return entry["what"], {"step": entry["step"]}
+    back = {"step": entry["step"]}
+    if entry.get("command") is not None:  # a person's command (a scheduled change has none)
+        back["command"] = entry["command"]
+    return entry["what"], back
 
 
 @handles("fork")
@@ -501,8 +504,8 @@ class Steering:
         if command is not None and self.checkpoints is not None:
             ck = self.save_checkpoint("before", command=command)
             if ck is not None:
-                return {"checkpoint": ck, "step": self.step_count}
-        return {"blob": self.snapshot(), "step": self.step_count}
+                return {"checkpoint": ck, "step": self.step_count, "command": command}
+        return {"blob": self.snapshot(), "step": self.step_count, "command": command}
 
     def _apply_schedule(self, step: int) -> None:
         """Make the scheduled changes due at this step boundary, in their order (not interventions:

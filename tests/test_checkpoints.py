@@ -8,6 +8,7 @@ with SIGKILL and lets another carry its trial on.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -32,6 +33,7 @@ SPEC = """
 [study]
 name = "{name}"
 seed = 3
+artifacts = "{name}-artifacts"
 [target]
 image = "card"
 size = 16
@@ -68,22 +70,24 @@ def checkpoint_files(folder: Path) -> list[Path]:
 
 # ---- fork -------------------------------------------------------------------------------- #
 
-@pytest.fixture(scope="module")
-def forked(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def forked(request, tmp_path_factory):
     """Trial 0 steered once, then forked twice while it runs: with no change (trial 1) and with a lower LR
-    and another optimizer (trial 2). All three run to the end."""
+    and another optimizer (trial 2). All three run to the end. On SQLite, then PostgreSQL."""
     folder = tmp_path_factory.mktemp("fork")
-    spec, url, study, worker, control = steer_in_thread(folder, "fork", spec_text("fork"), n_trials=3)
-    applied(control, "set_lr", 0, 3e-3)
-    time.sleep(0.2)
-    same = applied(control, "fork", 0)
-    lower = applied(control, "fork", 0, ["lr=3e-4", "optimizer=sgd"])
-    worker.join(600)
-    return folder, control, optuna.load_study(study_name="fork", storage=url), same, lower
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(pg_database()) if request.param == "postgresql" else None
+        spec, url, study, worker, control = steer_in_thread(folder, "fork", spec_text("fork"), n_trials=3, url=url)
+        applied(control, "set_lr", 0, 3e-3)
+        time.sleep(0.2)
+        same = applied(control, "fork", 0)
+        lower = applied(control, "fork", 0, ["lr=3e-4", "optimizer=sgd"])
+        worker.join(600)
+        yield folder, control, optuna.load_study(study_name="fork", storage=url), same, lower, url
 
 
 def test_a_fork_with_no_change_continues_exactly_like_its_parent(forked):
-    _, _, study, same, _ = forked
+    _, _, study, same, _, _ = forked
     parent, fork = study.trials[0], study.trials[1]
     step = same.applied_step
     assert same.result["new"]["trial"] == 1 and same.result["new"]["step"] == step
@@ -96,7 +100,7 @@ def test_a_fork_with_no_change_continues_exactly_like_its_parent(forked):
 
 
 def test_a_fork_with_changes_differs_and_records_its_lineage(forked):
-    _, control, study, same, lower = forked
+    _, control, study, same, lower, _ = forked
     parent, fork = study.trials[0], study.trials[2]
     assert fork.state.name == "COMPLETE" and fork.value != parent.value
     rec = record.read(fork)
@@ -115,25 +119,25 @@ def test_a_fork_with_changes_differs_and_records_its_lineage(forked):
 
 
 def test_replay_runs_a_fork_from_step_0(forked):
-    _, _, study, _, _ = forked
+    _, _, study, _, _, _ = forked
     for number in (1, 2):
         result = replay_trial(study, number)
         assert result["identical"], (number, result["original"], result["replay"])
 
 
 def test_a_finished_study_keeps_no_checkpoint(forked):
-    folder, control, _, _, _ = forked
+    folder, control, _, _, _, url = forked
     assert Checkpoints.of(control).all() == [] and checkpoint_files(folder) == []
 
 
 def test_fork_and_undo_refuse_finished_trials(forked):
-    folder, control, _, _, _ = forked
+    folder, control, _, _, _, url = forked
     for action in ("fork", "undo"):
         cmd = control.request(action, trial=0, by="tester")
         assert cmd.state == "rejected" and "trial 0 is COMPLETE: only running trials can be changed" in cmd.reason
     cmd = control.request("fork", trial=0, by="tester")
     assert cmd.state == "rejected" and "trial 0 is COMPLETE: only running trials can be changed" in cmd.reason
-    cli = run_cli("ctl", "set-lr", "--trial", "0", "1e-3", "--set", "lr=1", "--storage", f"sqlite:///{folder}/fork.db")
+    cli = run_cli("ctl", "set-lr", "--trial", "0", "1e-3", "--set", "lr=1", "--storage", url)
     assert cli.returncode == 2 and "--set is an option of fork, not of set-lr" in cli.stderr
 
 
@@ -145,15 +149,15 @@ def psnr_at(control: Control, trial: int, step: int) -> float:
 
 
 def test_undo_after_a_ruinous_lr_brings_the_trial_back(tmp_path):
-    spec, url, study, worker, control = steer_in_thread(tmp_path, "undo", spec_text("undo", steps=8000), n_trials=1)
-    time.sleep(1.0)
+    spec, url, study, worker, control = steer_in_thread(tmp_path, "undo", spec_text("undo", steps=5000), n_trials=1)
+    time.sleep(0.5)
     bad = applied(control, "set_lr", 0, 0.5)  # a slider dragged a decade too far: the prediction collapses
     before = psnr_at(control, 0, bad.applied_step)
     while control.live(0).step < bad.applied_step + 400:
         time.sleep(0.02)
     ruined = psnr_at(control, 0, control.live(0).step)
     undo = applied(control, "undo", 0)
-    assert undo.result["new"] == {"step": bad.applied_step} and "lr" in undo.result["old"]
+    assert undo.result["new"] == {"step": bad.applied_step, "command": bad.id} and "lr" in undo.result["old"]
     while control.live(0).step < undo.applied_step + 200:
         time.sleep(0.02)
     back = [m for m in control.metrics(0) if m.step > undo.applied_step and m.psnr is not None][0]
@@ -166,8 +170,8 @@ def test_undo_after_a_ruinous_lr_brings_the_trial_back(tmp_path):
     trial = optuna.load_study(study_name="undo", storage=url).trials[0]
     assert record.read(trial).steered
     assert [record.change(e) for e in record.read(trial).interventions] == [
-        f"lr {bad.result['old']:.4g} -> 0.5", f"undid lr {bad.result['old']:.4g} -> 0.5 (back to its state at step "
-                                               f"{bad.applied_step})"]
+        f"lr {bad.result['old']:.4g} -> 0.5", f"undid lr {bad.result['old']:.4g} -> 0.5 (command {bad.id}), back to "
+                                               f"its state at step {bad.applied_step}"]
     result = replay_trial(study, 0)  # the undo is replayed: the same state, found by the same rule
     assert result["identical"], (result["original"], result["replay"])
     exported = run_cli("export", "--trial", "0", "--storage", url, "-o", str(tmp_path / "again.toml"))
@@ -183,7 +187,7 @@ def test_a_corrupt_checkpoint_fails_cleanly(tmp_path):
 
     from steer.checkpoints import CheckpointError
 
-    (tmp_path / "bad.toml").write_text(spec_text("bad", steps=6000))
+    (tmp_path / "bad.toml").write_text(spec_text("bad", steps=3000))
     spec = steer.load_spec(tmp_path / "bad.toml")
     url = f"sqlite:///{tmp_path / 'bad.db'}"
     study = steer.create_study(spec, url)
@@ -234,7 +238,7 @@ def test_a_full_disk_costs_the_checkpoints_not_the_trial(tmp_path):
     fork = control.wait(control.request("fork", trial=0, by="tester").id)
     assert fork.state == "rejected" and "could not be written" in fork.reason and "No space left" in fork.reason
     undo = applied(control, "undo", 0)  # the state before the change was kept in memory instead
-    assert undo.result["new"] == {"step": bad.applied_step}
+    assert undo.result["new"] == {"step": bad.applied_step, "command": bad.id}
     worker.join(600)
     trial = optuna.load_study(study_name="full", storage=url).trials[0]
     assert trial.state.name == "COMPLETE"
@@ -244,7 +248,7 @@ def test_a_full_disk_costs_the_checkpoints_not_the_trial(tmp_path):
 
 
 def test_retention_keeps_the_newest_cadence_checkpoints(tmp_path):
-    spec, url, study, worker, control = steer_in_thread(tmp_path, "keep", spec_text("keep", steps=8000, every=0.05),
+    spec, url, study, worker, control = steer_in_thread(tmp_path, "keep", spec_text("keep", steps=3000, every=0.05),
                                                         n_trials=1)
     applied(control, "set_lr", 0, 2e-3)
     checkpoints = Checkpoints.of(control)
@@ -274,7 +278,7 @@ seed = 3
 image = "card"
 size = 16
 [trial]
-steps = 6000
+steps = 4000
 report_every = 100
 backend = "torch"
 [pruner]
@@ -352,7 +356,7 @@ def test_a_killed_workers_trial_is_carried_on_by_another_machine_on_postgresql(t
 
 
 def test_the_ctl_fork_command_prints_the_new_trial(tmp_path):
-    spec, url, study, worker, control = steer_in_thread(tmp_path, "cli", spec_text("cli", steps=6000), n_trials=2)
+    spec, url, study, worker, control = steer_in_thread(tmp_path, "cli", spec_text("cli", steps=3000), n_trials=2)
     for value, says in ((["momentum=0.5"], "fork: cannot set 'momentum'; allowed: lr, optimizer, loss, weight_decay"),
                         (["lr=fast"], "lr: got 'fast'; expected a number"),
                         (["lr"], "give changes as SETTING=VALUE"),
@@ -372,8 +376,8 @@ def test_the_ctl_fork_command_prints_the_new_trial(tmp_path):
 
 
 def test_show_compare_pairs_each_fork_with_its_parent_at_equal_steps(forked):
-    folder, _, study, same, lower = forked
-    out = run_cli("show", "--compare", "--storage", f"sqlite:///{folder}/fork.db")
+    folder, _, study, same, lower, url = forked
+    out = run_cli("show", "--compare", "--storage", url)
     assert out.returncode == 0, out.stderr
     parent, fork = study.trials[0], study.trials[2]
     gap = fork.value - parent.value
@@ -451,7 +455,7 @@ def users_objective(trial: optuna.Trial) -> float:
     trial.suggest_float("lr", 1e-2, 1e-2)
     with steer.steering(trial, optimizer=loop.opt, model=loop.model, state=loop, poll_interval=0.01,
                         checkpoint_every=0.05) as s:
-        for step in range(s.start_step + 1, 30001):
+        for step in range(s.start_step + 1, 15001):
             loss = loop.train_step()
             s.step(step, loss=loss)
             if step % 1000 == 0:

@@ -684,7 +684,7 @@ def test_undo_and_fork_in_the_log_and_the_controls():
         {"action": "undo", "old": "optimizer adam -> sgd", "new": {"step": 10}, "step": 12, "at": 2.0, "by": "a"},
         {"action": "fork", "old": None, "new": {"trial": 3, "step": 20, "changes": {"lr": 3e-4}}, "step": 20,
          "at": 3.0, "by": "a"}]}))
-    assert [m["change"] for m in marks][1:] == ["took back optimizer adam -> sgd (back to its state at step 10)",
+    assert [m["change"] for m in marks][1:] == ["undid optimizer adam -> sgd, back to its state at step 10",
                                                 "forked as #3 with lr 3.00e-4"]
     # after an undo the controls show the trial's settings again, not the value last set by hand
     now = {"lr": 1e-3, "optimizer": "adam", "loss": "mse", "weight_decay": 0.0}

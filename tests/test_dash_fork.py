@@ -179,8 +179,9 @@ def test_undo_takes_back_a_bad_lr_set_from_the_page(study, base, page):
     assert (undo.state, undo.requested_by) == ("applied", ME)
     assert undo.result["old"].startswith("lr ") and undo.result["old"].endswith("-> 0.5")
     logged = page.locator(f"#{ids.INTERVENTIONS} tbody tr").first  # newest first
-    logged.filter(has_text="took back lr").wait_for()
-    assert f"back to its state at step {undo.result['new']['step']}" in logged.inner_text()
+    logged.filter(has_text="undid lr").wait_for()
+    assert (f"(command {undo.result['new']['command']}), back to its state at step {undo.result['new']['step']}"
+            in logged.inner_text())
     assert logged.locator("td").nth(1).inner_text() == "undo"
     page.locator(f"#{ids.CURRENT}", has_text=f"lr {fmt_lr(before)}").wait_for()  # the LR it had
     wait_for("the worker's LR back", lambda: round_lr(control.metrics(n)[-1].lr) == before, timeout=10)

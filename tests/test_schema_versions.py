@@ -172,13 +172,13 @@ def test_v4_reads_replays_and_continues(v4):
     study = control.study()
     parent, fork = (record.read(t) for t in study.trials)
     assert [record.change(e) for e in parent.interventions] == [
-        "lr 0.002612 -> 0.2", "undid lr 0.002612 -> 0.2 (back to its state at step 1087)",
+        "lr 0.002612 -> 0.2", "undid lr 0.002612 -> 0.2, back to its state at step 1087",
         "forked as #1 with lr=0.0005"]
     assert fork.origin == "fork of #0 at step 1347" and fork.resume["changes"] == {"lr": 5e-4}
     assert study.trials[1].params == {**study.trials[0].params, "lr@1087": 0.2, "undo@1313": 1, "lr@1347": 5e-4}
-    for number in (0, 1):  # the fork from step 0: the parent's change, its undo, then the fork's own change
-        replay = run_cli("replay", "--trial", str(number), "--storage", url, "--json")
-        assert replay.returncode == 0 and json.loads(replay.stdout)["identical"], replay.stdout + replay.stderr
+    replay = run_cli("replay", "--trial", "1", "--storage", url, "--json")  # from step 0: the parent's change,
+    assert replay.returncode == 0 and json.loads(replay.stdout)["identical"], replay.stdout + replay.stderr  # its
+    # undo, then the fork's own change
     more = run_cli("run", "fixture.toml", "--storage", url, "--trials", "3", "--steps", "60", cwd=folder)
     assert more.returncode == 0, more.stderr
     assert optuna.load_study(study_name="fixture", storage=url).trials[-1].state.name == "COMPLETE"

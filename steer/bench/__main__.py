@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hint-trials", type=int, default=16, help="hints: trials per study")
     parser.add_argument("--hint-steps", type=int, help="hints: steps per trial (default: the quick spec's)")
     parser.add_argument("--hint-size", type=int, help="hints: image side (default: the quick spec's)")
-    parser.add_argument("--checkpoint-seconds", type=float, default=5.0,
+    parser.add_argument("--checkpoint-seconds", type=float, default=9.0,
                         help="checkpoints: seconds of training per steps/s figure")
     parser.add_argument("--pg-url", default=os.environ.get("STEER_TEST_PG_URL"),
                         help="a PostgreSQL server whose user may create databases (default: $STEER_TEST_PG_URL)")

@@ -6,7 +6,8 @@ run` does. Per width: the bytes of one checkpoint, the time one takes (the
 snapshot, the file, the row; median of `saves`), the time of one training
 step, and the share of steps a cadence of `every` seconds costs, both as
 computed (time per checkpoint / cadence) and as measured (steps/s over
-`seconds` of training with checkpoints every `every` s against none).
+`seconds` of training with checkpoints every `measured_every` s against none,
+in alternated rounds; the medians).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def _steps_per_second(trainer: Trainer, s: Any, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def checkpoint_cost(widths: tuple[int, ...] = (64, 128), size: int = 64, saves: int = 20, seconds: float = 5.0,
-                    every: float = 10.0, measured_every: float = 0.5, device: str = "auto") -> list[dict[str, Any]]:
+def checkpoint_cost(widths: tuple[int, ...] = (64, 128), size: int = 64, saves: int = 20, seconds: float = 9.0,
+                    every: float = 10.0, measured_every: float = 0.5, rounds: int = 3,
+                    device: str = "auto") -> list[dict[str, Any]]:
     """One row per width (see the module's doc)."""
     rows = []
     target = torch.rand(size, size, 3, generator=torch.Generator().manual_seed(0))
@@ -53,16 +55,20 @@ def checkpoint_cost(widths: tuple[int, ...] = (64, 128), size: int = 64, saves: 
                           checkpoint_every=0.0) as s:
                 _steps_per_second(trainer, s, 1.0)  # warm up
                 times, sizes = [], []
-                for _ in range(saves):
+                for _ in range(saves):  # what a cadence checkpoint costs: the file, its row, the retention
                     start = time.perf_counter()
                     ck = s.save_checkpoint("cadence")
+                    s.checkpoints.retain(trial.number, 3)
                     times.append(time.perf_counter() - start)
                     sizes.append(ck.bytes)
-                    s.checkpoints.retain(trial.number, 3)
-                base = _steps_per_second(trainer, s, seconds)
-                s.checkpoint_every = measured_every
-                s._next_checkpoint = time.monotonic() + measured_every
-                with_ck = _steps_per_second(trainer, s, seconds)
+                base, with_ck = [], []
+                for _ in range(rounds):  # alternated, so that a change in the machine's load hits both alike
+                    s.checkpoint_every = 0.0
+                    base.append(_steps_per_second(trainer, s, seconds / rounds))
+                    s.checkpoint_every = measured_every
+                    s._next_checkpoint = time.monotonic() + measured_every
+                    with_ck.append(_steps_per_second(trainer, s, seconds / rounds))
+                base, with_ck = statistics.median(base), statistics.median(with_ck)
             study.tell(trial, 0.0)
             save_ms = statistics.median(times) * 1e3
             rows.append({
