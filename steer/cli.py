@@ -186,7 +186,7 @@ def show_trial(study: optuna.Study, number: int, as_json: bool) -> int:
     if edits:
         console.print("drawn from an edited space: " + ", ".join(f"{k} {v}" for k, v in edits.items()), markup=False)
     if rec.schedule:
-        console.print("schedule: " + ", ".join(f"{record.fmt(e['args'])} {e['action']} at step {e['step']}"
+        console.print("schedule: " + ", ".join(f"step {e['step']} {e['action']} {record.fmt(e['args'])}".rstrip()
                                                for e in rec.schedule), markup=False)
     table = Table(title=f"interventions ({len(rec.interventions)})")
     for col in ("step", "change", "by", "when (UTC)"):
@@ -213,13 +213,21 @@ def print_trials(study: optuna.Study, console: Any) -> None:
     for col in ("#", "state", "PSNR dB", "params", "duration s", "note"):
         table.add_column(col, justify="right" if col in ("#", "PSNR dB", "duration s") else "left")
     best = _best_number(study)
+    children: dict[tuple[str, int], list[str]] = {}  # who carries a trial on: its forks, the retry of a dead one
+    for r in rows:
+        for kind in ("fork_of", "retry_of"):
+            if r[kind] is not None:
+                children.setdefault((kind, r[kind]), []).append(f"#{r['number']}")
     for r in rows:
         params = " ".join(f"{k}={_fmt_param(v)}" for k, v in r["params"].items())
         psnr = "" if r["psnr"] is None else f"{r['psnr']:.2f}"
         style = "bold green" if r["number"] == best else None
         promoted = "promoted as " + ", ".join(f"#{n}" for n in r["promoted_as"]) if r["promoted_as"] else None
         hinted = "hinted " + ", ".join(r["hinted"]) if r["hinted"] else None
-        note = "; ".join(filter(None, [r["origin"], "steered" if r["steered"] else None, hinted, promoted, r["note"]]))
+        forks, retry = children.get(("fork_of", r["number"])), children.get(("retry_of", r["number"]))
+        note = "; ".join(filter(None, [r["origin"], "steered" if r["steered"] else None, hinted, promoted, r["note"],
+                                       forks and "forks: " + ", ".join(forks),
+                                       retry and "died; retried as " + ", ".join(retry)]))
         table.add_row(str(r["number"]), r["state"], psnr, params,
                       "" if r["duration_s"] is None else f"{r['duration_s']:.1f}", note, style=style)
     console.print(table)

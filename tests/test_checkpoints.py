@@ -483,3 +483,10 @@ def test_a_users_own_loop_with_its_state_can_be_forked_and_undone(tmp_path):
     assert record.read(child).fork_of == 0 and child.state.name == "COMPLETE"
     assert child.value == parent.value  # no change: the same loss, its data order included
     assert child.intermediate_values == {k: v for k, v in parent.intermediate_values.items() if k > fork.applied_step}
+
+
+def test_show_names_who_carries_a_trial_on(forked):
+    _, _, _, _, _, url = forked
+    out = run_cli("show", "--storage", url, env={"COLUMNS": "200"})  # one line per trial
+    rows = {line.split("│")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("│ ")}
+    assert "forks: #1, #2" in rows["0"] and "fork of #0 at step" in rows["2"], out.stdout
