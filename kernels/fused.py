@@ -289,6 +289,87 @@ def fused_backward(coords: torch.Tensor, fourier_b: torch.Tensor, params: torch.
     return partial.sum(dim=0)
 
 
+# The whole step in one kernel (`mlp_train_step_kernel`), for the nets whose activations and weight
+# gradients fit in registers: per width, the most hidden layers (without, with Fourier features) and the
+# (BLOCK_M, num_warps) it runs with. From ptxas for sm_90a at tf32 (Triton 3.9, compiled here without a
+# GPU): these do not spill; one more layer, 64 Fourier features, or Fourier features at width 32 spilled
+# 50 B to 2 KB per thread.
+# Other nets train with the split kernels.
+STEP_SHAPES = {16: (4, 2, (32, 4)), 32: (2, 0, (32, 8)), 64: (4, 4, (32, 8))}
+STEP_MAX_FOURIER_FEATURES = 32
+STEP_LOSSES = ("mse", "l1", "huber")
+
+
+def step_unsupported_reason(plan: KernelPlan, loss: str) -> str | None:
+    """Why the one-kernel training step cannot run `plan` with `loss`; None when it can."""
+    if plan.width not in STEP_SHAPES:
+        return f"width {plan.width} (it takes widths {', '.join(map(str, STEP_SHAPES))})"
+    most, most_fourier, _ = STEP_SHAPES[plan.width]
+    fourier = plan.encoding == "fourier"
+    if fourier and not most_fourier:
+        return f"Fourier features at width {plan.width}"
+    if plan.hidden_layers > (most_fourier if fourier else most):
+        return (f"{plan.hidden_layers} hidden layers at width {plan.width}" + (" with Fourier features" if fourier
+                else "") + f" (at most {most_fourier if fourier else most})")
+    if fourier and plan.fourier_features > STEP_MAX_FOURIER_FEATURES:
+        return f"{plan.fourier_features} Fourier features (at most {STEP_MAX_FOURIER_FEATURES})"
+    if loss not in STEP_LOSSES:
+        return f"loss {loss!r} (it takes {', '.join(STEP_LOSSES)})"
+    return None
+
+
+def step_blocks(plan: KernelPlan) -> tuple[int, int]:
+    """(BLOCK_M, num_warps) of the one-kernel step. At width 64, 4 hidden layers, or 3 with more than 16
+    Fourier features, take 16 points a tile (at 32 they spilled 8-92 B)."""
+    block_m, num_warps = STEP_SHAPES[plan.width][2]
+    deep = plan.hidden_layers == 4 or (plan.hidden_layers == 3 and plan.encoding == "fourier"
+                                       and plan.fourier_features > 16)
+    return (16 if plan.width == 64 and deep else block_m), num_warps
+
+
+def step_constexprs(plan: KernelPlan, loss: str) -> dict:
+    fourier = plan.encoding == "fourier"
+    return dict(IN=plan.in_features, IN_PAD=_pad(plan.in_features), ENCODING=plan.encoding, F=plan.fourier_features,
+                F_PAD=_pad(plan.fourier_features), K0=plan.first_in,
+                K0_PAD=_pad(plan.fourier_features) if fourier else _pad(plan.in_features), WIDTH=plan.width,
+                HIDDEN=plan.hidden_layers, OUT=plan.out_features, OUT_PAD=_pad(plan.out_features),
+                ACT=plan.activation, OUTPUT=plan.output, LOSS=loss, PRECISION=plan.dot_precision,
+                BLOCK_M=step_blocks(plan)[0])
+
+
+def fused_train_step(coords: torch.Tensor, target: torch.Tensor, fourier_b: torch.Tensor, params: torch.Tensor,
+                     plan: KernelPlan, loss: str, programs: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean `loss` of the net on (coords, target) and its gradient by the flat params, in one launch.
+
+    `programs` (default: about one per SM) each sum a contiguous chunk of points; their slots are
+    added in a fixed order. Raises BackendError for a shape the one kernel does not take.
+    """
+    reason = step_unsupported_reason(plan, loss)
+    if reason is not None:
+        raise BackendError(f"the one-kernel training step does not take this net: {reason}")
+    _check_tensors(plan, coords, params, fourier_b=fourier_b, target=target)
+    n = coords.shape[0]
+    if target.shape != (n, plan.out_features):
+        raise ValueError(f"target must have shape ({n}, {plan.out_features}); got {tuple(target.shape)}")
+    if n == 0:
+        return torch.zeros((), device=coords.device), torch.zeros_like(params)
+    block_m, num_warps = step_blocks(plan)
+    programs = programs or _default_splits(n, block_m, coords.device)
+    chunk = _cdiv(_cdiv(n, programs), block_m) * block_m
+    programs = _cdiv(n, chunk)
+    partial = torch.empty((programs, plan.num_params), dtype=torch.float32, device=coords.device)
+    losses = torch.empty((programs,), dtype=torch.float32, device=coords.device)
+    scale = 1.0 / (n * plan.out_features)
+    _kernels().mlp_train_step_kernel[(programs,)](
+        coords, target, fourier_b,
+        params, params[plan.hidden_offset - plan.width:], params[plan.hidden_offset:],
+        params[plan.out_offset:], params[plan.num_params - plan.out_features:],
+        partial, losses, n, chunk, plan.num_params, plan.w0, scale,
+        num_warps=num_warps, **step_constexprs(plan, loss),
+    )
+    return losses.sum() * scale, partial.sum(dim=0)
+
+
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -351,6 +432,22 @@ class FusedCoordMLP(CoordMLP):
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
         y = FusedMLPFunction.apply(x, self.fourier_b, self.plan, needs_grad, *params)
         return y.reshape(*coords.shape[:-1], cfg.out_features)
+
+    def step_unsupported_reason(self, loss: str) -> str | None:
+        """Why `loss_and_grads` cannot train this net with `loss` in one kernel; None when it can."""
+        return step_unsupported_reason(self.plan, loss)
+
+    def loss_and_grads(self, coords: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+        """The mean `loss` on (coords, target), detached, with every parameter's `.grad` set to its
+        gradient: forward, loss, backward and the weight gradients in one kernel (`fused_train_step`)."""
+        params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+        x = coords.reshape(-1, self.config.in_features).contiguous()
+        value, dflat = fused_train_step(x, target.reshape(-1, self.config.out_features).contiguous(),
+                                        self.fourier_b, flat, self.plan, loss)
+        for p, g in zip(params, dflat.split([p.numel() for p in params])):
+            p.grad = g.view(p.shape)
+        return value
 
     def extra_repr(self) -> str:
         return f"precision={self.plan.precision!r}, block_m={self.plan.block_m}"

@@ -242,3 +242,200 @@ def mlp_weight_grad_kernel(
     else:
         tl.store(dw_ptr + slot + gs[:, None] * K + ks[None, :], acc, mask=g_mask[:, None] & k_mask[None, :])
     tl.store(db_ptr + slot + gs, acc_b, mask=g_mask)
+
+
+# ---- the whole training step in one kernel ------------------------------------------- #
+
+HUBER_DELTA = tl.constexpr(0.1)  # steer.trainer's Huber loss: delta 0.1 suits [0, 1] colours
+
+
+@triton.jit
+def _derivative(z, w0, ACT: tl.constexpr):
+    """d act(z) / dz, elementwise (relu: 1 where z > 0, as torch's)."""
+    if ACT == "sine":
+        return w0 * tl.cos(w0 * z)
+    else:
+        return tl.where(z > 0.0, 1.0, 0.0)
+
+
+@triton.jit
+def _loss_and_grad(diff, LOSS: tl.constexpr):
+    """The elementwise loss of y - t and its derivative by y, as torch's mse, l1 and huber (delta 0.1)."""
+    if LOSS == "l1":
+        return tl.abs(diff), tl.where(diff > 0.0, 1.0, tl.where(diff < 0.0, -1.0, 0.0))
+    elif LOSS == "huber":
+        small = tl.abs(diff) < HUBER_DELTA
+        loss = tl.where(small, 0.5 * diff * diff, HUBER_DELTA * (tl.abs(diff) - 0.5 * HUBER_DELTA))
+        grad = tl.where(small, diff, tl.where(diff > 0.0, HUBER_DELTA, -HUBER_DELTA))
+        return loss, grad
+    else:
+        return diff * diff, 2.0 * diff
+
+
+@triton.jit
+def _hidden_forward(h, hid_ptr, layer: tl.constexpr, w0, WIDTH: tl.constexpr, ACT: tl.constexpr,
+                    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Hidden layer `layer` (>= 1) on h: its pre-activation z and act(z)."""
+    cols = tl.arange(0, WIDTH)
+    block = hid_ptr + (layer - 1) * (WIDTH * WIDTH + WIDTH)
+    w_t = tl.load(block + cols[None, :] * WIDTH + cols[:, None])
+    bias = tl.load(block + WIDTH * WIDTH + cols)
+    z = _matmul(h, w_t, tl.zeros((BLOCK_M, WIDTH), dtype=tl.float32) + bias[None, :], PRECISION)
+    return z, _activation(z, w0, ACT)
+
+
+@triton.jit
+def _hidden_backward(dh, z, below, acc_w, acc_b, hid_ptr, layer: tl.constexpr, w0, WIDTH: tl.constexpr,
+                     ACT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Hidden layer `layer` (>= 1) backwards: its dW and db added to the program's sums, and dh below."""
+    cols = tl.arange(0, WIDTH)
+    dz = dh * _derivative(z, w0, ACT)
+    acc_w = _matmul(tl.trans(dz), below, acc_w, PRECISION)
+    acc_b += tl.sum(dz, axis=0)
+    w = tl.load(hid_ptr + (layer - 1) * (WIDTH * WIDTH + WIDTH) + cols[:, None] * WIDTH + cols[None, :])
+    return _matmul(dz, w, tl.zeros((BLOCK_M, WIDTH), dtype=tl.float32), PRECISION), acc_w, acc_b
+
+
+@triton.jit
+def mlp_train_step_kernel(
+    x_ptr,  # (N, IN) fp32 coords of the step's points
+    t_ptr,  # (N, OUT) fp32 targets
+    fb_ptr,  # (F, IN) Fourier matrix B
+    w_in_ptr, b_in_ptr, hid_ptr, w_out_ptr, b_out_ptr,  # the parameters, as in mlp_forward_kernel
+    part_ptr,  # (programs, P) out: each program's sums of dloss/dparams, laid out like the parameters
+    loss_ptr,  # (programs,) out: each program's sum of the elementwise loss
+    n_points, chunk,  # N; points per program (a multiple of BLOCK_M)
+    part_stride,  # P
+    w0, scale,  # sine frequency; 1 / (N * OUT): the loss is a mean
+    IN: tl.constexpr, IN_PAD: tl.constexpr, ENCODING: tl.constexpr, F: tl.constexpr, F_PAD: tl.constexpr,
+    K0: tl.constexpr, K0_PAD: tl.constexpr,  # the first layer's inputs: IN, or 2F (fourier); padded: IN_PAD | F_PAD
+    WIDTH: tl.constexpr, HIDDEN: tl.constexpr, OUT: tl.constexpr, OUT_PAD: tl.constexpr,
+    ACT: tl.constexpr, OUTPUT: tl.constexpr, LOSS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+):
+    """One optimisation step's loss and gradients: forward, loss, backward and dW for a chunk of points.
+
+    Each program walks its own chunk, BLOCK_M points at a time: the encoding, every layer's
+    pre-activations and activations stay on chip (HIDDEN <= 4 layers, kept as separate
+    variables), the loss's gradient and the sigmoid's are taken in place, and dW, db and the
+    loss are summed over the chunk in registers. The sums go to the program's own slot; the
+    caller adds the slots in a fixed order, so a step is deterministic (no atomics).
+    """
+    pid = tl.program_id(0)
+    cols = tl.arange(0, WIDTH)
+    outs = tl.arange(0, OUT_PAD)
+    out_mask = outs < OUT
+    feats = tl.arange(0, F_PAD)
+    ins = tl.arange(0, IN_PAD)
+
+    acc_in = tl.zeros((WIDTH, K0_PAD), dtype=tl.float32)  # dW of the first layer (its sin half: fourier)
+    acc_in_cos = tl.zeros((WIDTH, K0_PAD), dtype=tl.float32)  # its cos half (fourier)
+    acc_b0 = tl.zeros((WIDTH,), dtype=tl.float32)
+    acc_w1 = tl.zeros((WIDTH, WIDTH), dtype=tl.float32)
+    acc_b1 = tl.zeros((WIDTH,), dtype=tl.float32)
+    acc_w2 = tl.zeros((WIDTH, WIDTH), dtype=tl.float32)
+    acc_b2 = tl.zeros((WIDTH,), dtype=tl.float32)
+    acc_w3 = tl.zeros((WIDTH, WIDTH), dtype=tl.float32)
+    acc_b3 = tl.zeros((WIDTH,), dtype=tl.float32)
+    acc_out = tl.zeros((OUT_PAD, WIDTH), dtype=tl.float32)
+    acc_bout = tl.zeros((OUT_PAD,), dtype=tl.float32)
+    acc_loss = tl.zeros((BLOCK_M,), dtype=tl.float32)
+
+    start = pid * chunk
+    end = tl.minimum(start + chunk, n_points)
+    for first in range(start, end, BLOCK_M):
+        rows = first + tl.arange(0, BLOCK_M)
+        row_mask = rows < end
+
+        # ---- forward: every layer's z and act(z) kept ------------------------------ #
+        z0 = tl.zeros((BLOCK_M, WIDTH), dtype=tl.float32) + tl.load(b_in_ptr + cols)[None, :]
+        if ENCODING == "fourier":
+            proj = _fourier_projection(x_ptr, fb_ptr, rows, row_mask, IN, F, F_PAD, BLOCK_M)
+            enc_sin = tl.sin(proj)
+            enc_cos = tl.cos(proj)
+            w_t = w_in_ptr + cols[None, :] * (2 * F) + feats[:, None]
+            w_mask = feats[:, None] < F
+            z0 = _matmul(enc_sin, tl.load(w_t, mask=w_mask, other=0.0), z0, PRECISION)
+            z0 = _matmul(enc_cos, tl.load(w_t + F, mask=w_mask, other=0.0), z0, PRECISION)
+        else:
+            x = tl.load(x_ptr + rows[:, None] * IN + ins[None, :], mask=row_mask[:, None] & (ins[None, :] < IN),
+                        other=0.0)  # (BLOCK_M, IN_PAD), zero padded
+            for k in tl.static_range(IN):  # IN is tiny (2): outer products, exact fp32
+                xk = tl.load(x_ptr + rows * IN + k, mask=row_mask, other=0.0)
+                z0 += xk[:, None] * tl.load(w_in_ptr + cols * IN + k)[None, :]
+        h0 = _activation(z0, w0, ACT)
+        h = h0
+        if HIDDEN > 1:
+            z1, h1 = _hidden_forward(h0, hid_ptr, 1, w0, WIDTH, ACT, PRECISION, BLOCK_M)
+            h = h1
+        if HIDDEN > 2:
+            z2, h2 = _hidden_forward(h1, hid_ptr, 2, w0, WIDTH, ACT, PRECISION, BLOCK_M)
+            h = h2
+        if HIDDEN > 3:
+            z3, h3 = _hidden_forward(h2, hid_ptr, 3, w0, WIDTH, ACT, PRECISION, BLOCK_M)
+            h = h3
+        io_mask = row_mask[:, None] & out_mask[None, :]
+        w_out_t = tl.load(w_out_ptr + outs[None, :] * WIDTH + cols[:, None], mask=out_mask[None, :], other=0.0)
+        o = _matmul(h, w_out_t, tl.zeros((BLOCK_M, OUT_PAD), dtype=tl.float32)
+                    + tl.load(b_out_ptr + outs, mask=out_mask, other=0.0)[None, :], PRECISION)
+        if OUTPUT == "sigmoid":
+            y = tl.sigmoid(o)
+        else:
+            y = o
+
+        # ---- the loss and its gradient by the output's pre-activation --------------- #
+        t = tl.load(t_ptr + rows[:, None] * OUT + outs[None, :], mask=io_mask, other=0.0)
+        diff = tl.where(io_mask, y - t, 0.0)
+        loss, d = _loss_and_grad(diff, LOSS)
+        acc_loss += tl.sum(loss, axis=1)
+        d = d * scale
+        if OUTPUT == "sigmoid":
+            d = d * (y * (1.0 - y))
+        d = tl.where(io_mask, d, 0.0)
+
+        # ---- backward ------------------------------------------------------------ #
+        acc_out = _matmul(tl.trans(d), h, acc_out, PRECISION)
+        acc_bout += tl.sum(d, axis=0)
+        w_out = tl.load(w_out_ptr + outs[:, None] * WIDTH + cols[None, :], mask=out_mask[:, None], other=0.0)
+        dh = _matmul(d, w_out, tl.zeros((BLOCK_M, WIDTH), dtype=tl.float32), PRECISION)
+        if HIDDEN > 3:
+            dh, acc_w3, acc_b3 = _hidden_backward(dh, z3, h2, acc_w3, acc_b3, hid_ptr, 3, w0, WIDTH, ACT,
+                                                  PRECISION, BLOCK_M)
+        if HIDDEN > 2:
+            dh, acc_w2, acc_b2 = _hidden_backward(dh, z2, h1, acc_w2, acc_b2, hid_ptr, 2, w0, WIDTH, ACT,
+                                                  PRECISION, BLOCK_M)
+        if HIDDEN > 1:
+            dh, acc_w1, acc_b1 = _hidden_backward(dh, z1, h0, acc_w1, acc_b1, hid_ptr, 1, w0, WIDTH, ACT,
+                                                  PRECISION, BLOCK_M)
+        dz0 = tl.where(row_mask[:, None], dh * _derivative(z0, w0, ACT), 0.0)
+        acc_b0 += tl.sum(dz0, axis=0)
+        if ENCODING == "fourier":
+            acc_in = _matmul(tl.trans(dz0), enc_sin, acc_in, PRECISION)
+            acc_in_cos = _matmul(tl.trans(dz0), enc_cos, acc_in_cos, PRECISION)
+        else:
+            acc_in = tl.dot(tl.trans(dz0), x, acc_in, input_precision="ieee")  # tiny K: kept exact
+
+    # ---- the program's sums to its slot (laid out like the parameters) ------------------ #
+    slot = part_ptr + pid.to(tl.int64) * part_stride
+    if ENCODING == "fourier":
+        offs = cols[:, None] * K0 + feats[None, :]
+        mask = feats[None, :] < F
+        tl.store(slot + offs, acc_in, mask=mask)
+        tl.store(slot + offs + F, acc_in_cos, mask=mask)
+    else:
+        tl.store(slot + cols[:, None] * K0 + ins[None, :], acc_in, mask=ins[None, :] < IN)
+    tl.store(slot + WIDTH * K0 + cols, acc_b0)
+    hidden = slot + WIDTH * K0 + WIDTH
+    square = cols[:, None] * WIDTH + cols[None, :]
+    if HIDDEN > 1:
+        tl.store(hidden + square, acc_w1)
+        tl.store(hidden + WIDTH * WIDTH + cols, acc_b1)
+    if HIDDEN > 2:
+        tl.store(hidden + (WIDTH * WIDTH + WIDTH) + square, acc_w2)
+        tl.store(hidden + (WIDTH * WIDTH + WIDTH) + WIDTH * WIDTH + cols, acc_b2)
+    if HIDDEN > 3:
+        tl.store(hidden + 2 * (WIDTH * WIDTH + WIDTH) + square, acc_w3)
+        tl.store(hidden + 2 * (WIDTH * WIDTH + WIDTH) + WIDTH * WIDTH + cols, acc_b3)
+    out = hidden + (HIDDEN - 1) * (WIDTH * WIDTH + WIDTH)
+    tl.store(out + outs[:, None] * WIDTH + cols[None, :], acc_out, mask=out_mask[:, None])
+    tl.store(out + OUT * WIDTH + outs, acc_bout, mask=out_mask)
+    tl.store(loss_ptr + pid, tl.sum(acc_loss, axis=0))

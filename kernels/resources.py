@@ -23,11 +23,13 @@ import tempfile
 from pathlib import Path
 
 from .choices import DEFAULT_PRECISION, PRECISIONS
-from .fused import _DOT_PRECISION, KernelPlan, interpreter_requested
+from .fused import _DOT_PRECISION, KernelPlan, interpreter_requested, step_blocks, step_constexprs, \
+    step_unsupported_reason
 from .reference import MLPConfig
 
 # The kernels' scalar arguments; every other argument is a float32 pointer.
-_SCALARS = {"n_points": "i32", "part_stride": "i32", "dw_layer_stride": "i32", "chunk": "i32", "w0": "fp32"}
+_SCALARS = {"n_points": "i32", "part_stride": "i32", "dw_layer_stride": "i32", "chunk": "i32", "w0": "fp32",
+            "scale": "fp32"}
 _ARCH = 90
 
 
@@ -57,14 +59,20 @@ def _ptxas_report(ptx: str) -> dict[str, int]:
             "spill_loads": number(r"(\d+) bytes spill loads"), "stack": number(r"(\d+) bytes stack frame")}
 
 
-def _launches(plan: KernelPlan) -> list[tuple[str, object, dict]]:
+def _launches(plan: KernelPlan) -> list[tuple[str, object, dict, int]]:
+    """(name, kernel, constexprs, num_warps) of each launch: the split kernels, and the one-kernel step
+    where it takes the net (with the Huber loss, the one with the most arithmetic)."""
     from . import fused_kernels as fk
 
     dot = _DOT_PRECISION[plan.precision]
-    launches = [("forward", fk.mlp_forward_kernel, plan.forward_constexprs(dot, True)),
-                ("backward_data", fk.mlp_backward_data_kernel, plan.backward_data_constexprs(dot))]
-    launches += [(f"weight_grad_{group}", fk.mlp_weight_grad_kernel, plan.weight_grad_constexprs(dot, group))
+    warps = plan.num_warps
+    launches = [("forward", fk.mlp_forward_kernel, plan.forward_constexprs(dot, True), warps),
+                ("backward_data", fk.mlp_backward_data_kernel, plan.backward_data_constexprs(dot), warps)]
+    launches += [(f"weight_grad_{group}", fk.mlp_weight_grad_kernel, plan.weight_grad_constexprs(dot, group), warps)
                  for group in ("first", "hidden", "out")]
+    if step_unsupported_reason(plan, "huber") is None:
+        launches.append(("train_step", fk.mlp_train_step_kernel, {**step_constexprs(plan, "huber"), "PRECISION": dot},
+                         step_blocks(plan)[1]))
     return launches
 
 
@@ -79,14 +87,15 @@ def kernel_resources(config: MLPConfig, precision: str = DEFAULT_PRECISION) -> l
 
     plan = KernelPlan.from_config(config, precision)
     rows = []
-    for name, fn, constexprs in _launches(plan):
+    for name, fn, constexprs, num_warps in _launches(plan):
         signature = {arg: "constexpr" if arg in constexprs else _SCALARS.get(arg, "*fp32") for arg in fn.arg_names}
         kernel = triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", _ARCH, 32),
-                                options={"num_warps": plan.num_warps})
+                                options={"num_warps": num_warps})
         rows.append({
             "kernel": name, "width": config.width, "hidden_layers": config.hidden_layers,
             "activation": config.activation, "encoding": config.encoding, "precision": precision,
-            "block_m": plan.block_m, "num_warps": plan.num_warps, "shared_bytes": kernel.metadata.shared,
+            "block_m": constexprs.get("BLOCK_M", plan.block_m), "num_warps": num_warps,
+            "shared_bytes": kernel.metadata.shared,
             "cubin_bytes": len(kernel.asm["cubin"]), **_ptxas_report(kernel.asm["ptx"]),
         })
     return rows

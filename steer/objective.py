@@ -216,7 +216,7 @@ class Objective:
             record.write(trial, record.SCHEDULE, list(spec.schedule))  # read by steering() below
         trainer = Trainer(params, self.target, steps=spec.steps, seed=seed,
                           backend=spec.backend, device=spec.device, precision=spec.precision,
-                          cuda_graph=spec.cuda_graph)
+                          cuda_graph=spec.cuda_graph, fused_step=spec.fused_step)
         if trainer.lr_found is not None:  # lr = "find": the range test's LR is what trains (and replays)
             params = {**params, "lr": trainer.params["lr"]}
             record.write(trial, record.LR_FOUND, trainer.lr_found.to_dict())
@@ -229,6 +229,8 @@ class Objective:
         record.write(trial, record.TORCH_THREADS, torch.get_num_threads())
         if trainer.graph is not None:  # a replay must run the same arithmetic (fused optimizer, graphs)
             record.write(trial, record.CUDA_GRAPH, True)
+        if trainer.fused_step:  # ... and the same kernels (the one-kernel step sums in another order)
+            record.write(trial, record.FUSED_STEP, True)
         if applicable_pins(trial, pins):
             record.write(trial, record.PINNED, applicable_pins(trial, pins))
         if control is not None:

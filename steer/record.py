@@ -43,6 +43,7 @@ DEVICE = "steer.device"
 VISIBLE_GPUS = "steer.cuda_visible_devices"  # the worker's GPU (CUDA_VISIBLE_DEVICES), when it was given one
 TORCH_THREADS = "steer.torch_threads"
 CUDA_GRAPH = "steer.cuda_graph"  # True when the trial's steps ran as captured CUDA graphs (absent: they did not)
+FUSED_STEP = "steer.fused_step"  # True when the triton backend trained it with the one-kernel step (absent: not)
 PINNED = "steer.pinned"  # the study pins this trial honoured when it started
 LR_FOUND = "steer.lr_found"  # the LR range test a trial of a spec with lr = "find" started with
 HINTED = "steer.hinted"  # {param: value}: what a person's hint drew for this trial (steer.search_space)

@@ -51,7 +51,8 @@ def replay_trial(study: optuna.Study, number: int, device: str | None = None) ->
     trainer = Trainer(attrs[record.PARAMS], target, steps=spec["steps"], seed=attrs[record.SEED],
                       backend=attrs.get(record.BACKEND, "torch"), device=device or attrs.get(record.DEVICE, "cpu"),
                       precision=spec.get("precision", DEFAULT_PRECISION),
-                      cuda_graph=bool(attrs.get(record.CUDA_GRAPH, False)))
+                      cuda_graph=bool(attrs.get(record.CUDA_GRAPH, False)),
+                      fused_step=bool(attrs.get(record.FUSED_STEP, False)))
     knobs = Steering(None, **trainer.steering_kwargs())  # the same handlers that applied them the first time
     events = record.read(trial).changes()  # a promoted trial's schedule and the interventions, in order
     final_step = attrs[record.FINAL_STEP]
@@ -116,7 +117,8 @@ def export_spec(study: optuna.Study, number: int) -> str:
         "target": {"image": image, "size": spec["size"]},
         "trial": {"steps": spec["steps"], "report_every": spec["report_every"], "backend": spec["backend"],
                   "device": spec["device"], "precision": spec.get("precision", DEFAULT_PRECISION), "seed": rec.seed,
-                  "cuda_graph": bool(attrs.get(record.CUDA_GRAPH, False))},
+                  "cuda_graph": bool(attrs.get(record.CUDA_GRAPH, False)),
+                  "fused_step": bool(attrs.get(record.FUSED_STEP, False))},
         "pruner": {"type": "none"},
         "space": dict(attrs[record.PARAMS]),
     }

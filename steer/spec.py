@@ -108,6 +108,7 @@ class Spec:
     schedule: tuple[dict[str, Any], ...] = ()  # changes every trial makes at their steps ([[changes]])
     artifacts: Path | None = None  # artifact folder (default: beside a SQLite database)
     cuda_graph: bool = True  # on CUDA, each training step runs as one captured CUDA graph
+    fused_step: bool = True  # the triton backend trains a net it takes with one kernel per step
     # [checkpoints] (steer.checkpoints): seconds between two, how many a running trial keeps, how many
     # times a trial whose worker died is carried on from its last one
     checkpoints: dict[str, Any] = field(default_factory=lambda: {"every": 10.0, "keep": 3, "retries": 1})
@@ -286,6 +287,7 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
     device = trial.get("device", str, "auto")
     precision = trial.get("precision", str, DEFAULT_PRECISION)
     cuda_graph = trial.get("cuda_graph", bool, True)
+    fused_step = trial.get("fused_step", bool, True)
     trial_seed = trial.get("seed", int, None)
     trial.done()
     if trial_seed is not None and not 0 <= trial_seed < 2**63:
@@ -363,7 +365,8 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
         path=path, name=name, image=image, size=size, trials=trials, timeout=timeout, seed=seed,
         steps=steps, report_every=report_every, backend=backend, device=device, precision=precision,
         space=tuple(dims), fixed=fixed, sampler=sampler, pruner=pruner, steering=steering,
-        baseline=baseline, trial_seed=trial_seed, schedule=schedule, cuda_graph=cuda_graph, checkpoints=checkpoints,
+        baseline=baseline, trial_seed=trial_seed, schedule=schedule, cuda_graph=cuda_graph, fused_step=fused_step,
+        checkpoints=checkpoints,
         artifacts=None if artifacts is None else (path.parent if path else Path.cwd()) / artifacts,
     )
 

@@ -31,6 +31,7 @@ class Diverged(RuntimeError):
 
 # The losses a trial of the built-in objective can train with (Huber's delta suits [0, 1] colours).
 LOSS_FNS = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": lambda a, b: F.huber_loss(a, b, delta=0.1)}
+LOSS_NAMES = {fn: name for name, fn in LOSS_FNS.items()}  # the one-kernel step computes the loss by name
 
 
 FIND_LR = "find"  # lr = "find" in a spec: each trial starts at what an LR range test suggests
@@ -104,10 +105,13 @@ class Trainer:
         device: str = "auto",
         precision: str = DEFAULT_PRECISION,
         cuda_graph: bool = False,
+        fused_step: bool = False,
     ) -> None:
         """`cuda_graph`: on CUDA, run each step as one captured CUDA graph (`steer.cuda_graph`);
-        ignored on the CPU. Off by default so that a replay of a trial recorded without it
-        (every trial before it existed) runs the same arithmetic; the spec turns it on."""
+        ignored on the CPU. `fused_step`: on the triton backend, a net and loss the one-kernel step
+        takes train with it (forward, loss, backward and weight gradients in one launch). Both are
+        off by default so that a replay of a trial recorded without them (every trial before they
+        existed) runs the same arithmetic; the spec turns them on."""
         self.params = {**DEFAULT_PARAMS, **params}
         find = self.params["lr"] == FIND_LR  # the spec's `lr = "find"`: an LR range test picks it, below
         if find:
@@ -121,6 +125,7 @@ class Trainer:
         init_gen = torch.Generator().manual_seed(seed)
         self.batch_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.model, self.backend = build_model(mlp_config(self.params), backend, self.device, init_gen, precision)
+        self.fused_step = fused_step and hasattr(self.model, "loss_and_grads")  # the triton backend's model
         self.step_count = 0
         self.lr_override: float | None = None  # an LR set by hand replaces the schedule from then on
         self.graph = None
@@ -248,11 +253,16 @@ class Trainer:
             torch.randint(self.coords.shape[0], (self.batch,), generator=self.batch_gen, device=self.device,
                           out=self._idx)
 
+        one_kernel = self._one_kernel_loss(loss_fn)
+
         def train_step() -> torch.Tensor:
             coords, target = (self.coords[self._idx], self.target[self._idx]) if self.batch else (self.coords, self.target)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(self.model(coords), target)
-            loss.backward()
+            if one_kernel is not None:  # forward, loss, backward and the weight gradients: one launch
+                loss = self.model.loss_and_grads(coords, target, one_kernel)
+            else:
+                loss = loss_fn(self.model(coords), target)
+                loss.backward()
             self.optimizer.step()
             return loss.detach()
 
@@ -260,6 +270,12 @@ class Trainer:
         self.step_count += 1
         self._write_lr()  # the optimizer holds the next step's LR: what a person sees and changes
         return loss
+
+    def _one_kernel_loss(self, loss_fn: Callable) -> str | None:
+        """The name of `loss_fn` when this step trains with the one-kernel step, else None (another loss,
+        a net it does not take, or the flag off)."""
+        name = LOSS_NAMES.get(loss_fn) if self.fused_step else None
+        return name if name is not None and self.model.step_unsupported_reason(name) is None else None
 
     def _graph_key(self, loss_fn: Callable) -> tuple:
         """What a captured step bakes in besides the LR (see steer.cuda_graph): a change of it re-captures.

@@ -132,6 +132,93 @@ def _split_case(case: dict) -> tuple[MLPConfig, int, dict]:
     return MLPConfig(**case), n, kernel_kwargs
 
 
+STEP_LOSSES = {"mse": torch.nn.functional.mse_loss, "l1": torch.nn.functional.l1_loss,
+               "huber": lambda a, b: torch.nn.functional.huber_loss(a, b, delta=0.1)}  # steer.trainer's
+
+
+def check_train_step(config: MLPConfig, n: int, loss: str, device: str = "cpu", precision: str = "fp32",
+                     programs: int | None = None) -> None:
+    """The one-kernel step's loss and every gradient against the reference's autograd of the same loss."""
+    reference, fused = make_pair(config, device, precision=precision)
+    gen = torch.Generator().manual_seed(n)
+    coords = (torch.rand(n, config.in_features, generator=gen) * 2 - 1).to(device)
+    target = torch.rand(n, config.out_features, generator=gen).to(device)
+    expected = STEP_LOSSES[loss](reference(coords), target)
+    expected.backward()
+    plan = fused.plan
+    flat = torch.cat([p.detach().reshape(-1) for p in fused.parameters()])
+    value, dflat = fused_module.fused_train_step(coords, target, fused.fourier_b, flat, plan, loss, programs)
+    assert_matches(value, expected.detach(), precision, "loss", kind="forward")
+    grads = dflat.split([p.numel() for p in fused.parameters()])
+    for (name, p_ref), g in zip(reference.named_parameters(), grads):
+        assert_matches(g.view(p_ref.shape), p_ref.grad, precision, f"grad of {name} ({loss})")
+
+
+def _step_grid():
+    """Every loss, both activations and outputs, with and without Fourier features, at each width's deepest
+    net the one kernel takes; odd point counts, so that tiles and programs end part-way."""
+    cases = []
+    points, programs = itertools.cycle((1, 37, 130, 257)), itertools.cycle((None, 1, 3))
+    for (width, hidden, encoding), loss, (activation, output) in itertools.product(
+            ((16, 4, "none"), (16, 2, "fourier"), (32, 2, "none"), (64, 4, "none"), (64, 3, "fourier")),
+            ("mse", "l1", "huber"), (("relu", "sigmoid"), ("sine", "linear"))):
+        cases.append(dict(width=width, hidden_layers=hidden, encoding=encoding, loss=loss, activation=activation,
+                          output=output, n=next(points), programs=next(programs)))
+    return cases[::2] + [dict(width=64, hidden_layers=1, encoding="fourier", loss="mse", activation="sine",
+                              output="sigmoid", n=65, programs=2, fourier_features=32)]
+
+
+@needs_interpreter
+class TestInterpretedTrainStep:
+    """The whole step in one kernel (`mlp_train_step_kernel`), in Triton's CPU interpreter."""
+
+    @pytest.mark.parametrize("case", _step_grid(),
+                             ids=lambda c: "w{width}-d{hidden_layers}-{encoding}-{activation}-{output}-{loss}-n{n}"
+                             .format(**c))
+    def test_loss_and_every_gradient(self, case):
+        case = dict(case)
+        n, loss, programs = case.pop("n"), case.pop("loss"), case.pop("programs")
+        check_train_step(MLPConfig(**case), n, loss, programs=programs)
+
+    def test_bf16_inputs(self):
+        check_train_step(MLPConfig(width=32, hidden_layers=2, activation="sine"), 130, "mse", precision="bf16")
+
+    def test_deterministic_and_the_same_for_any_split_of_the_points_up_to_rounding(self):
+        _, fused = make_pair(MLPConfig(width=32, hidden_layers=2), precision="fp32")
+        coords, target = torch.rand(300, 2), torch.rand(300, 3)
+        flat = torch.cat([p.detach().reshape(-1) for p in fused.parameters()])
+        runs = [fused_module.fused_train_step(coords, target, fused.fourier_b, flat, fused.plan, "mse", programs)
+                for programs in (3, 3, 1)]
+        assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+        torch.testing.assert_close(runs[0][1], runs[2][1], rtol=1e-5, atol=1e-7)
+
+    def test_no_points_and_shapes_it_does_not_take(self):
+        _, fused = make_pair(MLPConfig(width=16, hidden_layers=1), precision="fp32")
+        value = fused.loss_and_grads(torch.empty(0, 2), torch.empty(0, 3), "mse")
+        assert value.item() == 0 and all(torch.equal(p.grad, torch.zeros_like(p)) for p in fused.parameters())
+        for config, loss, says in ((MLPConfig(width=128, hidden_layers=2), "mse", "width 128"),
+                                   (MLPConfig(width=32, hidden_layers=3), "mse", "3 hidden layers at width 32"),
+                                   (MLPConfig(width=32, hidden_layers=1, encoding="fourier"), "mse",
+                                    "Fourier features at width 32"),
+                                   (MLPConfig(width=64, encoding="fourier", fourier_features=64), "mse",
+                                    "64 Fourier features"),
+                                   (MLPConfig(width=64), "smooth_l1", "loss 'smooth_l1'")):
+            _, other = make_pair(config, precision="fp32")
+            assert says in other.step_unsupported_reason(loss)
+            with pytest.raises(BackendError, match=says):
+                other.loss_and_grads(torch.rand(5, 2), torch.rand(5, 3), loss)
+
+    def test_loss_and_grads_sets_every_parameters_grad(self):
+        reference, fused = make_pair(MLPConfig(width=16, hidden_layers=2, encoding="fourier"), precision="fp32")
+        coords, target = torch.rand(50, 2), torch.rand(50, 3)
+        value = fused.loss_and_grads(coords, target, "huber")
+        expected = STEP_LOSSES["huber"](reference(coords), target)
+        expected.backward()
+        torch.testing.assert_close(value, expected.detach())
+        for p, q in zip(fused.parameters(), reference.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7)
+
+
 @needs_interpreter
 class TestInterpretedKernels:
     """The kernels in Triton's CPU interpreter (tf32 is exact fp32 there; bf16 rounds for real)."""
@@ -340,6 +427,12 @@ class TestCompiledKernels:
     def test_optimizer_steps_match_reference(self, precision):
         check_training_steps(MLPConfig(width=64, hidden_layers=3, encoding="fourier"), "cuda", precision)
 
+    @pytest.mark.parametrize("precision", ["fp32", "tf32x3", "tf32", "bf16"])
+    @pytest.mark.parametrize("loss", ["mse", "huber"])
+    def test_the_one_kernel_step(self, precision, loss):
+        check_train_step(MLPConfig(width=64, hidden_layers=3, encoding="fourier"), 2**16 + 37, loss, "cuda", precision)
+        check_train_step(MLPConfig(width=64, hidden_layers=4, activation="sine"), 4099, loss, "cuda", precision)
+
     def test_gradients_are_deterministic(self):
         _, fused = make_pair(MLPConfig(width=64, hidden_layers=3, activation="sine"), "cuda")
         coords = torch.rand(2**16, 2, device="cuda")
@@ -396,6 +489,11 @@ lr = {{ type = "float", low = 1e-3, high = 1e-2, log = true }}
         trial = study.trials[0]
         assert trial.state == optuna.trial.TrialState.COMPLETE
         assert record.attrs(trial)["steer.backend"] == backend
+        # the triton net (width 16, 2 layers, 8 Fourier features) trains with the one-kernel step, recorded
+        assert record.attrs(trial).get("steer.fused_step", False) == (backend == "triton")
         curves[backend] = [trial.intermediate_values[s] for s in (4, 8, 12)]
     assert curves["triton"] == pytest.approx(curves["torch"], abs=1e-3)
+    from steer.replay import replay_trial
+
+    assert replay_trial(study, 0)["identical"]  # the same kernels again: the same bits
     assert curves["torch"][-1] > curves["torch"][0]

@@ -60,7 +60,8 @@ def test_every_kernel_compiles_for_sm90_at_every_precision():
              precision="tf32x3"),
     ]
     rows = compile_for_sm90(cases)
-    assert len(rows) == 5 * len(cases)
+    # five split kernels each; the one-kernel step where it takes the net (the first two)
+    assert [r["kernel"] for r in rows].count("train_step") == 2 and len(rows) == 5 * len(cases) + 2
     assert all(r["cubin_bytes"] > 0 and r["registers"] > 0 for r in rows), rows
 
 
@@ -70,7 +71,16 @@ def test_the_default_precision_does_not_spill_up_to_width_64():
     width 64 with Fourier features) was also the one forward kernel that spilled."""
     cases = [dict(width=w, hidden_layers=4, activation=act, encoding=enc, precision=DEFAULT_PRECISION)
              for w in (16, 32, 64) for act, enc in (("relu", "none"), ("sine", "fourier"))]
+    # and the one-kernel step at the deepest net it takes at each width, with its most Fourier features
+    cases += [dict(width=16, hidden_layers=2, activation="sine", encoding="fourier", fourier_features=32,
+                   precision=DEFAULT_PRECISION),
+              dict(width=32, hidden_layers=2, activation="sine", encoding="none", precision=DEFAULT_PRECISION),
+              dict(width=64, hidden_layers=4, activation="relu", encoding="fourier", fourier_features=32,
+                   precision=DEFAULT_PRECISION),
+              dict(width=64, hidden_layers=3, activation="sine", encoding="fourier", fourier_features=32,
+                   precision=DEFAULT_PRECISION)]
     rows = compile_for_sm90(cases)
+    assert [r["kernel"] for r in rows].count("train_step") == 7  # 16/4 relu; 64/4 both; and these four
     spilling = [f"{r['kernel']} at width {r['width']}, {r['activation']}, {r['encoding']}: "
                 f"{r['spill_stores']} B stored, {r['spill_loads']} B loaded"
                 for r in rows if r["spill_stores"] or r["spill_loads"]]

@@ -27,46 +27,50 @@ def trainer_step(size: int = 256, steps: int = 300, warmup: int = 20, report_eve
     """One row per (backend, precision) x CUDA graph off/on: ms per step after `warmup` steps."""
     target = torch.rand(size, size, 3, generator=torch.Generator().manual_seed(0))
     rows = []
-    for backend, precision in RUNS:
-        for cuda_graph in (False, True):
-            row = {"backend": backend, "precision": precision, "cuda_graph": cuda_graph, "points": size * size,
-                   "steps": steps, "ms_per_step": None, "mpoints_per_s": None, "captures": None, "note": ""}
-            rows.append(row)
-            try:
-                trainer = Trainer(PARAMS, target, steps=warmup + steps, seed=0, backend=backend, device=device,
-                                  precision=precision, cuda_graph=cuda_graph)
-            except BackendError as exc:
-                row["note"] = str(exc)
-                continue
-            if cuda_graph and trainer.graph is None:
-                row["note"] = "CUDA graphs need CUDA"
-                continue
-            for _ in range(warmup):
-                trainer.check(trainer.step())
-            start = time.perf_counter()
-            for i in range(1, steps + 1):
-                loss = trainer.step()
-                if i % report_every == 0 or i == steps:
-                    trainer.check(loss)  # waits for the GPU, as a trial's report does
-            seconds = (time.perf_counter() - start) / steps
-            row.update(ms_per_step=seconds * 1e3, mpoints_per_s=size * size / seconds / 1e6,
-                       captures=trainer.graph.captures if trainer.graph else None,
-                       note=(trainer.graph.failed or "") if trainer.graph else "")
-            print(f"measured: {backend} ({precision}), cuda_graph={cuda_graph}: {row['ms_per_step']:.3f} ms/step",
-                  flush=True)
+    # The triton backend with the split kernels and with the one-kernel step (`fused_step`), each with and
+    # without a graph; torch has no one-kernel step.
+    runs = [(b, p, g, f) for b, p in RUNS for f in ((False, True) if b == "triton" else (False,)) for g in (False, True)]
+    for backend, precision, cuda_graph, fused_step in runs:
+        row = {"backend": backend, "precision": precision, "cuda_graph": cuda_graph, "fused_step": fused_step,
+               "points": size * size, "steps": steps, "ms_per_step": None, "mpoints_per_s": None,
+               "captures": None, "note": ""}
+        rows.append(row)
+        try:
+            trainer = Trainer(PARAMS, target, steps=warmup + steps, seed=0, backend=backend, device=device,
+                              precision=precision, cuda_graph=cuda_graph, fused_step=fused_step)
+        except BackendError as exc:
+            row["note"] = str(exc)
+            continue
+        if cuda_graph and trainer.graph is None:
+            row["note"] = "CUDA graphs need CUDA"
+            continue
+        for _ in range(warmup):
+            trainer.check(trainer.step())
+        start = time.perf_counter()
+        for i in range(1, steps + 1):
+            loss = trainer.step()
+            if i % report_every == 0 or i == steps:
+                trainer.check(loss)  # waits for the GPU, as a trial's report does
+        seconds = (time.perf_counter() - start) / steps
+        row.update(ms_per_step=seconds * 1e3, mpoints_per_s=size * size / seconds / 1e6,
+                   captures=trainer.graph.captures if trainer.graph else None,
+                   note=(trainer.graph.failed or "") if trainer.graph else "")
+        print(f"measured: {backend} ({precision}), cuda_graph={cuda_graph}, fused_step={fused_step}: "
+              f"{row['ms_per_step']:.3f} ms/step", flush=True)
     return rows
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    eager = {(r["backend"], r["precision"]): r["ms_per_step"] for r in rows if not r["cuda_graph"]}
-    lines = ["| backend | precision | CUDA graph | ms / step | Mpoints / s | vs the same without graph | note |",
-             "|---|---|---|---:|---:|---:|---|"]
+    eager = {(r["backend"], r["precision"], r.get("fused_step", False)): r["ms_per_step"]
+             for r in rows if not r["cuda_graph"]}
+    lines = ["| backend | precision | one-kernel step | CUDA graph | ms / step | Mpoints / s | vs the same without "
+             "graph | note |", "|---|---|---|---|---:|---:|---:|---|"]
     for r in rows:
+        head = f"| {r['backend']} | {r['precision']} | {r.get('fused_step', False)} | {r['cuda_graph']} |"
         if r["ms_per_step"] is None:
-            lines.append(f"| {r['backend']} | {r['precision']} | {r['cuda_graph']} | | | | {r['note']} |")
+            lines.append(f"{head} | | | {r['note']} |")
             continue
-        base = eager.get((r["backend"], r["precision"]))
+        base = eager.get((r["backend"], r["precision"], r.get("fused_step", False)))
         speedup = f"{base / r['ms_per_step']:.2f}x" if r["cuda_graph"] and base else ""
-        lines.append(f"| {r['backend']} | {r['precision']} | {r['cuda_graph']} | {r['ms_per_step']:.3f} | "
-                     f"{r['mpoints_per_s']:.1f} | {speedup} | {r['note']} |")
+        lines.append(f"{head} {r['ms_per_step']:.3f} | {r['mpoints_per_s']:.1f} | {speedup} | {r['note']} |")
     return "\n".join(lines)
