@@ -161,9 +161,11 @@ class KernelPlan:
                       PRECISION=dot_precision, BLOCK_K=self.block_k)
         if group == "first" and self.encoding == "fourier":
             # The encoding is recomputed here, (BLOCK_K, F_PAD) sin and cos tiles beside dz: at 128
-            # points a step, widths 16 and 32 spilled 1.3 KB per thread at tf32 (ptxas, sm_90a).
+            # points a step, widths 16 and 32 spilled 1.3 KB per thread at tf32 (ptxas, sm_90a), and at
+            # 64 width 32 still spilled 1.1 KB with 32 Fourier features (32 points: 202 registers, none).
             # A chunk is a multiple of block_k, so of the smaller step too.
-            return dict(common, BLOCK_K=min(self.block_k, 64), G=W, G_PAD=W, K=self.fourier_features,
+            return dict(common, BLOCK_K=min(self.block_k, 32 if W == 32 else 64), G=W, G_PAD=W,
+                        K=self.fourier_features,
                         K_PAD=_pad(self.fourier_features), SOURCE="fourier")
         if group == "first":
             return dict(common, G=W, G_PAD=W, K=self.in_features, K_PAD=_pad(self.in_features), SOURCE="coords")

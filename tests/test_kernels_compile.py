@@ -71,6 +71,9 @@ def test_the_default_precision_does_not_spill_up_to_width_64():
     width 64 with Fourier features) was also the one forward kernel that spilled."""
     cases = [dict(width=w, hidden_layers=4, activation=act, encoding=enc, precision=DEFAULT_PRECISION)
              for w in (16, 32, 64) for act, enc in (("relu", "none"), ("sine", "fourier"))]
+    # the split kernels with 32 Fourier features at width 32 (their first-layer gradient spilled 1.1 KB)
+    cases += [dict(width=32, hidden_layers=2, activation="relu", encoding="fourier", fourier_features=32,
+                   precision=DEFAULT_PRECISION)]
     # and the one-kernel step at the deepest net it takes at each width, with its most Fourier features
     cases += [dict(width=16, hidden_layers=2, activation="sine", encoding="fourier", fourier_features=32,
                    precision=DEFAULT_PRECISION),
