@@ -13,9 +13,10 @@ Kinds, and how long each is kept (`retain`, `release`):
   cadence  every `every` seconds of training; the newest `keep` of a running trial
   before   just before each applied intervention: undo goes back to it; kept while the trial runs
   fork     the parent's state a fork starts from; kept until the fork has finished
-A finished trial's checkpoints go when it ends, except those that a trial still
-waiting or running starts from (a fork, a retry of a crashed trial); a crashed
-trial's once its retry has used them.
+A finished trial's checkpoints go when it ends (with any file a killed worker
+left without its row), except those that a trial still waiting or running
+starts from (a fork, a retry of a crashed trial); a crashed trial's once its
+retry has used them.
 """
 
 from __future__ import annotations
@@ -89,21 +90,22 @@ def _checkpoint(row: Any) -> Checkpoint:
 class Checkpoints:
     """The checkpoints of one study: write, read, list and remove them."""
 
-    def __init__(self, control: Any, store: Any) -> None:
+    def __init__(self, control: Any, store: Any, folder: Path | None = None) -> None:
         self.control = control  # steer.control.Control: the study and its database
         self.store = store  # an Optuna artifact store
+        self.folder = folder  # the file-system store's folder, when it is one (orphan files are swept there)
 
     @classmethod
     def of(cls, control: Any, store: Any = None) -> Checkpoints:
         """The study's checkpoints in `store`, by default the study's artifact folder (`steer.artifacts`,
         which `steer run` records), else the folder beside its database."""
-        if store is None:
-            from steer.artifacts import artifact_dir, artifact_store
+        if store is not None:
+            return cls(control, store)
+        from steer.artifacts import artifact_dir, artifact_store
 
-            folder = control.study_user_attr(record.ARTIFACTS)
-            path = Path(folder) if folder else artifact_dir(control.storage.url, control.study_name)
-            store = artifact_store(path)
-        return cls(control, store)
+        folder = control.study_user_attr(record.ARTIFACTS)
+        path = Path(folder) if folder else artifact_dir(control.storage.url, control.study_name)
+        return cls(control, artifact_store(path), path)
 
     # ---- writing and reading -------------------------------------------------------------- #
     def save(self, trial: int, step: int, kind: str, blob: bytes, command: int | None = None) -> Checkpoint:
@@ -206,11 +208,36 @@ class Checkpoints:
         retried = {t.user_attrs.get(record.RETRY_OF) for t in trials}
         finished = {t.number for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                     or (t.state == TrialState.FAIL and t.number in retried)}
-        return self.remove([c for c in self.all() if (c.trial == trial or c.trial in finished) and c.id not in needed])
+        known = self.all()
+        removed = self.remove([c for c in known if (c.trial == trial or c.trial in finished) and c.id not in needed])
+        return removed + self._sweep_orphans(finished | {trial}, {c.artifact_id for c in known})
+
+    def _sweep_orphans(self, trials: set[int | None], named: set[str]) -> int:
+        """Files of `trials` (which write no more) that no row names: a worker killed between writing a
+        checkpoint's file and its row leaves one. Only a file-system store can be listed."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        prefix = f"steer-checkpoint-{self.control.study_id}-"
+        orphans = [f for f in self.folder.glob(prefix + "*") if f.name not in named
+                   and _trial_of(f.name[len(prefix):]) in trials]
+        for f in orphans:
+            f.unlink(missing_ok=True)
+        return len(orphans)
 
     def delete_study(self) -> int:
-        """Remove every checkpoint of the study (it is being deleted)."""
-        return self.remove(self.all())
+        """Remove every checkpoint of the study (it is being deleted), orphan files too."""
+        removed = self.remove(self.all())
+        if self.folder is not None and self.folder.is_dir():
+            for f in self.folder.glob(f"steer-checkpoint-{self.control.study_id}-*"):
+                f.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _trial_of(rest: str) -> int | None:
+    """The trial number in what follows a checkpoint file's study prefix: "TRIAL-STEP-NS"."""
+    head = rest.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 __all__ = ["DEFAULTS", "KINDS", "Checkpoint", "CheckpointError", "Checkpoints", "from_bytes", "to_bytes"]

@@ -278,7 +278,7 @@ seed = 3
 image = "card"
 size = 16
 [trial]
-steps = 4000
+steps = 3000
 report_every = 100
 backend = "torch"
 [pruner]
@@ -288,14 +288,15 @@ poll_interval = 0.05
 heartbeat_interval = 1
 grace_period = 2
 [checkpoints]
-every = 0.5
+every = 0.3
 [space]
 lr = { type = "float", low = 1e-3, high = 1e-2, log = true }
 """
 
 
-def crash_and_carry_on(folder: Path, url: str) -> None:
-    """Start a worker, steer its trial, SIGKILL it after its second checkpoint, start another worker."""
+def crash_and_carry_on(folder: Path, url: str):
+    """Start a worker, steer its trial, SIGKILL it after its second checkpoint, start another worker.
+    Returns the newest checkpoint the dead trial had taken."""
     (folder / "crash.toml").write_text(CRASH)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     first = subprocess.Popen([sys.executable, "-m", "steer", "run", "crash.toml", "--storage", url], cwd=folder,
@@ -311,25 +312,26 @@ def crash_and_carry_on(folder: Path, url: str) -> None:
                 pass
             time.sleep(0.05)
         applied(control, "set_lr", 0, 2e-3)
-        time.sleep(0.3)
+        time.sleep(0.2)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    time.sleep(3)  # its heartbeat goes stale (grace period 2 s)
+    newest = Checkpoints.of(control).of_trial(0, "cadence")[-1]
+    time.sleep(2.5)  # its heartbeat goes stale (grace period 2 s)
     second = run_cli("run", "crash.toml", "--storage", url, cwd=folder)
     assert second.returncode == 0, second.stderr
     assert "trial 0 died (its worker stopped beating); trial 1 carries it on" in second.stderr
+    return newest
 
 
-def check_carried_on(url: str) -> None:
+def check_carried_on(url: str, newest) -> None:
     study = optuna.load_study(study_name="crash", storage=url)
     dead, retry = study.trials
     assert dead.state.name == "FAIL" and retry.state.name == "COMPLETE"
     rec = record.read(retry)
     assert rec.retry_of == 0 and retry.user_attrs[record.RETRY_OF] == 0
-    # It started from the dead trial's last checkpoint: at most one interval of steps was done again.
-    last_dead = max(m.step for m in Control.open(url).metrics(0))
-    assert 0 < rec.resume["step"] <= last_dead
+    # It started from the dead trial's newest checkpoint: at most one interval of steps was done again.
+    assert (rec.resume["checkpoint"], rec.resume["step"]) == (newest.id, newest.step)
     assert min(retry.intermediate_values) == (rec.resume["step"] // 100 + 1) * 100
     # The person's change, made before the crash, is part of its chain (params and replay).
     set_at = record.attrs(dead)["steer.interventions"][0]["step"]
@@ -341,8 +343,7 @@ def check_carried_on(url: str) -> None:
 
 def test_a_killed_workers_trial_is_carried_on_from_its_checkpoint(tmp_path):
     url = f"sqlite:///{tmp_path / 'crash.db'}"
-    crash_and_carry_on(tmp_path, url)
-    check_carried_on(url)
+    check_carried_on(url, crash_and_carry_on(tmp_path, url))
     assert checkpoint_files(tmp_path) == []
     shown = run_cli("show", "--trial", "1", "--storage", url)
     assert "Retried from #0 (its worker died)" in shown.stdout, shown.stdout
@@ -351,8 +352,7 @@ def test_a_killed_workers_trial_is_carried_on_from_its_checkpoint(tmp_path):
 def test_a_killed_workers_trial_is_carried_on_by_another_machine_on_postgresql(tmp_path):
     """Two machines share a PostgreSQL server and an artifact folder (here: one local folder)."""
     with pg_database() as url:
-        crash_and_carry_on(tmp_path, url)
-        check_carried_on(url)
+        check_carried_on(url, crash_and_carry_on(tmp_path, url))
 
 
 def test_the_ctl_fork_command_prints_the_new_trial(tmp_path):
@@ -490,3 +490,22 @@ def test_show_names_who_carries_a_trial_on(forked):
     out = run_cli("show", "--storage", url, env={"COLUMNS": "200"})  # one line per trial
     rows = {line.split("│")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("│ ")}
     assert "forks: #1, #2" in rows["0"] and "fork of #0 at step" in rows["2"], out.stdout
+
+
+def test_a_file_without_its_row_goes_with_its_trial(tmp_path):
+    """A worker killed between a checkpoint's file and its row leaves a file no row names: it goes when the
+    trial's checkpoints are released, and a running trial's are left alone."""
+    (tmp_path / "orph.toml").write_text(spec_text("orph", steps=100))
+    spec = steer.load_spec(tmp_path / "orph.toml")
+    study = steer.create_study(spec, f"sqlite:///{tmp_path / 'orph.db'}")
+    study.optimize(steer.objective(spec), n_trials=1)
+    control = Control.open(study)
+    checkpoints = Checkpoints.of(control)
+    folder = tmp_path / "orph-artifacts"
+    dead = folder / f"steer-checkpoint-{control.study_id}-0-50-1"
+    live = folder / f"steer-checkpoint-{control.study_id}-1-50-1"  # a trial that has not finished
+    other = folder / f"steer-checkpoint-{control.study_id + 1}-0-50-1"  # another study's
+    for f in (dead, live, other):
+        f.write_bytes(b"half written")
+    assert checkpoints.release() == 1
+    assert not dead.exists() and live.exists() and other.exists()
