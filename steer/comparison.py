@@ -138,11 +138,18 @@ def comparison_figure(data: dict[str, Any]):
             fig.add_trace(go.Scatter(x=[origin["number"], child["number"]], y=[origin["psnr"], child["psnr"]],
                                      mode="lines", line={"dash": "dot", "color": "#2980b9"}, showlegend=False,
                                      hoverinfo="skip"))
+    for f in data.get("forks", []):  # a fork beside its parent: a dashed line from the parent's marker
+        parent, child = by_number.get(f["parent"]), by_number.get(f["trial"])
+        if parent and child:
+            fig.add_trace(go.Scatter(x=[parent["number"], child["number"]], y=[parent["psnr"], child["psnr"]],
+                                     mode="lines", line={"dash": "dash", "color": "#27ae60"}, showlegend=False,
+                                     hoverinfo="skip"))
     unsteered = data["unsteered"]
     if unsteered["median"] is not None:  # where a steered trial and its clean run stand among the plain ones
         fig.add_hline(y=unsteered["median"], line={"dash": "dash", "color": "#7f8c8d", "width": 1},
                       annotation_text="unsteered median", annotation_position="bottom right")
-    fig.update_layout(title=f"{data['study']}: PSNR by trial (stars: promoted, diamond: baseline)",
+    fig.update_layout(title=f"{data['study']}: PSNR by trial (stars: promoted, diamond: baseline; "
+                            f"dashed green: a fork from its parent)",
                       xaxis_title="trial", yaxis_title="PSNR (dB)", template="plotly_white")
     return fig
 

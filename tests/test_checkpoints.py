@@ -509,3 +509,12 @@ def test_a_file_without_its_row_goes_with_its_trial(tmp_path):
         f.write_bytes(b"half written")
     assert checkpoints.release() == 1
     assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_the_comparison_figure_links_each_fork_to_its_parent(forked):
+    from steer.comparison import comparison, comparison_figure
+
+    _, _, study, _, _, _ = forked
+    figure = comparison_figure(comparison(study))
+    links = [list(t.x) for t in figure.data if t.mode == "lines" and t.line.dash == "dash"]
+    assert links == [[0, 1], [0, 2]]
