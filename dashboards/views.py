@@ -214,10 +214,10 @@ def trial_rows(trials: Sequence[FrozenTrial], now: float | None = None,
     rows = []
     live = live or {}
     now = time.time() if now is None else now
-    promotions = record.promoted_as(list(trials))
+    shown = {r["number"]: r for r in record.rows(list(trials))}
     for t in sorted(trials, key=lambda t: t.number):
         rec = record.read(t)
-        row = record.row(t, promotions.get(t.number, ()))  # steer show's row: state, psnr, origin, note, ...
+        row = shown[t.number]  # steer show's row: state, psnr, origin, family, note, ...
         row["searched"] = row.pop("params")  # what Optuna sampled
         params = rec.effective
         latest = live.get(t.number) if t.state == TrialState.RUNNING else None
@@ -234,21 +234,7 @@ def trial_rows(trials: Sequence[FrozenTrial], now: float | None = None,
             "params": {k: params[k] for k in CONTROLLED if k in params},
         })
         rows.append(row)
-    family(rows)
     return rows
-
-
-def family(rows: list[dict[str, Any]]) -> None:
-    """Add each row's `forks` and `retried_as`: the trials that carry on from it. A finished trial's
-    attributes cannot change, so these are found from the children's records (`fork_of`, `retry_of`)."""
-    children: dict[tuple[str, int], list[int]] = {}
-    for r in rows:
-        for kind in ("fork_of", "retry_of"):
-            if r.get(kind) is not None:
-                children.setdefault((kind, r[kind]), []).append(r["number"])
-    for r in rows:
-        r["forks"] = children.get(("fork_of", r["number"]), [])
-        r["retried_as"] = children.get(("retry_of", r["number"]), [])
 
 
 def best_so_far(trials: Sequence[FrozenTrial], direction: optuna.study.StudyDirection

@@ -213,21 +213,16 @@ def print_trials(study: optuna.Study, console: Any) -> None:
     for col in ("#", "state", "PSNR dB", "params", "duration s", "note"):
         table.add_column(col, justify="right" if col in ("#", "PSNR dB", "duration s") else "left")
     best = _best_number(study)
-    children: dict[tuple[str, int], list[str]] = {}  # who carries a trial on: its forks, the retry of a dead one
-    for r in rows:
-        for kind in ("fork_of", "retry_of"):
-            if r[kind] is not None:
-                children.setdefault((kind, r[kind]), []).append(f"#{r['number']}")
     for r in rows:
         params = " ".join(f"{k}={_fmt_param(v)}" for k, v in r["params"].items())
         psnr = "" if r["psnr"] is None else f"{r['psnr']:.2f}"
         style = "bold green" if r["number"] == best else None
         promoted = "promoted as " + ", ".join(f"#{n}" for n in r["promoted_as"]) if r["promoted_as"] else None
         hinted = "hinted " + ", ".join(r["hinted"]) if r["hinted"] else None
-        forks, retry = children.get(("fork_of", r["number"])), children.get(("retry_of", r["number"]))
+        forks = "forks: " + ", ".join(f"#{n}" for n in r["forks"]) if r["forks"] else None
+        retried = "died; retried as " + ", ".join(f"#{n}" for n in r["retried_as"]) if r["retried_as"] else None
         note = "; ".join(filter(None, [r["origin"], "steered" if r["steered"] else None, hinted, promoted, r["note"],
-                                       forks and "forks: " + ", ".join(forks),
-                                       retry and "died; retried as " + ", ".join(retry)]))
+                                       forks, retried]))
         table.add_row(str(r["number"]), r["state"], psnr, params,
                       "" if r["duration_s"] is None else f"{r['duration_s']:.1f}", note, style=style)
     console.print(table)

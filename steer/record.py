@@ -219,9 +219,20 @@ def row(trial: FrozenTrial, promoted_as: list[int] | tuple[int, ...] = ()) -> di
 
 
 def rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
-    """`row` of every trial, with what was promoted from each."""
+    """`row` of every trial, with what was promoted from each and who carries each on (`forks`,
+    `retried_as`: a finished trial's attributes cannot change, so these are found from the children's
+    `fork_of` and `retry_of`)."""
     promotions = promoted_as(trials)
-    return [row(t, promotions.get(t.number, ())) for t in trials]
+    out = [row(t, promotions.get(t.number, ())) for t in trials]
+    children: dict[tuple[str, int], list[int]] = {}
+    for r in out:
+        for kind in ("fork_of", "retry_of"):
+            if r[kind] is not None:
+                children.setdefault((kind, r[kind]), []).append(r["number"])
+    for r in out:
+        r["forks"] = children.get(("fork_of", r["number"]), [])
+        r["retried_as"] = children.get(("retry_of", r["number"]), [])
+    return out
 
 
 def how_to_get_again(rows: list[dict[str, Any]], best: int) -> str:
