@@ -190,19 +190,20 @@ class Checkpoints:
         needed = self.needed()
         return self.remove([c for c in cadence[:max(0, len(cadence) - keep)] if c.id not in needed])
 
-    def needed(self, besides: int | None = None) -> set[int]:
+    def needed(self, besides: int | None = None, trials: list[Any] | None = None) -> set[int]:
         """The checkpoints that a waiting or running trial (other than `besides`, which is ending) starts
-        from: a fork, a retry."""
-        trials = self.control.storage.get_all_trials(self.control.study_id, deepcopy=False,
-                                                     states=(TrialState.WAITING, TrialState.RUNNING))
+        from: a fork, a retry. `trials`: the study's trials, when read already."""
+        if trials is None:
+            trials = self.control.storage.get_all_trials(self.control.study_id, deepcopy=False,
+                                                         states=(TrialState.WAITING, TrialState.RUNNING))
         return {(record.attrs(t).get(record.RESUME) or {}).get("checkpoint") for t in trials
-                if t.number != besides} - {None}
+                if t.number != besides and t.state in (TrialState.WAITING, TrialState.RUNNING)} - {None}
 
     def release(self, trial: int | None = None) -> int:
         """Remove what no one needs any more: `trial`'s checkpoints (it is ending), and those of every
         finished trial, except what a waiting or running trial starts from. Returns how many went."""
-        needed = self.needed(besides=trial)
         trials = self.control.storage.get_all_trials(self.control.study_id, deepcopy=False)
+        needed = self.needed(besides=trial, trials=trials)
         # A trial whose worker died is FAIL a moment before its retry is enqueued: its checkpoints go only
         # once a retry names it (a dead trial that is not retried keeps them until the study is deleted).
         retried = {t.user_attrs.get(record.RETRY_OF) for t in trials}

@@ -357,7 +357,6 @@ def fmt(v: Any) -> str:
 
 # ---- promotion: a clean run of what a trial did ------------------------------- #
 
-ACTIONS_BY_SETTING = {setting: a.name for setting, a in SETTING_ACTIONS.items()}  # "lr" -> "set_lr"
 SCHEDULE_MARK = "@"  # a scheduled change as an Optuna param: "lr@479" = 3e-4 (set lr to 3e-4 after step 479)
 
 
@@ -418,7 +417,8 @@ def continuation(rec: TrialRecord, *, kind: str, step: int, checkpoint: int | No
     Every event is also an Optuna param (`lr@479`), as for a promoted trial.
     """
     held = rec.changes(step) if checkpoint is not None else []
-    at_fork = [{"step": step, "action": ACTIONS_BY_SETTING[k], "args": {"value": v}} for k, v in (changes or {}).items()]
+    at_fork = [{"step": step, "action": SETTING_ACTIONS[k].name, "args": {"value": v}}
+               for k, v in (changes or {}).items()]
     if kind == "fork":
         later = [{"step": e["step"], "action": e["action"], "args": e["args"]} for e in rec.schedule if e["step"] > step]
     else:
