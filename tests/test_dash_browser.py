@@ -111,11 +111,16 @@ def one_worker(root, name, spec):
                          lambda: [s.trial for s in control.live_all() if s.png is not None], timeout=120)
         yield {"url": url, "control": control, "n": shown[0]}
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop(worker)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM a worker (it ends its trial at a step boundary), SIGKILL it if it has not gone in 20 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 @pytest.fixture(scope="module")

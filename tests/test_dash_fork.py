@@ -25,7 +25,7 @@ from conftest import requires_browser
 from steer.dashboards import ids
 from steer.dashboards.app import create_app
 from steer.dashboards.views import fmt_lr, round_lr
-from test_dash_browser import one_worker, open_trial, plotly_data, serve, wait_for
+from test_dash_browser import one_worker, open_trial, plotly_data, serve, stop, wait_for
 
 pytestmark = requires_browser
 
@@ -76,11 +76,7 @@ def study(tmp_path_factory):
         try:
             yield study
         finally:
-            spare.terminate()
-            try:
-                spare.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                spare.kill()
+            stop(spare)
 
 
 @pytest.fixture(scope="module")
