@@ -103,8 +103,8 @@ class Checkpoints:
             return cls(control, store)
         from steer.artifacts import artifact_dir, artifact_store
 
-        folder = control.study_user_attr(record.ARTIFACTS)
-        path = Path(folder) if folder else artifact_dir(control.storage.url, control.study_name)
+        recorded = control.study_user_attr(record.ARTIFACTS)
+        path = artifact_dir(control.storage.url, control.study_name, Path(recorded) if recorded else None)
         return cls(control, artifact_store(path), path)
 
     # ---- writing and reading -------------------------------------------------------------- #
@@ -136,11 +136,10 @@ class Checkpoints:
 
     def load(self, checkpoint: Checkpoint, device: Any = "cpu") -> dict[str, Any]:
         """The state in a checkpoint; CheckpointError naming it if it is missing or corrupt."""
+        blob = self.read(checkpoint)  # names the checkpoint itself when its file is gone
         try:
-            return from_bytes(self.read(checkpoint), device)
+            return from_bytes(blob, device)
         except CheckpointError as exc:
-            if str(exc).startswith("checkpoint "):
-                raise
             raise CheckpointError(f"{checkpoint.describe()}: {exc}") from None
 
     # ---- listing -------------------------------------------------------------------------- #

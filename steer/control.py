@@ -17,6 +17,7 @@ handlers here (`@applies_now`).
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from steer.storage import (
     shared_database, trial_state,
 )
 from steer.storage import tables as T
+
+log = logging.getLogger("steer.control")
 
 STATES = ("pending", "applied", "rejected", "expired")
 
@@ -272,19 +275,17 @@ def _text(value: str | None) -> str | None:
 
 
 def retry_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-    """An Optuna `failed_trial_callback`: a trial whose worker died (its heartbeat went stale) is carried
-    on from its last checkpoint by whichever worker of the study starts a trial next. Optuna calls it in
-    the one process that marked the trial FAIL."""
-    import logging
-
+    """An Optuna stale-trial callback (RDBStorage's `heartbeat_stale_trial_callback`): a trial whose worker
+    died (its heartbeat went stale) is carried on from its last checkpoint by whichever worker of the study
+    starts a trial next. Optuna calls it in the one process that marked the trial FAIL."""
     try:
         number = Control.open(study).retry(trial)
     except Exception as exc:  # noqa: BLE001 - a worker must not die of another's death: said, and it goes on
-        logging.getLogger("steer.control").warning("trial %d died and cannot be retried: %s", trial.number, exc)
+        log.warning("trial %d died and cannot be retried: %s", trial.number, exc)
         return
     if number is not None:
-        logging.getLogger("steer.control").warning("trial %d died (its worker stopped beating); trial %d carries "
-                                                   "it on from its last checkpoint", trial.number, number)
+        log.warning("trial %d died (its worker stopped beating); trial %d carries it on from its last checkpoint",
+                    trial.number, number)
 
 
 def trial_number_ok(number: Any) -> bool:
