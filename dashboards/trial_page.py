@@ -164,20 +164,30 @@ def build(study: str, number: int, shown: dict[str, Any], steps: int | None, run
     ], className="page")
 
 
+def lr_slider(slider: str, steps: dict[str, tuple[str, float]], lr: float, off: bool, title: str,
+              **button: Any) -> list:
+    """A log LR slider over x/÷10 around `lr`, and its steppers (`steps`: id -> (label, factor)); `title`
+    says what a stepper does, with `{label}` in it; `button` are more attributes of each stepper."""
+    shown = views.round_lr(lr)
+    low, high = views.lr_window(shown)
+    return [
+        dcc.Slider(id=slider, min=low, max=high, step=10.0 ** -views.LR_GRID, value=views.lr_to_slider(shown),
+                   updatemode="mouseup", allow_direct_input=False, marks=views.lr_marks(low, high), disabled=off),
+        html.Div([html.Button(label, id=cid, n_clicks=0, className="btn step", disabled=off,
+                              title=title.format(label=label), **{k: v.format(label=label) for k, v in button.items()})
+                  for cid, (label, _) in steps.items()], className="btn-row steps"),
+    ]
+
+
 def lr_control(lr: float, off: bool) -> list:
     """The LR: the number that `send` sends, a log slider over x/÷10 around it, steppers, a typed value."""
     shown = views.round_lr(lr)
-    low, high = views.lr_window(shown)
     return [
         html.Label("Learning rate", className="field"),
         html.Div([html.Div(views.fmt_lr(shown), id=ids.LR_VALUE, className="lr-value"),
                   html.Span(lr_hint(None, False, lr, not off), id=ids.LR_HINT, className="muted")],
                  className="line"),
-        dcc.Slider(id=ids.LR_SLIDER, min=low, max=high, step=10.0 ** -views.LR_GRID, value=views.lr_to_slider(shown),
-                   updatemode="mouseup", allow_direct_input=False, marks=views.lr_marks(low, high), disabled=off),
-        html.Div([html.Button(label, id=cid, n_clicks=0, className="btn step", disabled=off,
-                              title=f"the LR shown {label} (sent with send)")
-                  for cid, (label, _) in LR_STEPS.items()], className="btn-row steps"),
+        *lr_slider(ids.LR_SLIDER, LR_STEPS, lr, off, "the LR shown {label} (sent with send)"),
         html.Div([dcc.Input(id=ids.LR_INPUT, type="text", placeholder="exact LR, e.g. 3e-4", debounce=True,
                             disabled=off),
                   html.Button("send", id=ids.LR_SEND, n_clicks=0, className="btn primary", disabled=off,
@@ -280,8 +290,6 @@ def fork_card(lr: float, off: bool, choices: dict[str, tuple[str, ...] | None], 
     """The fork card: the steering controls' settings for a new trial that starts from this one's state now.
     Every field may stay empty (the parent's value); the LR is a log slider with steppers writing the typed
     value, as in the LR control. `edit_fork` checks what is typed; `send` sends the fork."""
-    shown = views.round_lr(lr)
-    low, high = views.lr_window(shown)
     keep = "this trial's"
     return html.Div([
         html.P("A new trial from this one's weights, optimizer state and step now; this trial goes on untouched. "
@@ -292,13 +300,9 @@ def fork_card(lr: float, off: bool, choices: dict[str, tuple[str, ...] | None], 
                   html.Button(f"use {keep}", id=ids.FORK_LR_KEEP, n_clicks=0, className="btn", disabled=off,
                               title="empty the fork's LR: it starts with this trial's LR at the fork")],
                  className="line"),
-        dcc.Slider(id=ids.FORK_LR_SLIDER, min=low, max=high, step=10.0 ** -views.LR_GRID,
-                   value=views.lr_to_slider(shown), updatemode="mouseup", allow_direct_input=False,
-                   marks=views.lr_marks(low, high), disabled=off),
-        html.Div([html.Button(label, id=cid, n_clicks=0, className="btn step", disabled=off,
-                              title=f"the fork's LR {label} (this trial's when empty)",
-                              **{"aria-label": f"fork LR {label}"})  # not the LR control's ÷2 for a reader
-                  for cid, (label, _) in FORK_LR_STEPS.items()], className="btn-row steps"),
+        # (its steppers' names are not the LR control's "÷2" for a reader, nor for the tests' role lookups)
+        *lr_slider(ids.FORK_LR_SLIDER, FORK_LR_STEPS, lr, off, "the fork's LR {label} (this trial's when empty)",
+                   **{"aria-label": "fork LR {label}"}),
         html.Div([
             html.Div([html.Label("Optimizer", className="field"),
                       dcc.Dropdown(id=ids.FORK_OPTIMIZER, options=options("optimizer", choices.get("optimizer"), images),
@@ -396,8 +400,7 @@ def lr_edit(trigger: str, fired: Any, shown_lr: str | None, pending: dict[str, A
         if not fired or not now:
             return None
         value = views.round_lr(now)
-        return {"revert": True, "value": value, "position": views.lr_to_slider(value),
-                "window": views.lr_window(value) if views.lr_off_centre(value, window) else None}
+        return {"revert": True, "value": value, **views.slider_to(value, window)}
     if trigger == ids.LR_SLIDER:
         if fired is None:
             return None
@@ -434,8 +437,7 @@ def lr_edit(trigger: str, fired: Any, shown_lr: str | None, pending: dict[str, A
         return {"error": check.error}
     moved = trigger != ids.LR_SLIDER
     out = {"value": check.value, "error": None, "send": trigger in (ids.LR_INPUT, ids.LR_SEND, ids.FIND_LR_APPLY),
-           "position": views.lr_to_slider(check.value) if moved else None,
-           "window": views.lr_window(check.value) if moved and views.lr_off_centre(check.value, window) else None,
+           **(views.slider_to(check.value, window) if moved else {"position": None, "window": None}),
            "confirm": None}
     if out["send"] and check.confirm:
         out["send"] = False
@@ -453,10 +455,7 @@ def fork_lr_edit(trigger: str, fired: Any, typed: Any, now: float | None,
     `error` (refused: the server's message; "" clears it).
     """
     def slider_at(lr: float | None) -> dict[str, Any]:
-        if not lr:
-            return {"position": None, "window": None}
-        return {"position": views.lr_to_slider(lr),
-                "window": views.lr_window(lr) if views.lr_off_centre(lr, window) else None}
+        return views.slider_to(lr, window) if lr else {"position": None, "window": None}
 
     text = typed.strip() if isinstance(typed, str) else ""
     if trigger == ids.FORK_LR_KEEP:

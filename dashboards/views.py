@@ -134,6 +134,12 @@ def lr_off_centre(lr: float, window: tuple[float, float] | list[float] | None) -
     return not low + quarter <= lr_to_slider(lr) <= high - quarter
 
 
+def slider_to(lr: float, window: tuple[float, float] | list[float] | None) -> dict[str, Any]:
+    """Where an LR slider goes to show `lr`: its `position`, and a new `window` when `lr` is off centre
+    (else None: the range stays)."""
+    return {"position": lr_to_slider(lr), "window": lr_window(lr) if lr_off_centre(lr, window) else None}
+
+
 def lr_search(trial: FrozenTrial) -> tuple[float, float] | None:
     """The LR range the trial's sampler searched, or None when it did not search the LR."""
     dist = trial.distributions.get("lr")
