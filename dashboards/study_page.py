@@ -73,7 +73,7 @@ def summary(rows: list[dict[str, Any]], best: dict[str, list[Any]], value: views
              for label, shown in views.summary_stats(rows, best, value)]
     number = best.get("best_number")
     top = next((r for r in rows if r["number"] == number), None)
-    if top is not None and top["steered"]:  # its params do not say what trained: say how to get it again
+    if top is not None and top["steered"]:  # the sampler does not learn from it: say how to get it again
         stats.append(html.Div([html.B(f"The best trial, #{number}: "), record.how_to_get_again(rows, number)],
                               id=ids.BEST_NOTE, className="best-note"))
     return stats

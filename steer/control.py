@@ -314,7 +314,7 @@ class Control:
         `where` is an Optuna study (a trial's, a worker's: its storage is reused,
         and the Control is kept for the process, shared by every trial), an
         opened RDB storage, or a storage URL (default: $STEER_STORAGE or the
-        only studies/*.db). `study` names the study in a storage (default: its
+        only *.db in ./studies or here). `study` names the study in a storage (default: its
         only study). Raises `NotSteerable` for in-memory studies and
         `UserError` for a missing database or study.
         """

@@ -249,9 +249,11 @@ def how_to_get_again(rows: list[dict[str, Any]], best: int) -> str:
                 f"whose params carry the schedule")
     if clean:
         return f"it was steered; its clean run, trial {clean[0]['number']}, has not finished"
-    return (f"it was steered, so its params do not say what trained: promote it (its page's button, or "
-            f"`steer ctl promote --trial {best}`) to re-run its schedule cleanly; `steer export --trial {best}` "
-            f"writes it as a spec")
+    how = (f"promote it (its page's button, or `steer ctl promote --trial {best}`) to re-run its schedule "
+           f"cleanly; `steer export --trial {best}` writes it as a spec")
+    if any(is_scheduled(k) for k in row["params"]):  # its changes are params (`lr@479`): they say what trained
+        return f"it was steered, so the sampler does not learn from it: {how}"
+    return f"it was steered, so its params do not say what trained: {how}"  # recorded before changes became params
 
 
 def choices(trial: FrozenTrial, setting: str) -> tuple[str, ...] | None:

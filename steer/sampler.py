@@ -4,12 +4,14 @@ it learns from.
 
 Why steered trials are excluded (`[sampler] steered = "exclude"`, the default):
 Optuna cannot change a trial's params once suggested, so a steered trial's
-params say what it started with, not what trained. A trial sampled at lr 2.5e-3
-that a person turned down to 3e-4 and that then did well teaches TPE that
-2.5e-3 is good. Hidden from the sampler, it still counts in the budget, the
-pruner's statistics and every display; its promoted clean run (`promote`),
-whose params carry the whole schedule, is what the sampler learns from.
-`steered = "sampled"` is the old behaviour: every trial informs the sampler.
+sampled params say what it started with, not what trained (its changes are
+added as params of their own, `lr@479`, which no new trial suggests). A trial
+sampled at lr 2.5e-3 that a person turned down to 3e-4 and that then did well
+would teach TPE that 2.5e-3 is good. Hidden from the sampler, it still counts
+in the budget, the pruner's statistics and every display; its promoted clean
+run (`promote`), which trains the whole schedule unsteered, is what the sampler
+learns from. `steered = "sampled"` is the old behaviour: every trial informs
+the sampler.
 """
 
 from __future__ import annotations
@@ -87,14 +89,13 @@ class SteerSampler(optuna.samplers.BaseSampler):
     def infer_relative_search_space(self, study, trial):
         space = self.base.infer_relative_search_space(self._seen(study), trial)
         mine = self._pins.keys() | self._fired.keys() | self._choices.keys()  # drawn one by one, below
-        return {k: v for k, v in space.items() if k not in mine}
+        # A change's param (`lr@479`) is recorded with the value the trial trained with, never drawn.
+        return {k: v for k, v in space.items() if k not in mine and not record.is_scheduled(k)}
 
     def sample_relative(self, study, trial, search_space):
         return self.base.sample_relative(self._seen(study), trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        if record.is_scheduled(param_name):  # a change the trial was given (`lr@479`): its value, never a draw
-            return _scheduled(trial, param_name)
         value = self._pins.get(param_name)
         if value is not None and _contains(param_distribution, value):
             return value
@@ -115,15 +116,6 @@ class SteerSampler(optuna.samplers.BaseSampler):
 
     def after_trial(self, study, trial, state, values) -> None:
         self.base.after_trial(study, trial, state, values)
-
-
-def _scheduled(trial: FrozenTrial, param_name: str) -> Any:
-    """The value of the scheduled change `param_name` (`lr@479`) that `trial` was given."""
-    events = record.attrs(trial).get(record.SCHEDULE) or []
-    values = [value for name, value in map(record.scheduled_param, events) if name == param_name]
-    if not values:
-        raise ValueError(f"trial {trial.number} was given no scheduled change {param_name!r}")
-    return values[-1]  # two changes of one setting at one step: the last one stands
 
 
 def _contains(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:

@@ -638,8 +638,7 @@ class Steering:
     def __enter__(self) -> Steering:
         if self.trial is not None:
             record.write(self.trial, record.CHOICES, {"optimizer": list(self.optimizers), "loss": list(self.losses)})
-            for event in self.schedule:  # as Optuna params too: best_params and the sampler see the schedule
-                self._suggest_scheduled(event)
+            self._record_as_params(self.schedule)
         if self.resume:  # a fork or a retry: the changes its checkpoint holds are made already
             self.schedule = self.schedule[self.resume.get("applied", 0):]
             if self.resume.get("checkpoint") is not None:
@@ -649,23 +648,44 @@ class Steering:
                 self._apply_schedule(self.start_step)  # a fork's changes, before its first step
         return self
 
-    def _suggest_scheduled(self, event: dict[str, Any]) -> None:
-        """Suggest a scheduled change's param (`lr@479`): enqueued, so Optuna returns the value given.
+    def _record_as_params(self, events: list[dict[str, Any]]) -> None:
+        """Each change as an Optuna param (`lr@479` = 3e-4, `undo@900` = 1): `best_params`, the sampler and
+        optuna-dashboard then say what trained. A trial's given schedule goes in when it starts; the
+        changes a person made go in when it ends (`close`), when all are known: Optuna keeps one value
+        per param name, and of two changes of one setting at one step the last one trained.
 
         The distributions are the widest a setting allows, the same in every
-        trial of a study (Optuna requires one distribution per param name).
+        trial of a study (Optuna requires one distribution per param name). A
+        name taken already (a person's change at the step of a scheduled one
+        of the same setting) keeps its first value; the interventions say the rest.
         """
-        name, value = record.scheduled_param(event)
+        from steer.storage import set_trial_param
+
+        latest: dict[str, tuple[Any, optuna.distributions.BaseDistribution]] = {}
+        for event in events:
+            name, value = record.scheduled_param(event)
+            latest[name] = (value, self._distribution(event))
+        have = self.trial.params
+        for name, (value, distribution) in latest.items():
+            if name in have:
+                continue
+            try:
+                set_trial_param(self.trial, name, value, distribution)
+            except (ValueError, ControlError) as exc:  # the record keeps the change; the trial trains on
+                log.warning("trial %d: cannot record %s = %r as a param: %s", self.trial.number, name, value, exc)
+
+    def _distribution(self, event: dict[str, Any]) -> optuna.distributions.BaseDistribution:
+        """The Optuna distribution of a change's param (`lr@479`)."""
         setting = ACTIONS[event["action"]].setting
         if setting in ("optimizer", "loss"):
-            self.trial.suggest_categorical(name, sorted(self.optimizers if setting == "optimizer" else self.losses))
-        elif setting is not None:
+            return optuna.distributions.CategoricalDistribution(
+                sorted(self.optimizers if setting == "optimizer" else self.losses))
+        if setting is not None:
             pdef = PARAMS[setting]
-            self.trial.suggest_float(name, pdef.low, pdef.high, log=pdef.low > 0)  # lr: log, weight decay from 0
-        elif event["action"] == "undo":  # no value: that it happened, at that step
-            self.trial.suggest_int(name, 1, 1)
-        else:  # reset: the seed it drew
-            self.trial.suggest_int(name, 0, 2**63 - 1)
+            return optuna.distributions.FloatDistribution(pdef.low, pdef.high, log=pdef.low > 0)  # weight decay from 0
+        if event["action"] == "undo":  # no value: that it happened, at that step
+            return optuna.distributions.IntDistribution(1, 1)
+        return optuna.distributions.IntDistribution(0, 2**63 - 1)  # reset: the seed it drew
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         if exc_type is None:
@@ -684,6 +704,7 @@ class Steering:
             return
         record.write(self.trial, record.EFFECTIVE_PARAMS, self.effective_params())
         record.write(self.trial, record.FINAL_STEP, self.step_count)
+        self._record_as_params([e for e in self.interventions if ACTIONS[e["action"]].replayed])
         if self.control is None:
             return
         self.publish(value=self._last_value, preview=self._last_preview, running=False)

@@ -69,7 +69,7 @@ def test_user_errors_are_one_line_exit_2(tiny_spec, tmp_path, write_spec):
     assert "bad storage URL 'foo://bar'" in _fails("run", str(tiny_spec), "--storage", "foo://bar")
     assert "--trials must be >= 1, got 0" in _fails("run", str(tiny_spec), "--trials", "0")
     assert "no study database at" in _fails("show", "--storage", f"sqlite:///{tmp_path / 'none.db'}")
-    assert "no study database found under ./studies" in _fails("show", cwd=tmp_path)
+    assert "no study database (*.db) found in ./studies or here" in _fails("show", cwd=tmp_path)
     cpu_triton = write_spec(tiny_spec.read_text().replace('backend = "torch"', 'backend = "triton"'), name="t.toml")
     assert "[trial] backend:" in _fails("run", str(cpu_triton))
 
@@ -78,6 +78,8 @@ def test_show_unknown_study_names_the_known_ones(tiny_spec, tmp_path):
     url = f"sqlite:///{tmp_path / 'tiny.db'}"
     assert run_cli("run", str(tiny_spec), "--trials", "1").returncode == 0
     assert "no study named 'zzz' in this storage; studies there: tiny" in _fails("show", "--storage", url, "--study", "zzz")
+    here = run_cli("show", cwd=tmp_path, env={"STEER_STORAGE": ""})  # the database `run` put beside the spec
+    assert here.returncode == 0 and "study tiny: 1 trial" in here.stdout, here.stderr
 
 
 @pytest.mark.parametrize("argv", [["run", "--help"], ["show", "--help"]])

@@ -70,8 +70,15 @@ def test_the_promoted_run_trains_the_persons_schedule_bit_for_bit(promoted):
     steered, clean, sampled = study.trials[:3]
     at = {e["action"]: e["step"] for e in record.attrs(steered)["steer.interventions"]}
     assert at["set_lr"] < at["set_optimizer"]
-    # Its params are the schedule: the starting values, and each change at its step.
-    assert clean.params == {**steered.params, f"lr@{at['set_lr']}": 3e-4, f"optimizer@{at['set_optimizer']}": "sgd"}
+    # The steered trial's params got its changes when it ended, each at its step ...
+    changes = {f"lr@{at['set_lr']}": 3e-4, f"optimizer@{at['set_optimizer']}": "sgd"}
+    assert {k: v for k, v in steered.params.items() if record.is_scheduled(k)} == changes
+    started = record.read(steered).started_with  # what trained at step 0: the sampled values, changes left out
+    assert {k: started[k] for k in steered.params if k not in changes} == {k: v for k, v in steered.params.items()
+                                                                          if k not in changes}
+    assert not any(record.is_scheduled(k) for k in started)
+    # ... and the promoted run's params are the same schedule: the starting values, and each change at its step.
+    assert clean.params == steered.params and clean.distributions == steered.distributions
     assert record.attrs(clean)["steer.seed"] == record.attrs(steered)["steer.seed"]
     # Same seed, same changes at the same steps: the same PSNR at every report.
     assert clean.state.name == "COMPLETE" and clean.value == steered.value
@@ -83,8 +90,10 @@ def test_the_promoted_run_trains_the_persons_schedule_bit_for_bit(promoted):
     assert not rec.steered and rec.interventions == [] and rec.promoted_from == 0
     # The pruner stopped the sampled trial at its first report; the promoted one was never pruned.
     assert sampled.state.name == "PRUNED" and min(sampled.intermediate_values) == 100
-    # best_params describe a trial that trained as its params say.
+    # The two tie, bit for bit, and Optuna names the older: either way best_params say what trained,
+    # and they are the clean run's params (the sampler learns from it, not from trial 0).
     assert study.best_trial.number in (0, 1) and study.best_value == clean.value
+    assert study.best_params == clean.params
 
 
 def test_promote_options(promoted):
@@ -197,3 +206,17 @@ def test_optuna_trials_rows_stay_readable(promoted):
     steered = next(line for line in rows if line.split("|")[1].strip() == "0")
     assert "'steer.steered': True" in steered
     assert len(steered) <= 300, f"{len(steered)} characters: {steered}"
+
+
+def test_a_steered_best_trial_says_how_to_get_it_again(promoted):
+    _, _, study, _ = promoted
+    rows = record.rows(study.trials)
+    assert record.how_to_get_again(rows, 0).startswith("it was steered; its clean run is trial 1 (COMPLETE")
+    rows[0]["promoted_as"] = []  # as it stood before it was promoted
+    assert record.how_to_get_again(rows, 0).startswith(
+        "it was steered, so the sampler does not learn from it: promote it (its page's button, or "
+        "`steer ctl promote --trial 0`)")
+    rows[0]["params"] = {k: v for k, v in rows[0]["params"].items() if not record.is_scheduled(k)}
+    assert record.how_to_get_again(rows, 0).startswith(  # a trial recorded before its changes were params
+        "it was steered, so its params do not say what trained: promote it")
+    assert record.how_to_get_again(rows, 2).startswith("it trained as its params say")

@@ -111,3 +111,29 @@ def test_an_in_memory_study_trains_unsteered(caplog):
 
     study.optimize(objective, n_trials=1)
     assert "trains unsteered" in caplog.text and study.trials[0].state.name == "COMPLETE"
+
+
+def test_a_trials_changes_become_its_params_when_it_ends(tmp_path):
+    """What trained, as Optuna params: the sampled values, then each change at its step (the last of two
+    at one step), so `best_params` of a steered trial says how to train it again."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat=False))
+    trial = study.ask()
+    model = net()
+    opt = torch.optim.Adam(model.parameters(), lr=trial.suggest_float("lr", 1e-4, 1e-1, log=True))
+    control = Control.open(study)
+    for action, value in (("set_lr", 1e-2), ("set_lr", 3e-3), ("set_optimizer", "sgd")):
+        control.request(action, trial=0, value=value, by="tester")
+    with steer.steering(trial, optimizer=opt, model=model, poll_interval=0, publish_interval=3600) as s:
+        for step in range(1, 6):
+            s.step(step, loss=0.5)
+            assert not any(record.is_scheduled(k) for k in trial.params)  # added at the end, all known then
+            if step == 3:
+                control.request("undo", trial=0, by="tester")
+    study.tell(trial, 0.5)
+    done = study.trials[0]
+    assert [c.state for c in control.commands(trial=0)] == ["applied"] * 4
+    assert {k: v for k, v in done.params.items() if k != "lr"} == {"lr@1": 3e-3, "optimizer@1": "sgd", "undo@4": 1}
+    assert study.best_params == done.params
+    assert done.distributions["lr@1"] == optuna.distributions.FloatDistribution(1e-7, 1.0, log=True)  # any LR
+    assert done.distributions["optimizer@1"].choices == ("adam", "adamw", "sgd")

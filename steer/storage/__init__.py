@@ -43,15 +43,15 @@ from steer.storage import _tables as tables
 from steer.storage._engine import ControlError, Database, enable_wal, engine_kwargs, prepare_engine
 from steer.storage._optuna import (
     RetryingRDBStorage, check_optuna_internals, enqueue_trial, rdb_storage, reported_values, save_trial_note,
-    set_trial_system_attr, study_id, study_view, trial_state, trial_system_attrs,
+    set_trial_param, set_trial_system_attr, study_id, study_view, trial_state, trial_system_attrs,
 )
 from steer.storage._tables import SCHEMA_VERSION, upsert
 
 __all__ = [
     "GRACE_PERIOD", "HEARTBEAT_INTERVAL", "SCHEMA_VERSION", "ControlError", "Database", "check_optuna_internals",
     "check_url", "default_storage_url", "display_url", "enqueue_trial", "load_study", "open_storage", "rdb_storage",
-    "reported_values", "resolve_study_name", "save_trial_note", "set_trial_system_attr", "shared_database",
-    "sqlite_path", "storage_url", "study_id", "study_view", "tables", "trial_state", "trial_system_attrs", "upsert",
+    "reported_values", "resolve_study_name", "save_trial_note", "set_trial_param", "set_trial_system_attr",
+    "shared_database", "sqlite_path", "storage_url", "study_id", "study_view", "tables", "trial_state", "trial_system_attrs", "upsert",
 ]
 
 HEARTBEAT_INTERVAL = 5  # seconds between a running trial's heartbeats
@@ -182,17 +182,19 @@ def storage_url(study: optuna.Study) -> str | None:
 
 
 def default_storage_url() -> str:
-    """`$STEER_STORAGE`, else the only `studies/*.db` under the current folder."""
+    """`$STEER_STORAGE`, else the only study database (`*.db`) in ./studies or in the current folder
+    (`steer run SPEC` puts it beside the spec)."""
     env = os.environ.get("STEER_STORAGE")
     if env:
         return env
-    found = sorted(Path("studies").glob("*.db"))
+    found = sorted(Path("studies").glob("*.db")) + sorted(Path(".").glob("*.db"))
     if len(found) == 1:
         return f"sqlite:///{found[0]}"
     if not found:
-        raise UserError("no study database found under ./studies; pass --storage URL or run `steer run SPEC` first")
+        raise UserError("no study database (*.db) found in ./studies or here; pass --storage URL or run "
+                        "`steer run SPEC` first")
     names = ", ".join(str(p) for p in found)
-    raise UserError(f"several study databases under ./studies ({names}); pick one with --storage sqlite:///PATH")
+    raise UserError(f"several study databases ({names}); pick one with --storage sqlite:///PATH")
 
 
 def resolve_study_name(storage: optuna.storages.BaseStorage, name: str | None) -> str:

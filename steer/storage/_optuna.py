@@ -173,6 +173,16 @@ def set_trial_system_attr(trial: optuna.Trial, key: str, value: Any) -> None:
     trial._cached_frozen_trial.system_attrs[key] = value
 
 
+def set_trial_param(trial: optuna.Trial, name: str, value: Any,
+                    distribution: optuna.distributions.BaseDistribution) -> None:
+    """Record a param whose value is known on a running trial, without asking the sampler (what
+    `Trial._suggest` does once it has a value): a change the trial was given or made (`lr@479`).
+    In the storage, and in the trial's cached copy so that `trial.params` shows it."""
+    trial.storage.set_trial_param(trial._trial_id, name, distribution.to_internal_repr(value), distribution)
+    trial._cached_frozen_trial.distributions[name] = distribution
+    trial._cached_frozen_trial.params[name] = value
+
+
 def reported_values(trial: optuna.Trial) -> dict[int, float]:
     """The intermediate values `trial` has reported so far, as its own process knows them (no query).
 
