@@ -17,6 +17,7 @@ kernel is first launched, so importing this module is cheap and works without tr
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from torch.autograd.function import once_differentiable
 from .choices import DEFAULT_PRECISION, PRECISIONS
 from .errors import BackendError
 from .reference import CoordMLP, MLPConfig
+
+log = logging.getLogger("steer.kernels")
 
 SUPPORTED_WIDTHS = (16, 32, 64, 128)
 MAX_HIDDEN_LAYERS = 8
@@ -408,12 +411,31 @@ class FusedMLPFunction(torch.autograd.Function):
         return (None, None, None, None, *grads)
 
 
+@lru_cache(maxsize=None)
+def _compiled_step_reason(plan: KernelPlan, loss: str, capability: tuple[int, int]) -> str | None:
+    """Why the installed Triton's one-kernel step of `plan` does not fit a GPU of `capability` (it spills),
+    or None. Compiled once per net, loss and GPU in a process (Triton caches the compile on disk too)."""
+    import triton
+
+    from .resources import step_spills
+
+    arch = capability[0] * 10 + capability[1]
+    spilled = step_spills(plan, loss, arch)
+    if not spilled:
+        return None
+    reason = f"it spills {spilled} B per thread under Triton {triton.__version__} for sm_{arch}"
+    log.warning("the one-kernel training step (width %d, %d hidden layers, %s encoding, %s, %s loss): %s; the "
+                "split kernels train this net", plan.width, plan.hidden_layers, plan.encoding, plan.precision, loss,
+                reason)
+    return reason
+
+
 class FusedCoordMLP(CoordMLP):
     """`CoordMLP` whose forward and backward run the fused Triton kernels.
 
     Same parameters, buffers and state_dict as `CoordMLP`, so optimizers, optimizer
     switches, weight decay, `reset_parameters` and checkpoints work unchanged.
-    `precision` picks the tl.dot inputs: "fp32" (IEEE), "tf32x3" (DEFAULT_PRECISION), "tf32" or "bf16".
+    `precision` picks the tl.dot inputs: "fp32" (IEEE), "tf32x3", "tf32" (DEFAULT_PRECISION) or "bf16".
     `block_m` and `splits` override the block size and the weight-gradient split (tests, tuning).
     """
 
@@ -422,6 +444,7 @@ class FusedCoordMLP(CoordMLP):
         plan = KernelPlan.from_config(config, precision, block_m, splits)  # raises before any allocation
         super().__init__(config, generator=generator)
         self.plan = plan
+        self.allow_spills = False  # True: the one-kernel step runs even where it spills (to time it)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -436,8 +459,17 @@ class FusedCoordMLP(CoordMLP):
         return y.reshape(*coords.shape[:-1], cfg.out_features)
 
     def step_unsupported_reason(self, loss: str) -> str | None:
-        """Why `loss_and_grads` cannot train this net with `loss` in one kernel; None when it can."""
-        return step_unsupported_reason(self.plan, loss)
+        """Why `loss_and_grads` cannot train this net with `loss` in one kernel; None when it can.
+
+        On a GPU, also when the installed Triton compiles it with spills for this GPU: the static
+        table holds for the Triton it was measured with, and a spilling step is slower than the split
+        kernels (the one kernel that faulted on a GPU, the tf32x3 forward, spilled under Triton 3.6).
+        """
+        reason = step_unsupported_reason(self.plan, loss)
+        device = self.layers[0].weight.device
+        if reason is None and device.type == "cuda" and not interpreter_requested() and not self.allow_spills:
+            reason = _compiled_step_reason(self.plan, loss, torch.cuda.get_device_capability(device))
+        return reason
 
     def loss_and_grads(self, coords: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
         """The mean `loss` on (coords, target), detached, with every parameter's `.grad` set to its

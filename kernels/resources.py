@@ -43,12 +43,13 @@ def _ptxas() -> str:
 
 
 def _ptxas_report(ptx: str) -> dict[str, int]:
-    """What ptxas -v says one thread of the kernel uses."""
+    """What ptxas -v says one thread of the kernel uses, for the GPU the PTX targets (`.target sm_90a`)."""
+    target = re.search(r"^\.target\s+(sm_\w+)", ptx, re.MULTILINE)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp, "kernel.ptx")
         src.write_text(ptx)
-        proc = subprocess.run([_ptxas(), "-v", f"--gpu-name=sm_{_ARCH}a", str(src), "-o", str(Path(tmp, "k.o"))],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run([_ptxas(), "-v", f"--gpu-name={target.group(1) if target else f'sm_{_ARCH}a'}",
+                               str(src), "-o", str(Path(tmp, "k.o"))], capture_output=True, text=True, check=True)
     log = proc.stderr + proc.stdout
 
     def number(pattern: str) -> int:
@@ -76,29 +77,46 @@ def _launches(plan: KernelPlan) -> list[tuple[str, object, dict, int]]:
     return launches
 
 
-def kernel_resources(config: MLPConfig, precision: str = DEFAULT_PRECISION) -> list[dict]:
-    """One row per kernel launch of a training step of `config`: registers, spills, shared memory."""
+def _compile(fn: object, constexprs: dict, num_warps: int, arch: int) -> tuple[object, dict[str, int]]:
+    """Compile one kernel for sm_`arch` as a launch would (no GPU needed): the compiled kernel and ptxas's
+    report of it."""
     if interpreter_requested():
-        raise RuntimeError("kernel_resources compiles the kernels: unset TRITON_INTERPRET (tests run it in a "
-                           "subprocess)")
+        raise RuntimeError("compiling the kernels needs TRITON_INTERPRET unset (tests do it in a subprocess)")
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    signature = {arg: "constexpr" if arg in constexprs else _SCALARS.get(arg, "*fp32") for arg in fn.arg_names}
+    kernel = triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", arch, 32),
+                            options={"num_warps": num_warps})
+    return kernel, _ptxas_report(kernel.asm["ptx"])
+
+
+def kernel_resources(config: MLPConfig, precision: str = DEFAULT_PRECISION) -> list[dict]:
+    """One row per kernel launch of a training step of `config`: registers, spills, shared memory."""
     plan = KernelPlan.from_config(config, precision)
     rows = []
     for name, fn, constexprs, num_warps in _launches(plan):
-        signature = {arg: "constexpr" if arg in constexprs else _SCALARS.get(arg, "*fp32") for arg in fn.arg_names}
-        kernel = triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", _ARCH, 32),
-                                options={"num_warps": num_warps})
+        kernel, report = _compile(fn, constexprs, num_warps, _ARCH)
         rows.append({
             "kernel": name, "width": config.width, "hidden_layers": config.hidden_layers,
             "activation": config.activation, "encoding": config.encoding, "precision": precision,
             "block_m": constexprs.get("BLOCK_M", plan.block_m), "num_warps": num_warps,
             "shared_bytes": kernel.metadata.shared,
-            "cubin_bytes": len(kernel.asm["cubin"]), **_ptxas_report(kernel.asm["ptx"]),
+            "cubin_bytes": len(kernel.asm["cubin"]), **report,
         })
     return rows
+
+
+def step_spills(plan: KernelPlan, loss: str, arch: int = _ARCH) -> int:
+    """Bytes per thread (stores and loads) the one-kernel step of `plan` with `loss` spills when the
+    installed Triton compiles it for sm_`arch`. The static table is for Triton 3.9; Triton 3.6 (torch
+    2.11's) spilled 24-190 B on nets 3.9 keeps in registers, so a GPU asks its own Triton (FusedCoordMLP)."""
+    from . import fused_kernels as fk
+
+    constexprs = {**step_constexprs(plan, loss), "PRECISION": _DOT_PRECISION[plan.precision]}
+    _, report = _compile(fk.mlp_train_step_kernel, constexprs, step_blocks(plan)[1], arch)
+    return report["spill_stores"] + report["spill_loads"]
 
 
 def markdown_table(rows: list[dict]) -> str:
