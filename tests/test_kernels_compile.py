@@ -126,3 +126,24 @@ def test_a_gpu_trains_with_the_one_kernel_step_only_where_its_triton_compiles_it
                                                                                    f" for sm_90"), sm90
         assert sm80 is not None and sm80.endswith("for sm_80"), sm80
     assert "the split kernels train this net" in proc.stderr or (sm90 is None and sm80 is None)
+
+
+def test_a_step_whose_compile_cannot_be_checked_trains_with_the_split_kernels():
+    """No ptxas, or a Triton whose compile API moved: the guard says why and the split kernels train."""
+    script = textwrap.dedent('''
+        import triton
+        from steer.kernels.fused import KernelPlan, _compiled_step_reason
+        from steer.kernels.reference import MLPConfig
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("no compiler here")
+
+        triton.compile = broken
+        print(_compiled_step_reason(KernelPlan.from_config(MLPConfig(width=64, hidden_layers=3), "tf32"), "mse",
+                                    (9, 0)))
+    ''')
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip().startswith("its compile for sm_90 could not be checked under Triton "), proc.stdout
+    assert proc.stdout.strip().endswith("(no compiler here)")
