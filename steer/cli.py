@@ -440,6 +440,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # ---- parser and the one funnel ---------------------------------------------- #
 
 
+STORAGE_HELP = "storage URL (default: $STEER_STORAGE or the only *.db in ./studies or here)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="steer", description="Hyperparameter search with a human in the loop.",
@@ -476,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)  # set by --workers
 
     p = add("show", cmd_show, "list a study's trials", "steer show --storage sqlite:///studies/quick.db")
-    p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only *.db in ./studies or here)")
+    p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--study", help="study name (default: the storage's only study)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--trial", type=int, help="show one trial: params, interventions, commands")
@@ -497,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("dashboard", cmd_dashboard, "open optuna-dashboard on the study, with predictions, notes and comparison",
             "steer dashboard --storage sqlite:///studies/quick.db --port 8080")
-    p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only *.db in ./studies or here)")
+    p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument("--artifacts", help="artifact folder (default: the one the study recorded, "
@@ -513,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("values", nargs="*", metavar="VALUE",
                    help="the new value (set-*), a reset seed, PARAM [VALUE] for pin/unpin/hint, PARAM for space")
     p.add_argument("--trial", type=int, help="trial number (omit for study-level pin/unpin)")
-    p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only *.db in ./studies or here)")
+    p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--study", help="study name (default: the storage's only study)")
     p.add_argument("--by", default=_user(), help="who asks (recorded; default: $USER)")
     p.add_argument("--request-id", help="idempotency key: a repeated id is rejected")
@@ -536,14 +539,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("delete", cmd_delete, "delete a study: its trials, steer's records of it and its checkpoints",
             "steer delete --study quick --yes")
-    p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only *.db in ./studies or here)")
+    p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--study", help="study name (default: the storage's only study)")
     p.add_argument("--yes", action="store_true", help="do it (without it, say what would go)")
 
     p = add("replay", cmd_replay, "re-run a trial with its recorded interventions and compare",
             "steer replay --trial 7 --json")
     p.add_argument("--trial", type=int, required=True, help="trial number")
-    p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only *.db in ./studies or here)")
+    p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--study", help="study name (default: the storage's only study)")
     p.add_argument("--device", help="run the replay here instead of the recorded device (cpu, cuda)")
     p.add_argument("--json", action="store_true", help='print {"original": ..., "replay": ...}')
@@ -551,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "print a spec (TOML) that trains one trial again: its params, seed and schedule",
             "steer export --trial 7 > trial7.toml && steer run trial7.toml")
     p.add_argument("--trial", type=int, required=True, help="trial number")
-    p.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only *.db in ./studies or here)")
+    p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--study", help="study name (default: the storage's only study)")
     p.add_argument("-o", "--output", type=Path, help="write the spec here instead of printing it")
 
