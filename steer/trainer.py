@@ -280,10 +280,13 @@ class Trainer:
     def _graph_key(self, loss_fn: Callable) -> tuple:
         """What a captured step bakes in besides the LR (see steer.cuda_graph): a change of it re-captures.
 
-        `optimizer.state` is a new dict after an optimizer switch and after `reset`, whose moments
-        start afresh: the old graph would go on updating the old ones.
+        `optimizer.state` is a new dict after an optimizer switch, after `reset`, whose moments
+        start afresh, and after `undo`, which loads older ones: the old graph would go on updating
+        the old ones. The dict the key names is held until the next key: two replacements between
+        two steps could otherwise hand the freed first dict's id to the third.
         """
         opt = self.optimizer
+        self._keyed_state = opt.state
         hyper = tuple(tuple(sorted((k, v) for k, v in g.items() if k not in ("params", "lr", "initial_lr")))
                       for g in opt.param_groups)
         return type(opt), id(opt.state), hyper, loss_fn

@@ -143,3 +143,18 @@ def test_random_batches_and_divergence():
     with pytest.raises(Diverged, match="training loss became nan by step 2"):
         d.check(loss)
     assert d.check(t.step()) > 0  # a finite loss reads back as its value
+
+
+def test_a_graphs_key_changes_whenever_the_optimizer_state_is_replaced():
+    """Undo then reset between two steps replace `optimizer.state` twice; the second new dict must not
+    take the id of the dict the graph was keyed on (CPython reuses a freed dict's memory at once)."""
+    import collections
+
+    trainer = make()
+    loss_fn = torch.nn.functional.mse_loss
+    keys = []
+    for _ in range(20):
+        keys.append(trainer._graph_key(loss_fn))
+        trainer.optimizer.state = collections.defaultdict(dict)  # an undo's load_state_dict ...
+        trainer.optimizer.state = collections.defaultdict(dict)  # ... then a reset, before the next step
+        assert trainer._graph_key(loss_fn) != keys[-1]
