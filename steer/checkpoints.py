@@ -33,12 +33,13 @@ from optuna.trial import TrialState
 from sqlalchemy import and_, select
 
 from steer import record
+from steer.spec import CHECKPOINT_DEFAULTS
 from steer.storage import tables as T
 
 log = logging.getLogger("steer.checkpoints")
 
 KINDS = ("cadence", "before", "fork")
-DEFAULTS = {"every": 10.0, "keep": 3, "retries": 1}  # the spec's [checkpoints]: seconds, count, count
+DEFAULTS = CHECKPOINT_DEFAULTS  # the spec's [checkpoints]: seconds, and counts
 
 
 class CheckpointError(Exception):

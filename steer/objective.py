@@ -238,7 +238,7 @@ class Objective:
             control.store_target(to_png(self.target), self.target.shape[1], self.target.shape[0])
         cadence = {k: spec.steering[k] for k in ("poll_interval", "publish_interval", "preview_size", "spare_watched")}
         cadence.update(checkpoint_every=spec.checkpoints["every"], checkpoint_keep=spec.checkpoints["keep"],
-                       checkpoint_store=self.checkpoint_store)
+                       undo_depth=spec.checkpoints["undo_depth"], checkpoint_store=self.checkpoint_store)
         started = time.perf_counter()
         # The same public steering API as any training loop's (steer.steering): no private path.
         with steering(trial, **trainer.steering_kwargs(), enabled=spec.steering_enabled, **cadence) as s:

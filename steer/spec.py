@@ -110,8 +110,8 @@ class Spec:
     cuda_graph: bool = True  # on CUDA, each training step runs as one captured CUDA graph
     fused_step: bool = True  # the triton backend trains a net it takes with one kernel per step
     # [checkpoints] (steer.checkpoints): seconds between two, how many a running trial keeps, how many
-    # times a trial whose worker died is carried on from its last one
-    checkpoints: dict[str, Any] = field(default_factory=lambda: {"every": 10.0, "keep": 3, "retries": 1})
+    # times a trial whose worker died is carried on from its last one, how many changes back undo goes
+    checkpoints: dict[str, Any] = field(default_factory=lambda: dict(CHECKPOINT_DEFAULTS))
 
     def with_overrides(self, **changes: Any) -> Spec:
         """A copy with CLI overrides applied (None means keep); values are re-checked."""
@@ -151,7 +151,8 @@ _PRUNER_KEYS = {
     "type": str, "n_startup_trials": int, "n_warmup_steps": int,
     "min_resource": int, "reduction_factor": int,
 }
-_CHECKPOINT_KEYS = {"every": float, "keep": int, "retries": int}
+_CHECKPOINT_KEYS = {"every": float, "keep": int, "retries": int, "undo_depth": int}
+CHECKPOINT_DEFAULTS = {"every": 10.0, "keep": 3, "retries": 1, "undo_depth": 20}
 _STEERING_KEYS = {
     "enabled": bool, "poll_interval": float, "publish_interval": float, "exempt_steered_from_pruning": bool,
     "spare_watched": bool, "preview_size": int, "heartbeat_interval": int, "grace_period": int,
@@ -353,11 +354,12 @@ def parse_spec(data: dict[str, Any], path: Path | None = None) -> Spec:
         steering_sec.fail("preview_size", f"must be in [8, 512] pixels, got {steering['preview_size']}")
 
     checkpoints_sec = _Section(where, "checkpoints", top.table.pop("checkpoints", {}))
-    checkpoints = {"every": 10.0, "keep": 3, "retries": 1, **_typed_table(checkpoints_sec, _CHECKPOINT_KEYS)}
+    checkpoints = {**CHECKPOINT_DEFAULTS, **_typed_table(checkpoints_sec, _CHECKPOINT_KEYS)}
     if not 0 <= checkpoints["every"] <= 86400:
         checkpoints_sec.fail("every", f"must be in [0, 86400] seconds (0: none at a cadence), got {checkpoints['every']}")
     _positive(checkpoints_sec, "keep", checkpoints["keep"])
     _positive(checkpoints_sec, "retries", checkpoints["retries"], 0)
+    _positive(checkpoints_sec, "undo_depth", checkpoints["undo_depth"])
 
     schedule = _parse_changes(where, top.table.pop("changes", []), steps)
     top.done()

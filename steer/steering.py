@@ -153,6 +153,9 @@ def _undo(s: Steering, args: dict[str, Any]) -> tuple[Any, Any]:
     from steer.checkpoints import CheckpointError, from_bytes
 
     if not s._undo:
+        if s._undo_dropped:
+            raise InvalidChange(f"nothing left to undo: a trial keeps the state before its last {s.undo_depth} "
+                                f"changes ([checkpoints] undo_depth), and those are undone")
         since = f" since it started from step {s.start_step}" if s.start_step else ""
         raise InvalidChange(f"nothing to undo{since}: undo takes back a change that steered the trial "
                             f"(LR, optimizer, loss, weight decay, reset)")
@@ -310,7 +313,7 @@ class Steering:
                  preview_size: int = 128, spare_watched: bool = True,
                  lr_range_loss: Callable[[torch.nn.Module], torch.Tensor] | None = None,
                  state: Any = None, checkpoints: Checkpoints | None = None, checkpoint_every: float = 0.0,
-                 checkpoint_keep: int = 3) -> None:
+                 checkpoint_keep: int = 3, undo_depth: int | None = None) -> None:
         self.trial = trial
         self.optimizer = optimizer
         self.model = model
@@ -344,6 +347,8 @@ class Steering:
         self.resume: dict[str, Any] | None = attrs.get(record.RESUME)  # a fork's or a retry's starting point
         self.start_step = self.resume["step"] if self.resume else 0  # the loop trains from the step after it
         self._undo: list[dict[str, Any]] = []  # what undo goes back to, newest last (see `_apply`)
+        self.undo_depth = undo_depth  # how many of those are kept (None: all, as a replay keeps them)
+        self._undo_dropped = 0  # how many older ones went to keep that many
         self._next_checkpoint = time.monotonic() + checkpoint_every
         self._warned_checkpoint = False
         self._current_command: int | None = None
@@ -495,6 +500,11 @@ class Steering:
         if entry is not None:
             entry["what"] = record.change({"action": action, "args": args, "old": out[0], "new": out[1]})
             self._undo.append(entry)
+            while self.undo_depth is not None and len(self._undo) > self.undo_depth:  # bounded: a file each
+                dropped = self._undo.pop(0)
+                self._undo_dropped += 1
+                if "checkpoint" in dropped:
+                    self._quietly(lambda: self.checkpoints.remove([dropped["checkpoint"]]))
         return out
 
     def _before(self, command: int | None) -> dict[str, Any] | None:
@@ -724,7 +734,7 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
              spare_watched: bool = True,
              lr_range_loss: Callable[[torch.nn.Module], torch.Tensor] | None = None,
              state: Any = None, checkpoint_every: float = 0.0, checkpoint_keep: int = 3,
-             checkpoint_store: Any = None) -> Steering:
+             undo_depth: int = 20, checkpoint_store: Any = None) -> Steering:
     """Make `trial` steerable; use it as a context manager around the training loop.
 
     optimizer       the optimizer the loop steps; `set_lr` / `set_weight_decay` change its param_groups,
@@ -746,6 +756,8 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
                     holds the model and the optimizer, enough for `undo` (not for the data order)
     checkpoint_every  seconds between two checkpoints of a running trial (0: only before each applied
                     change, which `undo` goes back to, and at a fork); `checkpoint_keep` of them are kept
+    undo_depth      how many changes back `undo` can go: the state before each of the newest this many is
+                    kept while the trial runs (a checkpoint each), older ones go
     checkpoint_store  any Optuna artifact store (default: the study's artifact folder)
 
     Studies on an RDB storage (SQLite, PostgreSQL, MySQL) are steerable; an
@@ -774,7 +786,8 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
                     optimizer_name=optimizer_name, effective_params=effective_params, control=control,
                     poll_interval=poll_interval, publish_interval=publish_interval, preview_size=preview_size,
                     spare_watched=spare_watched, lr_range_loss=lr_range_loss, state=state,
-                    checkpoints=checkpoints, checkpoint_every=checkpoint_every, checkpoint_keep=checkpoint_keep)
+                    checkpoints=checkpoints, checkpoint_every=checkpoint_every, checkpoint_keep=checkpoint_keep,
+                    undo_depth=undo_depth)
 
 
 def _finite(x: Any) -> float | None:

@@ -518,3 +518,42 @@ def test_the_comparison_figure_links_each_fork_to_its_parent(forked):
     figure = comparison_figure(comparison(study))
     links = [list(t.x) for t in figure.data if t.mode == "lines" and t.line.dash == "dash"]
     assert links == [[0, 1], [0, 2]]
+
+
+def test_undo_goes_back_at_most_undo_depth_changes(tmp_path):
+    """Each change keeps a `before` checkpoint while the trial runs: only the newest `undo_depth` are kept,
+    and an undo past them is rejected with the reason, the trial training on."""
+    import threading
+
+    from steer.checkpoints import Checkpoints
+
+    def objective(trial: optuna.Trial) -> float:
+        loop = Regression()
+        with steer.steering(trial, optimizer=loop.opt, model=loop.model, state=loop, poll_interval=0.01,
+                            undo_depth=2) as s:
+            for step in range(s.start_step + 1, 6001):
+                s.step(step, loss=loop.train_step())
+                time.sleep(0.0005)  # a few seconds: time for every command below
+        return 0.0
+
+    url = f"sqlite:///{tmp_path / 'deep.db'}"
+    study = optuna.create_study(storage=url, study_name="deep")
+    worker = threading.Thread(target=study.optimize, args=(objective,), kwargs={"n_trials": 1})
+    worker.start()
+    control = Control.open(study)
+    while control.live(0) is None:
+        time.sleep(0.01)
+    for lr in (0.02, 0.03, 0.04):
+        applied(control, "set_lr", 0, lr)
+    before = Checkpoints.of(control).of_trial(0, "before")
+    assert len(before) == 2  # the state before 0.03 and before 0.04; the one before 0.02 went
+    assert applied(control, "undo", 0).result["old"] == "lr 0.03 -> 0.04"
+    assert applied(control, "undo", 0).result["old"] == "lr 0.02 -> 0.03"
+    third = control.wait(control.request("undo", trial=0, by="tester").id)
+    assert third.state == "rejected" and third.reason == (
+        "nothing left to undo: a trial keeps the state before its last 2 changes ([checkpoints] undo_depth), "
+        "and those are undone")
+    worker.join(600)
+    assert study.trials[0].state.name == "COMPLETE"
+    assert record.attrs(study.trials[0])["steer.effective_params"]["lr"] == 0.02  # where the two undos left it
+    assert Checkpoints.of(control).of_trial(0) == []  # its end releases the rest

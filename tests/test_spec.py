@@ -90,6 +90,8 @@ BASE = '[study]\nname = "x"\n[trial]\nsteps = 10\n'
      "[space] lr: the grid sampler needs a finite grid"),
     (BASE + "[target]\nsize = 2\n", "[target] size: must be in [4, 2048] pixels, got 2"),
     (BASE + "[steering]\npoll_interval = 0\n", "[steering] poll_interval: must be in [0.01, 60] seconds, got 0.0"),
+    (BASE + "[checkpoints]\nundo_depth = 0\n", "[checkpoints] undo_depth: must be >= 1, got 0"),
+    (BASE + "[checkpoints]\nundo = 3\n", "[checkpoints]: unknown key(s): undo"),
     ('[study]\nname = "a/b"\n[trial]\nsteps = 1\n', "[study] name: must be a non-empty name without slashes"),
     ("[study\n", "not valid TOML"),
 ])
