@@ -205,7 +205,7 @@ class Checkpoints:
         trials = self.control.storage.get_all_trials(self.control.study_id, deepcopy=False)
         needed = self.needed(besides=trial, trials=trials)
         # A trial whose worker died is FAIL a moment before its retry is enqueued: its checkpoints go only
-        # once a retry names it (a dead trial that is not retried keeps them until the study is deleted).
+        # once a retry names it, or when `Control.retry` decides it is not retried (it releases them).
         retried = {t.user_attrs.get(record.RETRY_OF) for t in trials}
         finished = {t.number for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                     or (t.state == TrialState.FAIL and t.number in retried)}

@@ -499,12 +499,13 @@ class Control:
         rec = record.read(trial)
         retries = ((self.study_user_attr(record.SPEC) or {}).get("checkpoints") or DEFAULTS)["retries"]
         attempt = (rec.resume or {}).get("attempt", 0) + 1 if rec.retry_of is not None else 1
-        if attempt > retries:
+        checkpoints = Checkpoints.of(self)
+        if attempt > retries:  # it ends here: nothing will start from its checkpoints (a fork's start is kept)
+            checkpoints.release(trial.number)
             return None
         others = self.storage.get_all_trials(self.study_id, deepcopy=False)
         if any(t.user_attrs.get(record.RETRY_OF) == trial.number for t in others):
             return None  # carried on already (two processes found it stale)
-        checkpoints = Checkpoints.of(self)
         found = checkpoints.of_trial(trial.number, "cadence")
         # None of its own yet: where it started (a fork, a retry), if that is still there.
         last = found[-1] if found else checkpoints.get((rec.resume or {}).get("checkpoint") or -1)

@@ -25,7 +25,7 @@ from optuna.artifacts import FileSystemArtifactStore
 import steer
 from conftest import pg_database, run_cli, steer_in_thread
 from steer import record
-from steer.checkpoints import Checkpoints
+from steer.checkpoints import Checkpoints, to_bytes
 from steer.control import Control
 from steer.replay import replay_trial
 
@@ -389,7 +389,6 @@ def test_show_compare_pairs_each_fork_with_its_parent_at_equal_steps(forked):
 
 def test_deleting_a_study_removes_its_checkpoints_and_records(tmp_path):
     """A study with a checkpoint still on disk (a retry waits for it) and a neighbour study in the same file."""
-    from steer.checkpoints import to_bytes
 
     for name in ("gone", "stays"):
         (tmp_path / f"{name}.toml").write_text(spec_text(name, steps=100))
@@ -557,3 +556,18 @@ def test_undo_goes_back_at_most_undo_depth_changes(tmp_path):
     assert study.trials[0].state.name == "COMPLETE"
     assert record.attrs(study.trials[0])["steer.effective_params"]["lr"] == 0.02  # where the two undos left it
     assert Checkpoints.of(control).of_trial(0) == []  # its end releases the rest
+
+
+def test_a_dead_trial_that_is_not_retried_leaves_no_checkpoint(tmp_path):
+    """`[checkpoints] retries = 0`: a trial whose worker died ends there, and its checkpoints go with it."""
+    (tmp_path / "dead.toml").write_text(spec_text("dead", steps=100).replace("keep = 2", "keep = 2\nretries = 0"))
+    spec = steer.load_spec(tmp_path / "dead.toml")
+    study = steer.create_study(spec, f"sqlite:///{tmp_path / 'dead.db'}")
+    control = Control.open(study)
+    trial = study.ask()  # a trial whose worker then died, with a cadence checkpoint of its own
+    Checkpoints.of(control).save(trial.number, 50, "cadence", to_bytes({"settings": {}, "loop": {}}))
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert len(checkpoint_files(tmp_path)) == 1
+    assert control.retry(study.trials[0]) is None  # not retried: no retries left
+    assert checkpoint_files(tmp_path) == [] and Checkpoints.of(control).of_trial(0) == []
+    assert len(study.trials) == 1
