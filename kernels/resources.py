@@ -92,12 +92,13 @@ def _compile(fn: object, constexprs: dict, num_warps: int, arch: int) -> tuple[o
     return kernel, _ptxas_report(kernel.asm["ptx"])
 
 
-def kernel_resources(config: MLPConfig, precision: str = DEFAULT_PRECISION) -> list[dict]:
-    """One row per kernel launch of a training step of `config`: registers, spills, shared memory."""
+def kernel_resources(config: MLPConfig, precision: str = DEFAULT_PRECISION, arch: int = _ARCH) -> list[dict]:
+    """One row per kernel launch of a training step of `config` for sm_`arch`: registers, spills, shared
+    memory."""
     plan = KernelPlan.from_config(config, precision)
     rows = []
     for name, fn, constexprs, num_warps in _launches(plan):
-        kernel, report = _compile(fn, constexprs, num_warps, _ARCH)
+        kernel, report = _compile(fn, constexprs, num_warps, arch)
         rows.append({
             "kernel": name, "width": config.width, "hidden_layers": config.hidden_layers,
             "activation": config.activation, "encoding": config.encoding, "precision": precision,
@@ -136,10 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--activations", nargs="+", default=["relu", "sine"])
     parser.add_argument("--encodings", nargs="+", default=["none", "fourier"])
+    parser.add_argument("--arch", default=str(_ARCH),
+                        help=f"compute capability to compile for, e.g. 90 or 80 (default {_ARCH}); auto: this "
+                             f"machine's GPU ({_ARCH} without one), as `make gpu-check` does")
     parser.add_argument("--json", type=Path, help="also write the rows here as JSON")
     args = parser.parse_args(argv)
     import triton
 
+    arch = _arch(args.arch, parser)
     rows = []
     for width in args.widths:
         for activation in args.activations:
@@ -147,13 +152,27 @@ def main(argv: list[str] | None = None) -> int:
                 config = MLPConfig(width=width, hidden_layers=args.hidden_layers, activation=activation,
                                    encoding=encoding)
                 for precision in args.precisions:
-                    rows += kernel_resources(config, precision)
-    print(f"sm_{_ARCH}a, triton {triton.__version__}, {_ptxas()}")
+                    rows += kernel_resources(config, precision, arch)
+    print(f"sm_{arch}, triton {triton.__version__}, {_ptxas()}")
     print(markdown_table(rows))
     if args.json:
-        args.json.write_text(json.dumps({"triton": triton.__version__, "arch": f"sm_{_ARCH}a", "rows": rows},
+        args.json.write_text(json.dumps({"triton": triton.__version__, "arch": f"sm_{arch}", "rows": rows},
                                         indent=2) + "\n")
     return 0
+
+
+def _arch(raw: str, parser: argparse.ArgumentParser) -> int:
+    """`--arch`: a compute capability as digits (90), or auto (this machine's GPU, else 90)."""
+    if raw == "auto":
+        import torch
+
+        if not torch.cuda.is_available():
+            return _ARCH
+        major, minor = torch.cuda.get_device_capability()
+        return major * 10 + minor
+    if not raw.isdigit() or not 50 <= int(raw) <= 120:
+        parser.error(f"--arch: got {raw!r}; allowed: a compute capability such as 80 or 90, or auto")
+    return int(raw)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 # The GPU check: everything that needs an NVIDIA GPU, in one command (`make gpu-check`).
 #
 #   environment   the GPU, driver, torch and triton it runs with;
+#   resources     registers and spills of every kernel, compiled by this Triton for this GPU (the one-kernel
+#                 step trains only the nets whose step does not spill here: FusedCoordMLP.step_unsupported_reason);
 #   kernel-tests  tests/test_kernels.py and test_cuda_graph.py -k Compiled, each test in a process of its own (a kernel that
 #                 faults poisons its process's CUDA context, and would fail every later test);
 #   bench-goal    the goal's shape (width 64, 3 hidden layers, 2^16 points, a full step with Adam):
@@ -123,12 +125,14 @@ if [ -n "$dry" ]; then
     goal=(--device cpu --points 256 --steps 2 --warmup 1 --backends torch triton:tf32)
     precision=(--precision-size 16 --precision-steps 5 --precision-seeds 0)
     trainer_step=(--step-size 16 --step-steps 5)
+    resources=(--widths 64 --precisions tf32 --activations relu --encodings none)
     sweep=(--device cpu --widths 32 --points 256 --steps 2 --warmup 1 --backends torch triton:tf32)
 else
     STUDY_TRIALS=2 STUDY_SIZE=256 STUDY_STEPS=8000 STUDY_BACKEND=triton STUDY_DEVICE=cuda
     goal=(--widths 64 --points 65536 --backends torch compile triton:fp32 triton:tf32x3 triton:tf32 triton:bf16)
     precision=(--precision-seeds 0 1)
     trainer_step=()
+    resources=(--widths 16 32 64 --precisions tf32)
     sweep=(--backends torch compile triton:fp32 triton:tf32x3 triton:tf32 triton:bf16
            --points 16384 65536 262144 1048576)
 fi
@@ -136,6 +140,7 @@ export -f environment kernel_tests study
 export py dry KERNEL_TESTS STUDY_TRIALS STUDY_SIZE STUDY_STEPS STUDY_BACKEND STUDY_DEVICE
 
 step environment 60 bash -c environment
+step resources 180 "$py" -m steer.kernels.resources --arch auto "${resources[@]}" --json "$out/resources.json"
 TAIL=60 step kernel-tests 180 bash -c kernel_tests
 step bench-goal 150 "$py" -m steer.kernels.bench --hidden-layers 3 --variants read fused graph "${goal[@]}" \
     --json "$out/kernels-bench-goal.json"

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-STEPS = ("environment", "kernel-tests", "bench-goal", "precision", "study", "bench-sweep")
+STEPS = ("environment", "resources", "kernel-tests", "bench-goal", "precision", "study", "bench-sweep")
 
 
 def test_every_step_of_the_gpu_check_runs_in_its_dry_run(tmp_path):
@@ -30,3 +30,4 @@ def test_every_step_of_the_gpu_check_runs_in_its_dry_run(tmp_path):
     assert "study ok: 1 trials" in report  # steered once, pruned, replayed
     assert "| 64 | 2^8 | torch |" in report  # the benchmark's table reached the report
     assert (tmp_path / "kernels-bench-goal.json").exists() and (tmp_path / "precision.json").exists()
+    assert "| 64 | 3 | relu | none | tf32 | train_step |" in report  # this Triton's spills, in the report

@@ -147,3 +147,10 @@ def test_a_step_whose_compile_cannot_be_checked_trains_with_the_split_kernels():
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.strip().startswith("its compile for sm_90 could not be checked under Triton "), proc.stdout
     assert proc.stdout.strip().endswith("(no compiler here)")
+
+
+def test_a_bad_arch_is_one_clear_error():
+    proc = subprocess.run([sys.executable, "-m", "steer.kernels.resources", "--arch", "sm90"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "--arch: got 'sm90'; allowed: a compute capability such as 80 or 90, or auto" \
+        in proc.stderr, proc.stderr
