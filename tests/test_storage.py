@@ -87,3 +87,19 @@ def test_rows_written_by_several_processes_at_once_do_not_collide(storage_url: s
     assert list(control.pins()) == ["lr"]
     assert control.pins()["lr"].value in {1e-3 * (1 + i) for i in range(PROCESSES)}
     assert sorted(live.trial for live in control.live_all()) == list(range(5))
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_goes_stale(storage_url: str):
+    """Taking a trial and its first heartbeat are two transactions: a worker killed between them left a
+    RUNNING trial that Optuna never finds stale. After the grace period, the sweep fails it."""
+    import time
+
+    plain = optuna.create_study(study_name="beatless", storage=open_storage(storage_url, heartbeat=False))
+    plain.ask()  # taken, never beating: its worker died at once
+    worker = optuna.load_study(study_name="beatless",
+                               storage=open_storage(storage_url, heartbeat_interval=1, grace_period=1))
+    control = Control.open(worker)
+    assert control.sweep(worker) == []  # within the grace period it may still be starting
+    time.sleep(1.5)
+    assert control.sweep(worker) == [0]
+    assert [t.state.name for t in worker.trials] == ["FAIL"]

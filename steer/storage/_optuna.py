@@ -20,12 +20,12 @@ import importlib.metadata
 import inspect
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from steer.storage._engine import retry_delays, transient
@@ -62,7 +62,7 @@ ASSIGNED_IN_INIT = (
     ("optuna.trial.Trial", "_trial_id"), ("optuna.trial.Trial", "_cached_frozen_trial"),
 )
 
-TRIAL_COLUMNS = ("trial_id", "state", "datetime_start")  # what RetryingRDBStorage._take_waiting_trial uses
+TRIAL_COLUMNS = ("trial_id", "study_id", "state", "datetime_start")  # what RetryingRDBStorage reads and writes
 
 # Study methods steer's sampler view overrides (Optuna's samplers read a study's trials through them).
 STUDY_SIGNATURES = {"_get_trials": ("self", "deepcopy", "states", "use_cache")}
@@ -124,6 +124,12 @@ def check_optuna_internals() -> list[str]:
         problems.append(f"optuna.storages._rdb.models.TrialModel.__table__ is missing ({exc})")
     else:
         problems += [f"TrialModel.__table__ has no column `{c}`" for c in TRIAL_COLUMNS if c not in columns]
+    try:
+        beats = set(_resolve("optuna.storages._rdb.models.TrialHeartbeatModel").__table__.c.keys())
+    except (ImportError, AttributeError) as exc:
+        problems.append(f"optuna.storages._rdb.models.TrialHeartbeatModel.__table__ is missing ({exc})")
+    else:
+        problems += ["TrialHeartbeatModel.__table__ has no column `trial_id`"] * ("trial_id" not in beats)
     return problems
 
 
@@ -143,7 +149,7 @@ if _PROBLEMS:
     )
 
 from optuna.storages._cached_storage import _CachedStorage  # noqa: E402 - only once the check passed
-from optuna.storages._rdb.models import TrialModel  # noqa: E402
+from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel  # noqa: E402
 
 
 def rdb_storage(study: optuna.Study) -> optuna.storages.RDBStorage | None:
@@ -326,8 +332,27 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
             self.record_heartbeat(trial._trial_id)
         return trial
 
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials, and a RUNNING trial with no heartbeat at all that started more than
+        the grace period ago. A worker killed between taking a trial and its first heartbeat (a
+        window `_create_new_trial` narrows but cannot close: they are two transactions) leaves one,
+        and Optuna never finds it stale: it would stay RUNNING for good."""
+        stale = optuna.storages.RDBStorage._get_stale_trial_ids(self, study_id)
+        grace = timedelta(seconds=self.grace_period or 2 * self.heartbeat_interval)
+        trials, beats = TrialModel.__table__, TrialHeartbeatModel.__table__
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(trials.c.trial_id, trials.c.datetime_start).where(
+                    trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING,
+                    ~exists().where(beats.c.trial_id == trials.c.trial_id))).all()
+        except SQLAlchemyError as exc:  # as Optuna reports it, so that the retry below applies
+            raise optuna.exceptions.StorageInternalError(f"cannot read the running trials: {exc}") from exc
+        now = datetime.now()  # datetime_start is the taking worker's `datetime.now()` (Optuna's): the same clock
+        beatless = [r.trial_id for r in rows if r.datetime_start is not None and now - r.datetime_start > grace]
+        return stale + [t for t in beatless if t not in stale]
 
-for _name in IDEMPOTENT_CALLS:
-    setattr(RetryingRDBStorage, _name, _retried(_name))
+
+for _name in IDEMPOTENT_CALLS:  # steer's own override of one (`_get_stale_trial_ids`) is retried alike
+    setattr(RetryingRDBStorage, _name, _retried(_name, RetryingRDBStorage.__dict__.get(_name)))
 _retried_state_values = _retried("set_trial_state_values")
 _retried_take = _retried("_take_waiting_trial", RetryingRDBStorage._take_waiting_trial)
