@@ -96,10 +96,14 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_goes_stale(storage
 
     plain = optuna.create_study(study_name="beatless", storage=open_storage(storage_url, heartbeat=False))
     plain.ask()  # taken, never beating: its worker died at once
-    worker = optuna.load_study(study_name="beatless",
-                               storage=open_storage(storage_url, heartbeat_interval=1, grace_period=1))
-    control = Control.open(worker)
-    assert control.sweep(worker) == []  # within the grace period it may still be starting
-    time.sleep(1.5)
-    assert control.sweep(worker) == [0]
-    assert [t.state.name for t in worker.trials] == ["FAIL"]
+
+    def worker(grace: int) -> optuna.Study:
+        return optuna.load_study(study_name="beatless",
+                                 storage=open_storage(storage_url, heartbeat_interval=1, grace_period=grace))
+
+    patient = worker(3600)
+    assert Control.open(patient).sweep(patient) == []  # within the grace period it may still be starting
+    time.sleep(1.1)
+    hasty = worker(1)
+    assert Control.open(hasty).sweep(hasty) == [0]
+    assert [t.state.name for t in hasty.trials] == ["FAIL"]
