@@ -18,7 +18,9 @@ THREADS = 8  # a few browsers, each polling a page at 2 Hz
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `steer dash`."""
-    parser.add_argument("--storage", help="storage URL (default: $STEER_STORAGE or the only *.db in ./studies or here)")
+    from steer.cli import STORAGE_HELP  # the one wording of every command's --storage (this is one of them)
+
+    parser.add_argument("--storage", help=STORAGE_HELP)
     parser.add_argument("--study", help="study shown first (default: the storage's only study; a picker "
                                         "switches between several)")
     parser.add_argument("--host", default="127.0.0.1",

@@ -33,13 +33,11 @@ from optuna.trial import TrialState
 from sqlalchemy import and_, select
 
 from steer import record
-from steer.spec import CHECKPOINT_DEFAULTS
 from steer.storage import tables as T
 
 log = logging.getLogger("steer.checkpoints")
 
 KINDS = ("cadence", "before", "fork")
-DEFAULTS = CHECKPOINT_DEFAULTS  # the spec's [checkpoints]: seconds, and counts
 
 
 class CheckpointError(Exception):
@@ -213,14 +211,19 @@ class Checkpoints:
         removed = self.remove([c for c in known if (c.trial == trial or c.trial in finished) and c.id not in needed])
         return removed + self._sweep_orphans(finished | {trial}, {c.artifact_id for c in known})
 
+    def _files(self) -> dict[Path, int | None]:
+        """The study's checkpoint files in a file-system store, with the trial each is of (its name says:
+        "steer-checkpoint-STUDY-TRIAL-STEP-NS"); none for a store that cannot be listed."""
+        if self.folder is None or not self.folder.is_dir():
+            return {}
+        prefix = f"steer-checkpoint-{self.control.study_id}-"
+        heads = {f: f.name[len(prefix):].split("-", 1)[0] for f in self.folder.glob(prefix + "*")}
+        return {f: int(head) if head.isdigit() else None for f, head in heads.items()}
+
     def _sweep_orphans(self, trials: set[int | None], named: set[str]) -> int:
         """Files of `trials` (which write no more) that no row names: a worker killed between writing a
-        checkpoint's file and its row leaves one. Only a file-system store can be listed."""
-        if self.folder is None or not self.folder.is_dir():
-            return 0
-        prefix = f"steer-checkpoint-{self.control.study_id}-"
-        orphans = [f for f in self.folder.glob(prefix + "*") if f.name not in named
-                   and _trial_of(f.name[len(prefix):]) in trials]
+        checkpoint's file and its row leaves one."""
+        orphans = [f for f, trial in self._files().items() if f.name not in named and trial in trials]
         for f in orphans:
             f.unlink(missing_ok=True)
         return len(orphans)
@@ -228,17 +231,10 @@ class Checkpoints:
     def delete_study(self) -> int:
         """Remove every checkpoint of the study (it is being deleted), orphan files too."""
         removed = self.remove(self.all())
-        if self.folder is not None and self.folder.is_dir():
-            for f in self.folder.glob(f"steer-checkpoint-{self.control.study_id}-*"):
-                f.unlink(missing_ok=True)
-                removed += 1
+        for f in self._files():
+            f.unlink(missing_ok=True)
+            removed += 1
         return removed
 
 
-def _trial_of(rest: str) -> int | None:
-    """The trial number in what follows a checkpoint file's study prefix: "TRIAL-STEP-NS"."""
-    head = rest.split("-", 1)[0]
-    return int(head) if head.isdigit() else None
-
-
-__all__ = ["DEFAULTS", "KINDS", "Checkpoint", "CheckpointError", "Checkpoints", "from_bytes", "to_bytes"]
+__all__ = ["KINDS", "Checkpoint", "CheckpointError", "Checkpoints", "from_bytes", "to_bytes"]

@@ -440,7 +440,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # ---- parser and the one funnel ---------------------------------------------- #
 
 
-STORAGE_HELP = "storage URL (default: $STEER_STORAGE or the only *.db in ./studies or here)"
+STORAGE_HELP = "storage URL (default: $STEER_STORAGE or the only *.db in ./studies or here)"  # default_storage_url
 
 
 def build_parser() -> argparse.ArgumentParser:

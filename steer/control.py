@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from steer import actions, record, search_space
 from steer.errors import UserError
-from steer.spec import Dimension
+from steer.spec import CHECKPOINT_DEFAULTS, Dimension
 from steer.storage import (
     default_storage_url, display_url, enqueue_trial, open_storage, rdb_storage, resolve_study_name, save_trial_note,
     shared_database, trial_state,
@@ -494,10 +494,10 @@ class Control:
     def retry(self, trial: FrozenTrial) -> int | None:
         """Carry a trial whose worker died on from its last cadence checkpoint (from step 0 if it took none),
         as a new trial, within the spec's `[checkpoints] retries`; returns its number, or None."""
-        from steer.checkpoints import DEFAULTS, Checkpoints
+        from steer.checkpoints import Checkpoints
 
         rec = record.read(trial)
-        retries = ((self.study_user_attr(record.SPEC) or {}).get("checkpoints") or DEFAULTS)["retries"]
+        retries = ((self.study_user_attr(record.SPEC) or {}).get("checkpoints") or CHECKPOINT_DEFAULTS)["retries"]
         attempt = (rec.resume or {}).get("attempt", 0) + 1 if rec.retry_of is not None else 1
         checkpoints = Checkpoints.of(self)
         if attempt > retries:  # it ends here: nothing will start from its checkpoints (a fork's start is kept)

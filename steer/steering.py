@@ -43,7 +43,7 @@ from steer.control import Command, Control, NotSteerable
 from steer.errors import UserError
 from steer.image import to_png
 from steer.sampler import SteerSampler
-from steer.spec import PARAMS
+from steer.spec import CHECKPOINT_DEFAULTS, PARAMS
 from steer.storage import ControlError, reported_values
 
 if TYPE_CHECKING:
@@ -733,8 +733,8 @@ def steering(trial: optuna.Trial, optimizer: torch.optim.Optimizer, *, model: to
              poll_interval: float = 0.2, publish_interval: float = 0.5, preview_size: int = 128,
              spare_watched: bool = True,
              lr_range_loss: Callable[[torch.nn.Module], torch.Tensor] | None = None,
-             state: Any = None, checkpoint_every: float = 0.0, checkpoint_keep: int = 3,
-             undo_depth: int = 20, checkpoint_store: Any = None) -> Steering:
+             state: Any = None, checkpoint_every: float = 0.0, checkpoint_keep: int = CHECKPOINT_DEFAULTS["keep"],
+             undo_depth: int = CHECKPOINT_DEFAULTS["undo_depth"], checkpoint_store: Any = None) -> Steering:
     """Make `trial` steerable; use it as a context manager around the training loop.
 
     optimizer       the optimizer the loop steps; `set_lr` / `set_weight_decay` change its param_groups,

@@ -50,8 +50,9 @@ from steer.storage._tables import SCHEMA_VERSION, upsert
 __all__ = [
     "GRACE_PERIOD", "HEARTBEAT_INTERVAL", "SCHEMA_VERSION", "ControlError", "Database", "check_optuna_internals",
     "check_url", "default_storage_url", "display_url", "enqueue_trial", "load_study", "open_storage", "rdb_storage",
-    "reported_values", "resolve_study_name", "save_trial_note", "set_trial_param", "set_trial_system_attr",
-    "shared_database", "sqlite_path", "storage_url", "study_id", "study_view", "tables", "trial_state", "trial_system_attrs", "upsert",
+    "reported_values", "resolve_study_name", "save_trial_note", "set_trial_param",
+    "set_trial_system_attr", "shared_database", "sqlite_path", "storage_url", "study_id", "study_view", "tables",
+    "trial_state", "trial_system_attrs", "upsert",
 ]
 
 HEARTBEAT_INTERVAL = 5  # seconds between a running trial's heartbeats

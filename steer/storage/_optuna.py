@@ -337,7 +337,7 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
         the grace period ago. A worker killed between taking a trial and its first heartbeat (a
         window `_create_new_trial` narrows but cannot close: they are two transactions) leaves one,
         and Optuna never finds it stale: it would stay RUNNING for good."""
-        stale = optuna.storages.RDBStorage._get_stale_trial_ids(self, study_id)
+        stale = super()._get_stale_trial_ids(study_id)
         grace = timedelta(seconds=self.grace_period or 2 * self.heartbeat_interval)
         trials, beats = TrialModel.__table__, TrialHeartbeatModel.__table__
         try:
