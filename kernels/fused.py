@@ -303,6 +303,9 @@ def fused_backward(coords: torch.Tensor, fourier_b: torch.Tensor, params: torch.
 STEP_SHAPES = {16: (4, 2, (32, 4)), 32: (2, 0, (32, 8)), 64: (4, 4, (32, 8))}
 STEP_MAX_FOURIER_FEATURES = 32
 STEP_LOSSES = ("mse", "l1", "huber")
+# Bytes per thread (stores and loads) the one-kernel step may spill on a GPU and still train: see
+# _compiled_step_reason for what was measured either side of it.
+STEP_MAX_SPILL_BYTES = 4096
 
 
 def step_unsupported_reason(plan: KernelPlan, loss: str) -> str | None:
@@ -412,26 +415,51 @@ class FusedMLPFunction(torch.autograd.Function):
 
 
 @lru_cache(maxsize=None)
-def _compiled_step_reason(plan: KernelPlan, loss: str, capability: tuple[int, int]) -> str | None:
-    """Why the installed Triton's one-kernel step of `plan` does not fit a GPU of `capability` (it spills),
-    or None. Compiled once per net, loss and GPU in a process (Triton caches the compile on disk too)."""
+def _compiled_step_reason(plan: KernelPlan, loss: str, capability: tuple[int, int], shared_limit: int) -> str | None:
+    """Why the installed Triton's one-kernel step of `plan` should not train on a GPU of `capability` with
+    `shared_limit` bytes of shared memory per block (it cannot launch, or spills too much), or None. Compiled once per net, loss and GPU in a
+    process (Triton caches the compile on disk too).
+
+    A step that spills a little still runs: on an H200 under Triton 3.6, with CUDA graphs, steps
+    spilling 72 and 204 B per thread took half the split kernels' time and one spilling 2 KB the same,
+    but one spilling 24 KB (IEEE fp32) took 7 times as long (docs/kernels.md, "The one-kernel step on a
+    GPU"): more than STEP_MAX_SPILL_BYTES and the split kernels train it. Nor can a step run whose
+    shared memory exceeds the GPU's: Triton 3.6's tf32x3 step at width 64, 4 layers."""
     import triton
 
-    from .resources import step_spills
+    from .resources import step_resources
 
     arch = capability[0] * 10 + capability[1]
     try:
-        spilled = step_spills(plan, loss, arch)
+        used = step_resources(plan, loss, arch)
     except Exception as exc:  # noqa: BLE001 - no ptxas, another compile API: the measured split kernels train it
         reason = f"its compile for sm_{arch} could not be checked under Triton {triton.__version__} ({exc})"
     else:
-        if not spilled:
+        if used["shared_bytes"] > shared_limit:
+            reason = (f"it needs {used['shared_bytes']} B of shared memory per block under Triton "
+                      f"{triton.__version__} for sm_{arch}, and this GPU has {shared_limit} B")
+        elif used["spills"] > STEP_MAX_SPILL_BYTES:
+            reason = (f"it spills {used['spills']} B per thread under Triton {triton.__version__} for sm_{arch} "
+                      f"(more than {STEP_MAX_SPILL_BYTES} B, where it was slower than the split kernels)")
+        else:
+            if used["spills"]:
+                log.info("the one-kernel training step (width %d, %d hidden layers, %s encoding, %s) spills %d B per "
+                         "thread under Triton %s for sm_%d", plan.width, plan.hidden_layers, plan.encoding,
+                         plan.precision, used["spills"], triton.__version__, arch)
             return None
-        reason = f"it spills {spilled} B per thread under Triton {triton.__version__} for sm_{arch}"
     log.warning("the one-kernel training step (width %d, %d hidden layers, %s encoding, %s, %s loss): %s; the "
                 "split kernels train this net", plan.width, plan.hidden_layers, plan.encoding, plan.precision, loss,
                 reason)
     return reason
+
+
+@lru_cache(maxsize=None)
+def _shared_memory_limit(index: int) -> int:
+    """Bytes of shared memory one block may use on CUDA device `index`: the limit Triton checks at launch.
+    Cached: the trainer asks every step, and the driver query took most of a millisecond on an H200."""
+    from triton.runtime import driver
+
+    return driver.active.utils.get_device_properties(index)["max_shared_mem"]
 
 
 class FusedCoordMLP(CoordMLP):
@@ -448,7 +476,7 @@ class FusedCoordMLP(CoordMLP):
         plan = KernelPlan.from_config(config, precision, block_m, splits)  # raises before any allocation
         super().__init__(config, generator=generator)
         self.plan = plan
-        self.allow_spills = False  # True: the one-kernel step runs even where it spills (to time it)
+        self._step_reasons: dict[tuple[str, torch.device], str | None] = {}
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -465,14 +493,27 @@ class FusedCoordMLP(CoordMLP):
     def step_unsupported_reason(self, loss: str) -> str | None:
         """Why `loss_and_grads` cannot train this net with `loss` in one kernel; None when it can.
 
-        On a GPU, also when the installed Triton compiles it with spills for this GPU: the static
-        table holds for the Triton it was measured with, and a spilling step is slower than the split
-        kernels (the one kernel that faulted on a GPU, the tf32x3 forward, spilled under Triton 3.6).
+        On a GPU, also when the installed Triton's step needs more shared memory than the GPU has, or
+        spills more than STEP_MAX_SPILL_BYTES: the static table holds for the Triton it was measured with
+        (Triton 3.6's tf32x3 step at width 64 does not fit an H200; its fp32 step spills 24 KB).
         """
-        reason = step_unsupported_reason(self.plan, loss)
         device = self.layers[0].weight.device
-        if reason is None and device.type == "cuda" and not interpreter_requested() and not self.allow_spills:
-            reason = _compiled_step_reason(self.plan, loss, torch.cuda.get_device_capability(device))
+        key = (loss, device)  # the trainer asks every step: once known, a dict lookup
+        if key not in self._step_reasons:
+            self._step_reasons[key] = self._step_reason(loss, device)
+        return self._step_reasons[key]
+
+    def _step_reason(self, loss: str, device: torch.device) -> str | None:
+        reason = step_unsupported_reason(self.plan, loss)
+        if reason is None and device.type == "cuda" and not interpreter_requested():
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            try:
+                limit = _shared_memory_limit(index)
+            except Exception as exc:  # noqa: BLE001 - another Triton driver API: the split kernels train it
+                log.warning("the one-kernel training step: this GPU's shared memory could not be read through "
+                            "Triton (%s); the split kernels train this net", exc)
+                return f"this GPU's shared memory could not be read through Triton ({exc})"
+            reason = _compiled_step_reason(self.plan, loss, torch.cuda.get_device_capability(index), limit)
         return reason
 
     def loss_and_grads(self, coords: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:

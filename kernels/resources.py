@@ -109,15 +109,16 @@ def kernel_resources(config: MLPConfig, precision: str = DEFAULT_PRECISION, arch
     return rows
 
 
-def step_spills(plan: KernelPlan, loss: str, arch: int = _ARCH) -> int:
-    """Bytes per thread (stores and loads) the one-kernel step of `plan` with `loss` spills when the
-    installed Triton compiles it for sm_`arch`. The static table is for Triton 3.9; Triton 3.6 (torch
-    2.11's) spilled 24-190 B on nets 3.9 keeps in registers, so a GPU asks its own Triton (FusedCoordMLP)."""
+def step_resources(plan: KernelPlan, loss: str, arch: int = _ARCH) -> dict[str, int]:
+    """What the one-kernel step of `plan` with `loss` uses when the installed Triton compiles it for
+    sm_`arch`: "spills", bytes per thread stored and loaded, and "shared_bytes" per block. The static
+    table is for Triton 3.9; Triton 3.6 (torch 2.11's) spilled where 3.9 did not, and its tf32x3 step
+    at width 64 needs more shared memory than an H200 has, so a GPU asks its own Triton (FusedCoordMLP)."""
     from . import fused_kernels as fk
 
     constexprs = {**step_constexprs(plan, loss), "PRECISION": _DOT_PRECISION[plan.precision]}
-    _, report = _compile(fk.mlp_train_step_kernel, constexprs, step_blocks(plan)[1], arch)
-    return report["spill_stores"] + report["spill_loads"]
+    kernel, report = _compile(fk.mlp_train_step_kernel, constexprs, step_blocks(plan)[1], arch)
+    return {"spills": report["spill_stores"] + report["spill_loads"], "shared_bytes": kernel.metadata.shared}
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -2,8 +2,8 @@
 # The GPU check: everything that needs an NVIDIA GPU, in one command (`make gpu-check`).
 #
 #   environment   the GPU, driver, torch and triton it runs with;
-#   resources     registers and spills of every kernel, compiled by this Triton for this GPU (the one-kernel
-#                 step trains only the nets whose step does not spill here: FusedCoordMLP.step_unsupported_reason);
+#   resources     registers, spills and shared memory of every kernel, compiled by this Triton for this GPU (the
+#                 one-kernel step trains only the nets whose step fits here: FusedCoordMLP.step_unsupported_reason);
 #   kernel-tests  tests/test_kernels.py and test_cuda_graph.py -k Compiled, each test in a process of its own (a kernel that
 #                 faults poisons its process's CUDA context, and would fail every later test);
 #   bench-goal    the goal's shape (width 64, 3 hidden layers, 2^16 points, a full step with Adam):

@@ -19,7 +19,7 @@ import textwrap
 import pytest
 
 from steer.kernels import DEFAULT_PRECISION
-from steer.kernels.fused import triton_importable
+from steer.kernels.fused import STEP_MAX_SPILL_BYTES, triton_importable
 
 pytestmark = pytest.mark.skipif(not triton_importable(), reason="needs triton")
 
@@ -98,20 +98,29 @@ STEP_REASON_SCRIPT = textwrap.dedent('''
     out = []
     for case in json.loads(sys.argv[1]):
         precision, loss, capability = case.pop("precision"), case.pop("loss"), tuple(case.pop("capability"))
-        out.append(_compiled_step_reason(KernelPlan.from_config(MLPConfig(**case), precision), loss, capability))
+        limit = case.pop("shared_limit")
+        out.append(_compiled_step_reason(KernelPlan.from_config(MLPConfig(**case), precision), loss, capability,
+                                         limit))
     print(json.dumps(out))
 ''')
+H200_SHARED = 232448  # bytes a block may use on an H100 or H200 (what Triton checked there at launch)
 
 
-def test_a_gpu_trains_with_the_one_kernel_step_only_where_its_triton_compiles_it_without_spills():
+def test_a_gpu_trains_with_the_one_kernel_step_wherever_its_triton_can_launch_it():
     """What `FusedCoordMLP.step_unsupported_reason` asks on a GPU (compiled here for that GPU's arch):
-    the static table is Triton 3.9's, and Triton 3.6 spilled on nets 3.9 keeps in registers. A net
-    the table takes but that spills (this one at bf16, under 3.9 too) trains with the split kernels."""
+    a step that spills a little still trains (measured faster than the split kernels on an H200); one
+    that spills kilobytes (slower there), or needs more shared memory than the GPU has (it would fail
+    at launch), trains with the split kernels."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     spiller = dict(width=16, hidden_layers=1, activation="sine", encoding="fourier", precision="bf16", loss="mse")
+    too_big = dict(width=64, hidden_layers=4, activation="sine", precision="tf32x3", loss="huber")
     cases = [dict(width=64, hidden_layers=3, precision=DEFAULT_PRECISION, loss="mse", capability=[9, 0]),
-             dict(spiller, capability=[9, 0]), dict(spiller, capability=[8, 0])]
+             dict(spiller, capability=[9, 0]), dict(too_big, capability=[9, 0]),
+             dict(width=64, hidden_layers=3, precision=DEFAULT_PRECISION, loss="mse", capability=[8, 0]),
+             dict(width=64, hidden_layers=3, encoding="fourier", precision="fp32", loss="huber", capability=[9, 0])]
+    for case, limit in zip(cases, (H200_SHARED, H200_SHARED, H200_SHARED, 1024, H200_SHARED)):
+        case["shared_limit"] = limit
     proc = subprocess.run([sys.executable, "-c", STEP_REASON_SCRIPT, json.dumps(cases)], env=env,
                           capture_output=True, text=True, timeout=900)
     if proc.returncode != 0 and "Cannot find ptxas" in proc.stderr:
@@ -119,13 +128,18 @@ def test_a_gpu_trains_with_the_one_kernel_step_only_where_its_triton_compiles_it
     assert proc.returncode == 0, proc.stderr[-4000:]
     import triton
 
-    fits, sm90, sm80 = json.loads(proc.stdout.strip().splitlines()[-1])
-    if triton.__version__.startswith("3.9"):  # the version these nets were measured with
-        assert fits is None
-        assert sm90 is not None and sm90.startswith("it spills ") and sm90.endswith(f"under Triton {triton.__version__}"
-                                                                                   f" for sm_90"), sm90
-        assert sm80 is not None and sm80.endswith("for sm_80"), sm80
-    assert "the split kernels train this net" in proc.stderr or (sm90 is None and sm80 is None)
+    fits, spills, too_big_here, small_gpu, spills_kilobytes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert small_gpu is not None and small_gpu.endswith("for sm_80, and this GPU has 1024 B"), small_gpu
+    assert small_gpu.startswith("it needs ") and "B of shared memory per block under Triton" in small_gpu, small_gpu
+    assert "the split kernels train this net" in proc.stderr
+    if triton.__version__.startswith(("3.9", "3.6")):  # the versions these nets were measured with
+        assert fits is None and spills is None
+        assert spills_kilobytes is not None and spills_kilobytes.startswith("it spills "), spills_kilobytes
+        assert spills_kilobytes.endswith(f"under Triton {triton.__version__} for sm_90 (more than "
+                                         f"{STEP_MAX_SPILL_BYTES} B, where it was slower than the split kernels)")
+        assert int(spills_kilobytes.split()[2]) > STEP_MAX_SPILL_BYTES
+        assert too_big_here == (f"it needs 246272 B of shared memory per block under Triton {triton.__version__} "
+                                f"for sm_90, and this GPU has {H200_SHARED} B"), too_big_here
 
 
 def test_a_step_whose_compile_cannot_be_checked_trains_with_the_split_kernels():
@@ -140,7 +154,7 @@ def test_a_step_whose_compile_cannot_be_checked_trains_with_the_split_kernels():
 
         triton.compile = broken
         print(_compiled_step_reason(KernelPlan.from_config(MLPConfig(width=64, hidden_layers=3), "tf32"), "mse",
-                                    (9, 0)))
+                                    (9, 0), 232448))
     ''')
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)

@@ -19,7 +19,7 @@ from steer.trainer import Trainer
 # The kernel goal's shape: width 64, 3 hidden layers, 256 x 256 = 2^16 pixels, Adam; the trainer's own cosine LR.
 PARAMS = {"width": 64, "hidden_layers": 3, "activation": "relu", "encoding": "none", "optimizer": "adam",
           "lr": 1e-3, "schedule": "cosine", "loss": "mse"}
-RUNS = (("torch", "fp32"), ("triton", "tf32"), ("triton", "bf16"))
+RUNS = (("torch", "fp32"), ("triton", "fp32"), ("triton", "tf32x3"), ("triton", "tf32"), ("triton", "bf16"))
 
 
 def trainer_step(size: int = 256, steps: int = 300, warmup: int = 20, report_every: int = 100,
@@ -28,9 +28,9 @@ def trainer_step(size: int = 256, steps: int = 300, warmup: int = 20, report_eve
     target = torch.rand(size, size, 3, generator=torch.Generator().manual_seed(0))
     rows = []
     # The triton backend with the split kernels and with the one-kernel step (`fused_step`), each with and
-    # without a graph; torch has no one-kernel step. Where the installed Triton's step spills, the trainer
-    # takes the split kernels (FusedCoordMLP.step_unsupported_reason): "spilling" rows time the step anyway.
-    steps_of = {"triton": (False, True, "spilling"), "torch": (False,)}
+    # without a graph; torch has no one-kernel step. Where the installed Triton's step cannot launch here,
+    # the trainer takes the split kernels (FusedCoordMLP.step_unsupported_reason) and the row says so.
+    steps_of = {"triton": (False, True), "torch": (False,)}
     runs = [(b, p, g, f) for b, p in RUNS for f in steps_of[b] for g in (False, True)]
     for backend, precision, cuda_graph, fused_step in runs:
         row = {"backend": backend, "precision": precision, "cuda_graph": cuda_graph, "fused_step": fused_step,
@@ -47,13 +47,10 @@ def trainer_step(size: int = 256, steps: int = 300, warmup: int = 20, report_eve
             row["note"] = "CUDA graphs need CUDA"
             continue
         refused = trainer.model.step_unsupported_reason(PARAMS["loss"]) if fused_step else None
-        if fused_step == "spilling":
-            if refused is None or "spills" not in refused:
-                row["note"] = "its step does not spill here: the one-kernel step row times it"
-                continue
-            trainer.model.allow_spills, refused = True, None
         if refused:
-            row["note"] = f"the split kernels train it: the one-kernel step {refused}"
+            row["note"] = f"the split kernels train it: the one-kernel step: {refused}"
+        elif fused_step and trainer.device.type == "cuda":
+            row["note"] = _spills_note(trainer.model.plan, trainer.device)
         for _ in range(warmup):
             trainer.check(trainer.step())
         start = time.perf_counter()
@@ -68,6 +65,15 @@ def trainer_step(size: int = 256, steps: int = 300, warmup: int = 20, report_eve
         print(f"measured: {backend} ({precision}), cuda_graph={cuda_graph}, fused_step={fused_step}: "
               f"{row['ms_per_step']:.3f} ms/step", flush=True)
     return rows
+
+
+def _spills_note(plan: Any, device: torch.device) -> str:
+    """What the one-kernel step spills here (it runs all the same: a row to compare with the split kernels')."""
+    from steer.kernels.resources import step_resources
+
+    major, minor = torch.cuda.get_device_capability(device)
+    spills = step_resources(plan, PARAMS["loss"], major * 10 + minor)["spills"]
+    return f"its step spills {spills} B per thread" if spills else ""
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
