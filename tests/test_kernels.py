@@ -463,6 +463,24 @@ class TestCompiledKernels:
 
 
 @needs_interpreter
+def test_the_trainer_asks_once_per_loss_whether_the_one_kernel_step_takes_its_net(monkeypatch):
+    """On a GPU the answer costs a compile check and a driver query: asked every step, it took 0.77 ms
+    of a 0.115 ms step on an H200. The model keeps it: one question per loss, however many steps."""
+    from steer.trainer import LOSS_FNS, Trainer
+
+    asked: list[str] = []
+    original = FusedCoordMLP._step_reason
+    monkeypatch.setattr(FusedCoordMLP, "_step_reason",
+                        lambda self, loss, device: asked.append(loss) or original(self, loss, device))
+    params = {"width": 16, "hidden_layers": 1, "activation": "relu", "encoding": "none", "optimizer": "adam",
+              "lr": 1e-3, "loss": "mse"}
+    trainer = Trainer(params, torch.rand(4, 4, 3), steps=8, seed=0, backend="triton", device="cpu", fused_step=True)
+    for loss in ("mse", "mse", "mse", "l1", "l1", "mse"):
+        trainer.check(trainer.step(LOSS_FNS[loss]))
+    assert asked == ["mse", "l1"]
+
+
+@needs_interpreter
 def test_a_whole_trial_runs_on_the_triton_backend(tmp_path):
     """The trainer and objective on `backend = "triton"`: same PSNR curve as the torch backend."""
     optuna = pytest.importorskip("optuna", reason="a whole trial needs the project installed, not only torch")
