@@ -3,8 +3,8 @@
     python -m steer.kernels.bench [--json PATH] [--plot PATH]
 
 On CUDA it times torch (eager), compile, the fused triton kernels at each input
-precision, and tiny-cuda-nn's FullyFusedMLP when `tinycudann` is importable, at 2^14 to
-2^20 points. Without CUDA it times torch and compile on the CPU at smaller sizes and
+precision, the one-kernel training step (`triton-step`) where it takes the net, and
+tiny-cuda-nn's FullyFusedMLP when `tinycudann` is importable, at 2^14 to 2^20 points. Without CUDA it times torch and compile on the CPU at smaller sizes and
 records that triton needs CUDA. Importing this module does nothing; `run_benchmark`,
 `markdown_table`, `save_plot` and `environment` are what a CLI calls.
 """
@@ -30,7 +30,8 @@ from .bench_args import add_arguments
 
 GPU_POINTS = tuple(2**k for k in range(14, 21))
 CPU_POINTS = (2**10, 2**12, 2**14)
-GPU_BACKENDS = ("torch", "compile", "triton:fp32", "triton:tf32x3", "triton:tf32", "triton:bf16", "tinycudann")
+GPU_BACKENDS = ("torch", "compile", "triton:fp32", "triton:tf32x3", "triton:tf32", "triton:bf16", "triton-step:tf32",
+                "triton-step:bf16", "tinycudann")
 CPU_BACKENDS = ("torch", "compile", "triton")
 
 
@@ -74,8 +75,10 @@ def _tinycudann_model(config: MLPConfig, device: torch.device) -> torch.nn.Modul
     ).to(device)
 
 
-def _step_fn(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tensor, mode: str) -> Callable[[], None]:
-    """One full training step (zero grads, forward, MSE, backward, Adam step) as a function.
+def _step_fn(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tensor, mode: str,
+             one_kernel: bool = False) -> Callable[[], None]:
+    """One full training step (zero grads, forward, MSE, backward, Adam step) as a function;
+    `one_kernel`: forward, MSE and backward as the one-kernel step (`FusedCoordMLP.loss_and_grads`).
 
     mode "eager": Adam's default (foreach) implementation; "read": the same, reading the loss
     back after every step (`loss.item()`), as a trial that checks every step for divergence
@@ -89,8 +92,11 @@ def _step_fn(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tensor,
 
     def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        loss = F.mse_loss(model(coords).float(), target)
-        loss.backward()
+        if one_kernel:
+            loss = model.loss_and_grads(coords, target, "mse")
+        else:
+            loss = F.mse_loss(model(coords).float(), target)
+            loss.backward()
         optimizer.step()
         return loss
 
@@ -114,17 +120,17 @@ def _step_fn(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tensor,
 
 
 def _time_steps(model: torch.nn.Module, coords: torch.Tensor, target: torch.Tensor, steps: int,
-                warmup: int, repeats: int = 5, mode: str = "eager") -> tuple[float, float]:
+                warmup: int, repeats: int = 5, mode: str = "eager", one_kernel: bool = False) -> tuple[float, float]:
     """(seconds of the first step, including any compilation or capture; seconds per step after warm-up).
 
     The `steps` timed steps run in `repeats` groups, synchronised around each group; the
     result is the median of the groups' means, which a busy machine disturbs less.
-    `mode` is how a step runs (see `_step_fn`).
+    `mode` and `one_kernel` are how a step runs (see `_step_fn`).
     """
     device = coords.device
     _sync(device)
     start = time.perf_counter()
-    step = _step_fn(model, coords, target, mode)
+    step = _step_fn(model, coords, target, mode, one_kernel)
     step()
     _sync(device)
     first = time.perf_counter() - start
@@ -181,7 +187,9 @@ def run_benchmark(
     """Time a full training step for each backend x width x point count; one dict per measurement.
 
     `backends` entries: "torch", "compile", "triton" (at DEFAULT_PRECISION) or
-    "triton:<precision>" (fp32, tf32x3, tf32, bf16), "tinycudann". Defaults depend on the
+    "triton:<precision>" (fp32, tf32x3, tf32, bf16), "triton-step[:<precision>]" (the
+    one-kernel step; a "skipped" row says why where this GPU's Triton cannot run it for the
+    net), "tinycudann". Defaults depend on the
     device: on CUDA every backend at 2^14..2^20 points, 50 steps after 10 warm-up steps; on
     the CPU torch and compile at 2^10..2^14 points, 10 steps after 2, and a "skipped" row
     saying triton needs CUDA.
@@ -206,11 +214,12 @@ def run_benchmark(
             target = torch.rand(n, 3, generator=generator).to(device)
             for spec in backends:
                 name, _, precision = spec.partition(":")
-                if name == "triton":
+                one_kernel = name == "triton-step"
+                if name in ("triton", "triton-step"):
                     precision = precision or DEFAULT_PRECISION
-                if name == "triton" and not on_gpu:  # TRITON_INTERPRET would run, but it is no timing
-                    rows.append(_row(name, precision, config, n, device, "skipped", "triton needs a CUDA device"))
-                    continue
+                    if not on_gpu:  # TRITON_INTERPRET would run, but it is no timing
+                        rows.append(_row(name, precision, config, n, device, "skipped", "triton needs a CUDA device"))
+                        continue
                 try:
                     if name == "tinycudann":
                         if not on_gpu or importlib.util.find_spec("tinycudann") is None:
@@ -220,13 +229,17 @@ def run_benchmark(
                         model = _tinycudann_model(config, device)
                         precision = "fp16"
                     else:
-                        model, _ = build_model(config, name, device, generator=torch.Generator().manual_seed(0),
+                        model, _ = build_model(config, "triton" if one_kernel else name, device,
+                                               generator=torch.Generator().manual_seed(0),
                                                precision=precision or DEFAULT_PRECISION)
+                        refused = model.step_unsupported_reason("mse") if one_kernel else None
+                        if refused:
+                            raise BackendError(f"the one-kernel step does not take this net here: {refused}")
                 except BackendError as exc:
                     rows.append(_row(name, precision or None, config, n, device, "skipped", str(exc)))
                     continue
                 try:
-                    first, per_step = _time_steps(model, coords, target, steps, warmup)
+                    first, per_step = _time_steps(model, coords, target, steps, warmup, one_kernel=one_kernel)
                 except torch.cuda.OutOfMemoryError as exc:
                     rows.append(_row(name, precision or None, config, n, device, "error", f"out of memory: {exc}"))
                     continue
@@ -238,7 +251,8 @@ def run_benchmark(
                         measured[key] = "needs CUDA"
                         continue
                     try:
-                        measured[key] = _time_steps(model, coords, target, steps, warmup, mode=mode)[1]
+                        measured[key] = _time_steps(model, coords, target, steps, warmup, mode=mode,
+                                                    one_kernel=one_kernel)[1]
                     except Exception as exc:  # noqa: BLE001 - a variant that fails is a finding, not the end
                         measured[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                 rows.append(_row(name, precision or None, config, n, device, first=first, per_step=per_step,

@@ -7,7 +7,7 @@
 #   kernel-tests  tests/test_kernels.py and test_cuda_graph.py -k Compiled, each test in a process of its own (a kernel that
 #                 faults poisons its process's CUDA context, and would fail every later test);
 #   bench-goal    the goal's shape (width 64, 3 hidden layers, 2^16 points, a full step with Adam):
-#                 eager, torch.compile and the fused kernels at each precision side by side, each
+#                 eager, torch.compile, the fused kernels at each precision and the one-kernel step side by side, each
 #                 also with the loss read back every step, with fused Adam, and as one CUDA graph;
 #   precision     python -m steer.bench precision: the quick study's nets at each precision;
 #   study         a short study on the triton backend, steered once while a trial runs, then replayed;
@@ -122,18 +122,19 @@ print("study ok:", len(trials), "trials; best", round(max(t["psnr"] or 0 for t i
 
 if [ -n "$dry" ]; then
     KERNEL_TESTS=2 STUDY_TRIALS=1 STUDY_SIZE=16 STUDY_STEPS=100000 STUDY_BACKEND=torch STUDY_DEVICE=cpu
-    goal=(--device cpu --points 256 --steps 2 --warmup 1 --backends torch triton:tf32)
+    goal=(--device cpu --points 256 --steps 2 --warmup 1 --backends torch triton:tf32 triton-step:tf32)
     precision=(--precision-size 16 --precision-steps 5 --precision-seeds 0)
     trainer_step=(--step-size 16 --step-steps 5)
     resources=(--widths 64 --precisions tf32 --activations relu --encodings none)
     sweep=(--device cpu --widths 32 --points 256 --steps 2 --warmup 1 --backends torch triton:tf32)
 else
     STUDY_TRIALS=2 STUDY_SIZE=256 STUDY_STEPS=8000 STUDY_BACKEND=triton STUDY_DEVICE=cuda
-    goal=(--widths 64 --points 65536 --backends torch compile triton:fp32 triton:tf32x3 triton:tf32 triton:bf16)
+    goal=(--widths 64 --points 65536 --backends torch compile triton:fp32 triton:tf32x3 triton:tf32 triton:bf16
+          triton-step:tf32 triton-step:bf16)
     precision=(--precision-seeds 0 1)
     trainer_step=()
     resources=(--widths 16 32 64 --precisions tf32)
-    sweep=(--backends torch compile triton:fp32 triton:tf32x3 triton:tf32 triton:bf16
+    sweep=(--backends torch compile triton:fp32 triton:tf32x3 triton:tf32 triton:bf16 triton-step:tf32 triton-step:bf16
            --points 16384 65536 262144 1048576)
 fi
 export -f environment kernel_tests study

@@ -463,6 +463,23 @@ class TestCompiledKernels:
 
 
 @needs_interpreter
+def test_the_benchmarks_one_kernel_step_trains_as_its_split_step_does():
+    """`python -m steer.kernels.bench --backends triton-step` times the step a trial takes: same losses
+    over three Adam steps as forward, MSE and backward through the split kernels."""
+    from steer.kernels import bench
+
+    config = MLPConfig(width=16, hidden_layers=1)
+    gen = torch.Generator().manual_seed(3)
+    coords, target = torch.rand(37, 2, generator=gen) * 2 - 1, torch.rand(37, 3, generator=gen)
+    losses = []
+    for one_kernel in (False, True):
+        step = bench._step_fn(make_pair(config)[1], coords, target, "eager", one_kernel)
+        losses.append(torch.stack([step().detach() for _ in range(3)]))
+    assert losses[0][0] > losses[0][2]  # it trains
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-6)
+
+
+@needs_interpreter
 def test_the_trainer_asks_once_per_loss_whether_the_one_kernel_step_takes_its_net(monkeypatch):
     """On a GPU the answer costs a compile check and a driver query: asked every step, it took 0.77 ms
     of a 0.115 ms step on an H200. The model keeps it: one question per loss, however many steps."""

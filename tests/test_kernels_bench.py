@@ -12,13 +12,14 @@ from steer.kernels import bench
 
 @pytest.fixture(scope="module")
 def rows():
-    return bench.run_benchmark(points=(64, 100), widths=(16,), hidden_layers=1, backends=("torch", "triton"),
+    return bench.run_benchmark(points=(64, 100), widths=(16,), hidden_layers=1, backends=("torch", "triton", "triton-step:bf16"),
                                steps=2, warmup=1, device="cpu")
 
 
 def test_rows(rows):
-    assert [(r["backend"], r["points"], r["status"]) for r in rows] == [
-        ("torch", 64, "ok"), ("triton", 64, "skipped"), ("torch", 100, "ok"), ("triton", 100, "skipped")]
+    assert [(r["backend"], r["precision"], r["points"], r["status"]) for r in rows] == [
+        ("torch", None, 64, "ok"), ("triton", "tf32", 64, "skipped"), ("triton-step", "bf16", 64, "skipped"),
+        ("torch", None, 100, "ok"), ("triton", "tf32", 100, "skipped"), ("triton-step", "bf16", 100, "skipped")]
     timed = rows[0]
     assert timed["ms_per_step"] > 0 and timed["first_step_s"] > 0 and timed["width"] == 16
     assert "needs a CUDA device" in rows[1]["note"]
