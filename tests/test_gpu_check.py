@@ -31,3 +31,12 @@ def test_every_step_of_the_gpu_check_runs_in_its_dry_run(tmp_path):
     assert "| 64 | 2^8 | torch |" in report  # the benchmark's table reached the report
     assert (tmp_path / "kernels-bench-goal.json").exists() and (tmp_path / "precision.json").exists()
     assert "| 64 | 3 | relu | none | tf32 | train_step |" in report  # this Triton's spills, in the report
+
+
+def test_the_gpu_check_ends_within_15_minutes_whatever_its_steps_do():
+    """The issue's bound, and a lent GPU's: each step's time limit is in the script; they must add up."""
+    script = (REPO / "tests" / "gpu_check.sh").read_text()
+    limits = dict(re.findall(r"^(?:\w+=\w+ )?step ([\w-]+) (\d+) ", script, re.M))
+    assert set(limits) == set(STEPS) | {"trainer-step"}, limits
+    kill_after = int(re.search(r"timeout --kill-after=(\d+) ", script).group(1))  # a step that ignores SIGTERM
+    assert sum(int(limit) + kill_after for limit in limits.values()) <= 15 * 60 - 10, limits  # 10 s: set-up, report
