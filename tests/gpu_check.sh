@@ -140,7 +140,7 @@ fi
 export -f environment kernel_tests study
 export py dry KERNEL_TESTS STUDY_TRIALS STUDY_SIZE STUDY_STEPS STUDY_BACKEND STUDY_DEVICE
 
-# The limits (and 5 s each to kill a step that overran) add up to 855 s, so the whole check ends within
+# The limits (and 5 s each to kill a step that overran) add up to 885 s, so the whole check ends within
 # 15 minutes however a step goes (tests/test_gpu_check.py). Times on an H200 (Triton 3.6), 2026-11-26:
 # environment 7 s, resources 61, kernel-tests 165 (then 8 jobs, now 12), bench-goal 32, study 100, trainer-step 75.
 step environment 20 bash -c environment
