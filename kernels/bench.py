@@ -4,8 +4,9 @@
 
 On CUDA it times torch (eager), compile, the fused triton kernels at each input
 precision, the one-kernel training step (`triton-step`) where it takes the net, and
-tiny-cuda-nn's FullyFusedMLP when `tinycudann` is importable, at 2^14 to 2^20 points. Without CUDA it times torch and compile on the CPU at smaller sizes and
-records that triton needs CUDA. Importing this module does nothing; `run_benchmark`,
+tiny-cuda-nn's FullyFusedMLP when `tinycudann` is importable, at 2^14 to 2^20 points.
+Without CUDA it times torch and compile on the CPU at smaller sizes and records that
+triton needs CUDA. Importing this module does nothing; `run_benchmark`,
 `markdown_table`, `save_plot` and `environment` are what a CLI calls.
 """
 
@@ -189,10 +190,9 @@ def run_benchmark(
     `backends` entries: "torch", "compile", "triton" (at DEFAULT_PRECISION) or
     "triton:<precision>" (fp32, tf32x3, tf32, bf16), "triton-step[:<precision>]" (the
     one-kernel step; a "skipped" row says why where this GPU's Triton cannot run it for the
-    net), "tinycudann". Defaults depend on the
-    device: on CUDA every backend at 2^14..2^20 points, 50 steps after 10 warm-up steps; on
-    the CPU torch and compile at 2^10..2^14 points, 10 steps after 2, and a "skipped" row
-    saying triton needs CUDA.
+    net), "tinycudann". Defaults depend on the device: on CUDA every backend at 2^14..2^20
+    points, 50 steps after 10 warm-up steps; on the CPU torch and compile at 2^10..2^14
+    points, 10 steps after 2, and a "skipped" row saying triton needs CUDA.
     The net is the seeds' one: ReLU hidden layers, sigmoid output, no encoding.
     `variants` (modes of VARIANTS: "read", "fused", "graph") also times each backend's step
     those ways, each in a column of its own; a variant that fails (a backend that cannot be

@@ -417,8 +417,8 @@ class FusedMLPFunction(torch.autograd.Function):
 @lru_cache(maxsize=None)
 def _compiled_step_reason(plan: KernelPlan, loss: str, capability: tuple[int, int], shared_limit: int) -> str | None:
     """Why the installed Triton's one-kernel step of `plan` should not train on a GPU of `capability` with
-    `shared_limit` bytes of shared memory per block (it cannot launch, or spills too much), or None. Compiled once per net, loss and GPU in a
-    process (Triton caches the compile on disk too).
+    `shared_limit` bytes of shared memory per block (it cannot launch, or spills too much), or None.
+    Compiled once per net, loss and GPU in a process (Triton caches the compile on disk too).
 
     A step that spills a little still runs: on an H200 under Triton 3.6, with CUDA graphs, steps
     spilling 72 and 204 B per thread took half the split kernels' time and one spilling 2 KB the same,

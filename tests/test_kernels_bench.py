@@ -12,7 +12,8 @@ from steer.kernels import bench
 
 @pytest.fixture(scope="module")
 def rows():
-    return bench.run_benchmark(points=(64, 100), widths=(16,), hidden_layers=1, backends=("torch", "triton", "triton-step:bf16"),
+    return bench.run_benchmark(points=(64, 100), widths=(16,), hidden_layers=1,
+                               backends=("torch", "triton", "triton-step:bf16"),
                                steps=2, warmup=1, device="cpu")
 
 
