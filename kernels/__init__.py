@@ -23,14 +23,14 @@ from .choices import ACTIVATIONS, BACKENDS, DEFAULT_PRECISION, ENCODINGS, OUTPUT
 from .errors import BackendError
 
 if TYPE_CHECKING:
-    from .backends import build_model, resolve_backend
+    from .backends import build_model, precision_fault, resolve_backend
     from .compiled import CompiledCoordMLP
     from .fused import FusedCoordMLP, interpreter_requested, triton_importable, unsupported_reason
     from .reference import CoordMLP, MLPConfig, reference_forward
 
 # The names that need torch, and the module each comes from (imported on first use, PEP 562).
 _NEEDS_TORCH = {
-    "build_model": "backends", "resolve_backend": "backends",
+    "build_model": "backends", "precision_fault": "backends", "resolve_backend": "backends",
     "CompiledCoordMLP": "compiled",
     "FusedCoordMLP": "fused", "interpreter_requested": "fused", "triton_importable": "fused",
     "unsupported_reason": "fused",
@@ -52,6 +52,6 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ACTIVATIONS", "BACKENDS", "DEFAULT_PRECISION", "ENCODINGS", "OUTPUTS", "PRECISIONS", "BackendError",
-    "CompiledCoordMLP", "CoordMLP", "FusedCoordMLP", "MLPConfig", "build_model", "reference_forward",
-    "resolve_backend",
+    "CompiledCoordMLP", "CoordMLP", "FusedCoordMLP", "MLPConfig", "build_model", "precision_fault",
+    "reference_forward", "resolve_backend",
 ]

@@ -26,7 +26,7 @@ from steer.artifacts import (
 from steer.control import Control, NotSteerable
 from steer.errors import UserError
 from steer.image import load_target, to_png
-from steer.kernels import BackendError, resolve_backend
+from steer.kernels import BackendError, precision_fault, resolve_backend
 from steer.sampler import SteerSampler
 from steer.spec import DEFAULT_PARAMS, PARAMS, Dimension, Spec
 from steer.steering import Steering, steering
@@ -187,6 +187,8 @@ def check_runnable(spec: Spec) -> None:
         resolve_backend(spec.backend, mlp_config({**DEFAULT_PARAMS, **spec.fixed}), device)
     except BackendError as exc:
         raise UserError(f"{spec.path or '<spec>'}: [trial] backend: {exc}") from None
+    if spec.backend == "triton" and device.type == "cuda" and (fault := precision_fault(spec.precision)):
+        raise UserError(f"{spec.path or '<spec>'}: [trial] precision: {fault}")
 
 
 class Objective:

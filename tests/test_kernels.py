@@ -368,6 +368,33 @@ class TestBackends:
             assert resolve_backend("auto", config, "cuda") == "triton"
             assert resolve_backend("auto", config, "cuda:0") == "triton"
 
+    def test_a_precision_whose_kernels_faulted_under_a_triton_is_refused_on_a_gpu_there(self, monkeypatch):
+        """Triton 3.6's tf32x3 forward faulted on an H200 (an illegal address, which poisons the worker's
+        CUDA context): under 3.6 a spec asking for it is refused before a trial starts, and `auto` takes
+        torch; other precisions, other Tritons and the CPU are untouched."""
+        import importlib.metadata
+
+        from steer.kernels.backends import precision_fault
+
+        assert precision_fault("tf32x3", "3.9.0") is None and precision_fault("tf32", "3.6.0") is None
+        reason = precision_fault("tf32x3", "3.6.1")
+        assert reason.startswith("precision 'tf32x3' is refused under Triton 3.6.1: its kernels faulted with an "
+                                 "illegal memory access in the forward kernel"), reason
+        assert reason.endswith("; use fp32, tf32, bf16 (tf32 is the default and within 0.1 dB of fp32), or another "
+                               "Triton"), reason
+        if not HAS_TRITON:
+            return
+        installed = importlib.metadata.version
+        monkeypatch.setattr(importlib.metadata, "version",
+                            lambda name: "3.6.0" if name == "triton" else installed(name))
+        config = MLPConfig()
+        with pytest.raises(BackendError, match=r"^precision 'tf32x3' is refused under Triton 3\.6\.0"):
+            resolve_backend("triton", config, "cuda", "tf32x3")
+        assert resolve_backend("auto", config, "cuda", "tf32x3") == "torch"
+        assert resolve_backend("triton", config, "cuda", "tf32") == "triton"
+        assert resolve_backend("auto", config, "cuda", "bf16") == "triton"
+        assert build_model(config, "triton", "cpu", precision="tf32x3")[1] == "triton"  # the interpreter
+
     def test_cpu_without_interpreter_is_a_clear_error(self, monkeypatch):
         monkeypatch.delenv("TRITON_INTERPRET", raising=False)
         with pytest.raises(BackendError, match=r"backend 'triton' needs a CUDA device; got device 'cpu'"):
