@@ -86,7 +86,8 @@ def trials_table(rows: list[dict[str, Any]], study: str, best_number: int | None
     body = []
     for r in reversed(rows):  # newest first: running trials are where the action is
         p = r["params"]
-        steered = f"yes ({r['interventions']})" if r["steered"] else ""
+        steered = (f"yes ({r['interventions']})" if r["steered"] else  # else a promoted, forked or retried run
+                   f"replays {len(r['changes'])} change{'s' * (len(r['changes']) > 1)}" if r["changes"] else "")
         origin = ["baseline"] if r["baseline"] else []
         if r["promoted_from"] is not None:
             origin.append(f"promoted from #{r['promoted_from']}")

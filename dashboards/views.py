@@ -224,7 +224,11 @@ def trial_rows(trials: Sequence[FrozenTrial], now: float | None = None,
     for t in sorted(trials, key=lambda t: t.number):
         rec = record.read(t)
         row = shown[t.number]  # steer show's row: state, psnr, origin, family, note, ...
-        row["searched"] = row.pop("params")  # what Optuna sampled
+        optuna_params = row.pop("params")
+        # What Optuna sampled, apart from the changes that trained, which are params too (`lr@479`: set
+        # when a steered trial ends, given to a promoted, forked or retried one): the steered column's.
+        row["searched"] = {k: v for k, v in optuna_params.items() if not record.is_scheduled(k)}
+        row["changes"] = {k: v for k, v in optuna_params.items() if record.is_scheduled(k)}
         params = rec.effective
         latest = live.get(t.number) if t.state == TrialState.RUNNING else None
         if latest is not None:

@@ -175,6 +175,11 @@ def test_trial_rows_say_state_psnr_steering_pins_and_duration():
     assert r1["steered"] and r1["interventions"] == 2 and r1["pinned"] == {"loss": "l1"}
     assert r1["params"] == {"lr": 5e-4, "optimizer": "sgd", "loss": "l1", "weight_decay": 0.0}  # effective
     assert r1["searched"] == {"lr": 1e-3, "optimizer": "adam"}  # Optuna's params
+    assert r1["changes"] == {} and r0["changes"] == {}
+    ended = views.trial_rows([frozen(4, value=31.0, params={"lr": 1e-3, "optimizer": "adam", "lr@479": 3e-4},
+                                     attrs={"steer.steered": True})])[0]
+    assert ended["searched"] == {"lr": 1e-3, "optimizer": "adam"}  # its changes are not what was searched
+    assert ended["changes"] == {"lr@479": 3e-4}
     assert r2["state"] == "RUNNING" and r2["psnr"] is None and r2["duration_s"] == pytest.approx(42.0)
     assert r2["live_psnr"] is None and r0["live_psnr"] is None
     now = views.trial_rows(trials, live={2: metric(30, psnr=21.5, lr=4e-4, opt="sgd"), 0: metric(5)})
@@ -582,6 +587,27 @@ def test_the_trials_table_says_which_trials_a_hint_drew():
     hinted.number = 4
     table = study_page.trials_table(views.trial_rows([hinted]), "s", None)
     assert "hinted lr" in str(table)
+
+
+def test_the_trials_table_keeps_the_changes_that_trained_out_of_the_searched_params():
+    """A steered trial's changes become params when it ends (`lr@479`), and a promoted run starts with
+    them: the table lists them as what the trial replays or was steered with, not as what was searched."""
+    from steer import record
+    from steer.dashboards import study_page
+
+    lr = FloatDistribution(1e-5, 1e-1, log=True)
+    steered = optuna.trial.create_trial(
+        params={"lr": 1e-3, "lr@479": 3e-4}, distributions={"lr": lr, "lr@479": lr}, value=30.0,
+        user_attrs={record.STEERED: True, record.INTERVENTIONS: [{"action": "set_lr"}]})
+    promoted = optuna.trial.create_trial(
+        params={"lr": 1e-3, "lr@479": 3e-4, "lr@900": 1e-4}, distributions={"lr": lr, "lr@479": lr, "lr@900": lr},
+        value=30.0, user_attrs={record.PROMOTED_FROM: 0})
+    steered.number, promoted.number = 0, 1
+    rows = study_page.trials_table(views.trial_rows([steered, promoted]), "s", None).children[1].children
+    cells = [[str(td.children) for td in row.children] for row in rows]  # newest first
+    searched, column = 7, 8
+    assert "lr@" not in cells[0][searched] + cells[1][searched] and "lr=1.00e-3" in cells[0][searched]
+    assert cells[1][column] == "yes (1)" and cells[0][column] == "replays 2 changes"
 
 
 # ---- forks and undo ------------------------------------------------------------------ #
