@@ -194,6 +194,12 @@ def test_trial_rows_say_state_psnr_steering_pins_and_duration():
     assert (held["paused"], held["kept"], held["steered"]) == (77, True, False)  # neither steers
 
 
+def test_the_best_so_far_chart_ticks_whole_trials():
+    assert [figures.trial_tick(n) for n in (0, 2, 10, 11, 25, 199, 200, 201, 3000)] == [1, 1, 1, 2, 5, 20, 20, 50, 500]
+    data = {"number": [0, 1, 2], "value": [1.0, 2.0, 3.0], "best": [1.0, 2.0, 3.0], "steered": [False] * 3}
+    assert figures.best_so_far_figure(data).layout.xaxis.dtick == 1  # not trial 0.5, 1.5
+
+
 def test_best_so_far_counts_only_completed_trials():
     trials = [frozen(0, value=20.0), frozen(1, value=18.0, attrs={"steer.steered": True}),
               frozen(2, state=TrialState.PRUNED, value=40.0), frozen(3, state=TrialState.RUNNING),
