@@ -49,7 +49,9 @@ browser:
 
 # Two test processes (pytest-xdist), a test file each at a time: most tests wait on workers, a browser or a
 # database, so two run in about 9.5 minutes what one runs in 14.5 on a 2-core machine like CI's. Each test
-# has its own folder and PostgreSQL database, and module fixtures stay in one process (--dist loadfile).
+# has its own folder and PostgreSQL database, and module fixtures stay in one process (--dist loadfile: by hand,
+# `-n 2` alone splits a file, and test_dash_browser.py's tests, which steer one shared study in order, then fail).
+# Not in pyproject's addopts: the GPU machine's pytest has no xdist.
 PYTEST = $(PY) -m pytest -q -n 2 --dist loadfile
 
 test: setup-test browser
