@@ -107,3 +107,36 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_goes_stale(storage
     hasty = worker(1)
     assert Control.open(hasty).sweep(hasty) == [0]
     assert [t.state.name for t in hasty.trials] == ["FAIL"]
+
+
+def test_processes_opening_a_new_sqlite_database_at_once_all_get_it_in_wal_mode(tmp_path):
+    """Switching a new file to WAL takes an exclusive lock, and SQLite answers one of two switches
+    "database is locked" at once (no busy wait: a deadlock otherwise). A worker failed so, beside the
+    test opening its study: `steer run --workers 2`, or a worker and `steer dash`, on a new database."""
+    import sqlite3
+    import threading
+
+    from steer.storage._engine import enable_wal
+
+    failures = []
+    for i in range(60):
+        path = tmp_path / f"new{i}.db"
+        with sqlite3.connect(path) as conn:  # a database file, not yet in WAL mode
+            conn.execute("CREATE TABLE t (x)")
+        start = threading.Barrier(3)
+
+        def open_it(path=path, start=start):
+            start.wait()
+            try:
+                enable_wal(path)
+            except Exception as exc:  # noqa: BLE001 - counted, then asserted
+                failures.append(str(exc))
+
+        threads = [threading.Thread(target=open_it) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert not failures, failures[:3]

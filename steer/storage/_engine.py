@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -50,12 +51,25 @@ def engine_kwargs(url: str) -> dict[str, Any]:
 
 
 def enable_wal(path: Path) -> None:
-    """WAL is a property of the database file: set it once, every later connection uses it."""
-    try:
-        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"{path}: not a usable SQLite database ({exc})") from None
+    """WAL is a property of the database file: set it once, every later connection uses it.
+
+    Two processes that open a new database at once (`steer run --workers 2`, or a worker and the app)
+    both switch it: each takes a shared lock and asks for an exclusive one, and SQLite answers one of
+    them "database is locked" at once, without waiting (a deadlock otherwise). That one tries again
+    until the other is done (3 threads at once on a new file: 27 of 200 failed before this).
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+    while True:
+        try:
+            with closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT)) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise UserError(f"{path}: not a usable SQLite database ({exc})") from None
+            time.sleep(0.05)
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{path}: not a usable SQLite database ({exc})") from None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
