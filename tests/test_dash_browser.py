@@ -270,7 +270,7 @@ def test_lr_slider_is_applied_by_the_worker(study, base, page):
     # "(this browser)" may lag one refresh: a refresh that started while the request was sent
     # renders the status before this browser's store holds the command's id
     applied = page.locator(f"#{ids.REQUESTS} li.cmd-applied", has_text="set_lr").filter(has_text="(this browser)")
-    applied.wait_for()
+    applied.wait_for(timeout=60_000)  # 20 s ran out once with a second test process beside it (ci-fresh, -n 2)
     text = applied.inner_text()
     assert f"set_lr {shown}" in text and "applied at step" in text and "(this browser)" in text
     step = int(text.split("applied at step ")[1].split()[0])
