@@ -77,7 +77,16 @@ def fresh_pg_database(base_url: str, prefix: str = "steer_bench") -> Iterator[st
         yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with psycopg.connect(libpq_url(base_url), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for attempt in range(100):
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    break
+                except psycopg.errors.InsufficientPrivilege:
+                    # FORCE ends the database's connections, but not an autovacuum worker (a superuser's
+                    # process) that happens to be on it; it ends within moments (seen under two test processes)
+                    if attempt == 99:
+                        raise
+                    time.sleep(0.1)
 
 
 @contextlib.contextmanager
